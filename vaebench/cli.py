@@ -1,0 +1,113 @@
+"""The ``vaebench`` command: parses options and calls the core. No maths here.
+
+Errors the user can fix arrive as :class:`~vaebench.errors.VaebenchError` and
+leave as one line on stderr with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from vaebench import registry
+from vaebench.errors import VaebenchError
+from vaebench.spec import DATASETS, DEFAULT_MODEL, MODELS, TrainConfig
+
+
+def _options(values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--option")
+        pairs[key] = val
+    return pairs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaebench")
+def cli() -> None:
+    """Train the same VAE in several frameworks and compare them fairly."""
+
+
+@cli.command()
+@click.option("--backend", "-b", default="torch", show_default=True, help="Plugin to train with (see `vaebench backends`).")
+@click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default=DEFAULT_MODEL, show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--epochs", type=int, help="Default: the model's source (seed 100, conv 30, mlp 10).")
+@click.option("--batch-size", type=int, help="Default: the model's source (seed 512, conv 128, mlp 128).")
+@click.option("--latent-dim", type=int, help="Default: the model's source (seed 2, conv 2, mlp 20).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise.")
+@click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder. Default: results/runs/<time>-<backend>-<model>.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--limit-train", type=int, help="Train on the first N training images only.")
+@click.option("--threads", type=int, help="Intra-op threads for the framework (default: its own choice).")
+@click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting; repeatable.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
+def run(**kw: object) -> None:
+    """Train a VAE on real data with one backend and write a run folder."""
+    from vaebench.results import default_run_dir
+    from vaebench.runner import train_and_evaluate
+
+    config = TrainConfig(
+        backend=kw["backend"], model=kw["model"], dataset=kw["dataset"], epochs=kw["epochs"],
+        batch_size=kw["batch_size"], latent_dim=kw["latent_dim"], lr=kw["lr"], seed=kw["seed"],
+        binarize=kw["binarize"], device=kw["device"], limit_train=kw["limit_train"], threads=kw["threads"],
+        compile=kw["compile_"], options=_options(kw["options"]),
+    )
+    out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
+    quiet = bool(kw["quiet"])
+    metrics = train_and_evaluate(
+        config, out, data_dir=kw["data_dir"], progress=not quiet, overwrite=bool(kw["overwrite"]),
+        log=(lambda _msg: None) if quiet else click.echo,
+    )
+    final = metrics["final"]["test_neg_elbo"]
+    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ (metrics.json, weights.npz, grid.png, reconstructions.png)")
+
+
+@cli.command()
+@click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
+def backends(devices: bool) -> None:
+    """List installed backends and how to install the rest (imports no framework unless --devices)."""
+    plugins = registry.installed()
+    for name, info in sorted(plugins.items()):
+        versions = ", ".join(f"{k} {v}" for k, v in info.framework_versions().items())
+        click.echo(f"{name:8s} installed  {info.distribution} {info.version}  [{versions}]")
+        if devices:
+            try:
+                env = registry.load(name)[0]().environment()
+                click.echo(f"{'':8s} device     {env.get('device')}: {env.get('device_name')}")
+            except VaebenchError as exc:
+                click.echo(f"{'':8s} unusable   {exc}")
+    for name, how in registry.KNOWN.items():
+        if name not in plugins:
+            click.echo(f"{name:8s} missing    {how}")
+
+
+def main() -> None:
+    """Entry point: run the click group, turning user errors into one line."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VaebenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the run folder's metrics.json says status 'interrupted'", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

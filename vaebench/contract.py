@@ -1,0 +1,211 @@
+"""The backend contract: what a plugin translates, documented once, here.
+
+A plugin provides a :class:`Backend` subclass (registered under the entry-point
+group ``vaebench.backends``) whose :meth:`Backend.build` returns a
+:class:`Model`. Everything crosses the boundary as NumPy:
+
+* images ``x``: ``(batch, 28, 28, 1)`` float32 in ``[0, 1]`` (channels-last);
+* noise ``eps``: ``(batch, latent_dim)`` float32 standard normal, drawn by the
+  core so every backend sees the same reparameterisation noise;
+* latent points ``z``: ``(n, latent_dim)`` float32;
+* parameters: the canonical dict of :mod:`vaebench.weights`.
+
+The public methods of :class:`Model` check shapes and dtypes (so a wrong input
+is the core's :class:`~vaebench.errors.ShapeError`, never a framework
+traceback) and call the ``_``-prefixed hooks a plugin implements. The maths a
+plugin runs (reparameterisation, the loss) comes from :mod:`vaebench.loss`,
+written once on the tiny :class:`Ops` namespace each plugin supplies.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import numpy as np
+
+from vaebench.errors import BackendError, ShapeError
+from vaebench.spec import AdamConfig, ModelSpec
+from vaebench.weights import Params, check_params
+
+
+class Ops(Protocol):
+    """The array primitives :mod:`vaebench.loss` is written in.
+
+    Arithmetic operators (``+ - * /``, unary ``-``, scalars on either side)
+    must work on the framework's arrays; everything else the core needs is here.
+    """
+
+    def exp(self, x: Any) -> Any:
+        """Elementwise ``e**x``."""
+
+    def log1p(self, x: Any) -> Any:
+        """Elementwise ``log(1 + x)``, accurate for small ``x``."""
+
+    def abs(self, x: Any) -> Any:
+        """Elementwise ``|x|``."""
+
+    def relu(self, x: Any) -> Any:
+        """Elementwise ``max(x, 0)``."""
+
+    def sum_per_example(self, x: Any) -> Any:
+        """Sum over every axis but the first: ``(B, ...) -> (B,)``."""
+
+    def mean(self, x: Any) -> Any:
+        """Mean of all entries, a scalar."""
+
+
+class LossTerms(NamedTuple):
+    """Per-example loss terms in nats, each of shape ``(batch,)``.
+
+    ``neg_elbo = recon + kl``; ``recon`` is ``-log p(x|z)`` summed over pixels.
+    """
+
+    neg_elbo: Any
+    recon: Any
+    kl: Any
+
+
+def _check(name: str, array: Any, shape: tuple[int | None, ...]) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise ShapeError(f"{name} must be a NumPy array, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise ShapeError(f"{name} must be float32, got {array.dtype}")
+    if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
+        wanted = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        raise ShapeError(f"{name} has shape {array.shape}, expected {wanted}")
+    return array
+
+
+class Model(abc.ABC):
+    """One VAE built by a backend from a :class:`ModelSpec`, with its Adam state."""
+
+    def __init__(self, spec: ModelSpec, adam: AdamConfig) -> None:
+        self.spec = spec
+        self.adam = adam
+
+    def _check_x(self, x: np.ndarray) -> np.ndarray:
+        return _check("images x", x, (None, *self.spec.input_shape))
+
+    def _check_xe(self, x: np.ndarray, eps: np.ndarray) -> None:
+        self._check_x(x)
+        _check("noise eps", eps, (x.shape[0], self.spec.latent_dim))
+
+    # -- weights ---------------------------------------------------------
+    def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
+        """Replace all parameters with canonical ``params`` and reset Adam's state."""
+        check_params(self.spec, params)
+        self._load_weights({k: np.asarray(v, np.float32) for k, v in params.items()})
+
+    def export_weights(self) -> Params:
+        """Current parameters as canonical float32 NumPy arrays (copies)."""
+        params = self._export_weights()
+        check_params(self.spec, params)
+        return params
+
+    # -- training --------------------------------------------------------
+    def train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
+        """One Adam step on the batch mean of the -ELBO of ``x`` with noise ``eps``.
+
+        Returns the batch-mean -ELBO *before* the update as a framework scalar
+        left on the device: reading it would synchronise, so the runner reads
+        many at once through :meth:`fetch`.
+        """
+        self._check_xe(x, eps)
+        return self._train_step(x, eps)
+
+    def fetch(self, values: Sequence[Any]) -> np.ndarray:
+        """Host float64 copies of scalars returned by :meth:`train_step` (synchronises)."""
+        if not values:
+            return np.zeros(0)
+        return np.asarray(self._fetch(values), np.float64).reshape(len(values))
+
+    # -- inference -------------------------------------------------------
+    def evaluate(self, x: np.ndarray, eps: np.ndarray) -> LossTerms:
+        """Per-example -ELBO, reconstruction and KL in nats, ``(batch,)`` float32 each.
+
+        Uses ``z = mean + exp(logvar / 2) * eps``; weights are not changed.
+        """
+        self._check_xe(x, eps)
+        return LossTerms(*(np.asarray(t, np.float32) for t in self._evaluate(x, eps)))
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior ``(mean, logvar)`` of ``x``, each ``(batch, latent_dim)`` float32."""
+        self._check_x(x)
+        mean, logvar = self._encode(x)
+        return np.asarray(mean, np.float32), np.asarray(logvar, np.float32)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Pixel probabilities ``sigmoid(logits)`` of ``z``: ``(n, 28, 28, 1)`` float32."""
+        _check("latent z", z, (None, self.spec.latent_dim))
+        return np.asarray(self._decode(z), np.float32)
+
+    def synchronize(self) -> None:
+        """Block until all work queued on the device has finished (for timing)."""
+        self._synchronize()
+
+    # -- what a plugin implements ------------------------------------------
+    @abc.abstractmethod
+    def _load_weights(self, params: Params) -> None: ...
+
+    @abc.abstractmethod
+    def _export_weights(self) -> Params: ...
+
+    @abc.abstractmethod
+    def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any: ...
+
+    @abc.abstractmethod
+    def _fetch(self, values: Sequence[Any]) -> Any: ...
+
+    @abc.abstractmethod
+    def _evaluate(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any, Any]: ...
+
+    @abc.abstractmethod
+    def _encode(self, x: np.ndarray) -> tuple[Any, Any]: ...
+
+    @abc.abstractmethod
+    def _decode(self, z: np.ndarray) -> Any: ...
+
+    @abc.abstractmethod
+    def _synchronize(self) -> None: ...
+
+
+class Backend(abc.ABC):
+    """A framework plugin: resolves a device, reports its environment, builds models.
+
+    Constructed with the run's ``device`` (``auto``, ``cpu`` or ``cuda``),
+    ``threads`` (intra-op threads; ``None`` leaves the framework's choice),
+    ``compile`` (the plugin's optional graph compilation) and ``options``
+    (plugin-specific ``key=value`` settings, checked against :attr:`option_defaults`).
+    Constructing it may import the framework; registering it must not.
+    """
+
+    name: ClassVar[str]
+    framework: ClassVar[str]
+    ops: ClassVar[Ops]
+    option_defaults: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        device: str = "auto",
+        threads: int | None = None,
+        compile: bool = False,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.device = device
+        self.threads = threads
+        self.compile = compile
+        unknown = sorted(set(options or {}) - set(self.option_defaults))
+        if unknown:
+            known = ", ".join(f"{k} (default {v})" for k, v in self.option_defaults.items()) or "none"
+            raise BackendError(f"backend {self.name!r} has no option {unknown[0]!r}; its options: {known}")
+        self.options = {**self.option_defaults, **(options or {})}
+
+    @abc.abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Framework versions, the device used and its name, thread count, settings."""
+
+    @abc.abstractmethod
+    def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
+        """A :class:`Model` of ``spec`` with Adam ``adam``; load weights before use."""

@@ -1,0 +1,37 @@
+"""The one exception family the CLI turns into a one-line message.
+
+Anything the user can fix (bad data, a missing plugin, impossible settings)
+raises a subclass of :class:`VaebenchError`; the CLI prints ``error: <msg>``
+and exits with :attr:`VaebenchError.exit_code` instead of a traceback.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class VaebenchError(Exception):
+    """A failure the user can act on; the message says what to do."""
+
+    exit_code = 2
+
+
+class DataError(VaebenchError):
+    """Dataset files missing, truncated, corrupt or unreachable."""
+
+
+class BackendError(VaebenchError):
+    """Unknown backend, plugin not installed, or a plugin breaking the contract."""
+
+
+class ConfigError(VaebenchError):
+    """Settings that cannot describe a run (batch size 0, unknown model...)."""
+
+
+class ShapeError(VaebenchError):
+    """An array handed to a backend does not have the contract's shape or dtype."""
+
+
+class DivergedError(VaebenchError):
+    """Training produced a non-finite loss."""
+
+    exit_code = 1

@@ -1,0 +1,100 @@
+"""Backend discovery through the ``vaebench.backends`` entry-point group.
+
+Listing backends reads package metadata only: no framework is imported until a
+backend is loaded by name (``vaebench backends`` must stay fast and must work
+with a broken framework install). Loading checks the plugin against the
+contract and says which distribution it came from, so every result can record
+the plugin's version.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import metadata
+
+from vaebench.contract import Backend
+from vaebench.errors import BackendError
+
+GROUP = "vaebench.backends"
+
+# In-tree plugins: how to install each one when it is missing.
+KNOWN = {
+    "torch": "pip install -e backends/torch   (PyPI: vaebench-torch)",
+    "jax": "pip install -e backends/jax   (PyPI: vaebench-jax)",
+    "keras": "pip install -e backends/keras   (PyPI: vaebench-keras)",
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """An installed plugin as its metadata describes it (nothing imported)."""
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+    requires: tuple[str, ...] = ()
+
+    def framework_versions(self) -> dict[str, str]:
+        """Versions of the distributions the plugin depends on, from metadata (no import)."""
+        versions = {}
+        for req in self.requires:
+            name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
+            if not name or name == "vaebench" or "extra ==" in req:
+                continue
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = "not installed"
+        return versions
+
+    def describe(self) -> dict[str, str]:
+        """Provenance for ``metrics.json``."""
+        return {"name": self.name, "entry_point": self.value, "distribution": self.distribution, "version": self.version}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return list(metadata.entry_points(group=GROUP))
+
+
+def installed() -> dict[str, PluginInfo]:
+    """Installed plugins by backend name, from metadata alone."""
+    plugins: dict[str, PluginInfo] = {}
+    for ep in _entry_points():
+        dist = ep.dist
+        requires = tuple(dist.requires or ()) if dist else ()
+        info = PluginInfo(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?", requires)
+        if ep.name in plugins and plugins[ep.name].value != ep.value:
+            raise BackendError(
+                f"backend {ep.name!r} is registered twice ({plugins[ep.name].distribution} and {info.distribution}); uninstall one"
+            )
+        plugins[ep.name] = info
+    return plugins
+
+
+def load(name: str) -> tuple[type[Backend], PluginInfo]:
+    """Import the plugin ``name`` and check it is a :class:`Backend`.
+
+    Raises :class:`BackendError` with the install command when it is missing,
+    and with the import error when its framework cannot be imported.
+    """
+    plugins = installed()
+    if name not in plugins:
+        have = ", ".join(sorted(plugins)) or "none"
+        hint = f"; install it with: {KNOWN[name]}" if name in KNOWN else f"; known backends: {', '.join(KNOWN)}"
+        raise BackendError(f"backend {name!r} is not installed (installed: {have}){hint}")
+    info = plugins[name]
+    ep = next(ep for ep in _entry_points() if ep.name == name and ep.value == info.value)
+    try:
+        cls = ep.load()
+    except ImportError as exc:
+        fix = KNOWN.get(name, f"pip install --force-reinstall {info.distribution}")
+        raise BackendError(f"backend {name!r} ({info.distribution}) failed to import: {exc}; reinstall with: {fix}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(f"entry point {name} = {info.value} is not a vaebench.contract.Backend subclass")
+    missing = [attr for attr in ("name", "framework", "ops") if not hasattr(cls, attr)]
+    if missing or getattr(cls, "__abstractmethods__", None):
+        gaps = missing + sorted(getattr(cls, "__abstractmethods__", ()))
+        raise BackendError(f"backend {name!r} ({info.distribution}) does not implement the contract: missing {', '.join(gaps)}")
+    return cls, info

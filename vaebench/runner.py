@@ -1,0 +1,187 @@
+"""``train_and_evaluate``: the one function ``vaebench run`` and the tests call.
+
+Timing rules (so the figures mean the same for every backend):
+
+* the first train step of a run is timed on its own, closed by the backend's
+  synchronisation, and reported as ``first_step_seconds`` (graph tracing,
+  compilation, allocator warm-up); it is left out of epoch 1's throughput;
+* ``train_images_per_second`` is images over the wall time of the epoch's
+  training loop, closed by a synchronisation: it includes the core's batch
+  preparation, which is identical NumPy work for every backend;
+* the loss is read back every ``FETCH_EVERY`` steps (one synchronisation for
+  many steps), which is also when a non-finite loss is caught.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaebench import registry
+from vaebench.contract import Model
+from vaebench.data import Dataset, load_dataset, steps_per_epoch, to_float, train_batches
+from vaebench.environment import host_environment
+from vaebench.errors import ConfigError, DivergedError
+from vaebench.evaluation import evaluate_split, grid_points
+from vaebench.plots import save_grid, save_reconstructions
+from vaebench.results import SCHEMA_VERSION, prepare_run_dir, write_metrics
+from vaebench.spec import TrainConfig
+from vaebench.weights import init_params, save_params
+
+FETCH_EVERY = 20
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=None if enabled else True, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def train_epoch(model: Model, dataset_images: np.ndarray, cfg: TrainConfig, epoch: int, state: dict, progress: bool) -> dict:
+    """Train one epoch; returns its mean train -ELBO, wall time and throughput."""
+    steps = steps_per_epoch(len(dataset_images), cfg.batch_size)
+    losses: list[float] = []
+    pending: list[Any] = []
+    warm_images, warm_seconds = 0, 0.0
+    bar = _progress(steps, f"epoch {epoch}/{cfg.epochs}", progress)
+
+    def drain(step: int) -> None:
+        values = model.fetch(pending)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            last = next((v for v in reversed(losses + values[: bad[0]].tolist()) if np.isfinite(v)), float("nan"))
+            raise DivergedError(
+                f"training diverged at epoch {epoch}, step {step - len(values) + bad[0] + 1}: loss {values[bad[0]]} "
+                f"(last finite {last:.3f}); try a lower --lr"
+            )
+        losses.extend(values.tolist())
+        pending.clear()
+
+    start = time.perf_counter()
+    for step, batch in enumerate(
+        train_batches(dataset_images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize), start=1
+    ):
+        if state.get("first_step_seconds") is None:
+            t0 = time.perf_counter()
+            pending.append(model.train_step(batch.x, batch.eps))
+            model.synchronize()
+            drain(step)
+            state["first_step_seconds"] = time.perf_counter() - t0
+            warm_images, warm_seconds = cfg.batch_size, time.perf_counter() - start
+            bar.update(1)
+            continue
+        pending.append(model.train_step(batch.x, batch.eps))
+        if len(pending) >= FETCH_EVERY or step == steps:
+            drain(step)
+            elapsed = time.perf_counter() - start - warm_seconds
+            bar.set_postfix(loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}", img_s=f"{(step * cfg.batch_size - warm_images) / max(elapsed, 1e-9):.0f}")
+        bar.update(1)
+    model.synchronize()
+    seconds = time.perf_counter() - start
+    bar.close()
+    timed_images = steps * cfg.batch_size - warm_images
+    timed_seconds = seconds - warm_seconds
+    return {
+        "train_neg_elbo": float(np.mean(losses)),
+        "epoch_seconds": seconds,
+        "train_images_per_second": timed_images / timed_seconds if timed_images > 0 else None,
+    }
+
+
+def _check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
+    images = dataset.train_images
+    if cfg.limit_train is not None:
+        images = images[: cfg.limit_train]
+    if cfg.batch_size > len(images):
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(images)} training images")
+    return images
+
+
+def write_pictures(model: Model, dataset: Dataset, cfg: TrainConfig, run_dir: Path, title: str) -> None:
+    """``grid.png`` (the 20x20 manifold or prior samples) and ``reconstructions.png``."""
+    z = grid_points(cfg.latent_dim, cfg.seed)
+    axis = np.unique(z[:, 0]) if cfg.latent_dim == 2 else None
+    save_grid(model.decode(z), run_dir / "grid.png", title, axis)
+    originals = to_float(dataset.test_images[:32])
+    mean, _ = model.encode(originals)
+    save_reconstructions(originals, model.decode(mean), run_dir / "reconstructions.png", title + " (decoded posterior means)")
+
+
+def train_and_evaluate(
+    config: TrainConfig,
+    run_dir: Path,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
+
+    The folder gets ``metrics.json`` (rewritten after every epoch), and at the
+    end ``weights.npz`` (canonical layout), ``grid.png`` and
+    ``reconstructions.png``.
+    """
+    cfg = config.resolved()
+    backend_cls, plugin = registry.load(cfg.backend)
+    dataset = load_dataset(cfg.dataset, data_dir)
+    train_images = _check_sizes(cfg, dataset)
+    backend = backend_cls(device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options)
+    run_dir = prepare_run_dir(Path(run_dir), overwrite)
+
+    spec = cfg.spec
+    model = backend.build(spec, cfg.adam)
+    model.load_weights(init_params(spec, cfg.seed))
+    state: dict[str, Any] = {"first_step_seconds": None}
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
+        "environment": {**host_environment(), "backend": backend.environment(), "plugin": plugin.describe()},
+        "data": {**dataset.describe(), "train_used": len(train_images)},
+        "history": [],
+        "timing": state,
+        "final": None,
+    }
+    write_metrics(run_dir, metrics)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            entry: dict[str, Any] = {"epoch": epoch, **train_epoch(model, train_images, cfg, epoch, state, progress)}
+            t0 = time.perf_counter()
+            test = evaluate_split(model, dataset.test_images, cfg.eval_batch_size, cfg.seed, cfg.binarize)
+            entry.update(test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"],
+                         eval_seconds=time.perf_counter() - t0)
+            metrics["history"].append(entry)
+            write_metrics(run_dir, metrics)
+            ips = entry["train_images_per_second"]
+            log(f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  test -ELBO {test['neg_elbo']:.2f} "
+                f"(recon {test['recon']:.2f} + KL {test['kl']:.2f})  {entry['epoch_seconds']:.1f}s  "
+                f"{f'{ips:.0f} img/s' if ips else ''}")
+        if metrics["history"]:
+            last = metrics["history"][-1]
+            final = {"test_neg_elbo": last["test_neg_elbo"], "test_recon": last["test_recon"], "test_kl": last["test_kl"]}
+        else:
+            test = evaluate_split(model, dataset.test_images, cfg.eval_batch_size, cfg.seed, cfg.binarize)
+            final = {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
+        save_params(model.export_weights(), run_dir / "weights.npz")
+        title = f"{cfg.backend} · {spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
+        write_pictures(model, dataset, cfg, run_dir, title)
+        metrics.update(status="completed", final=final)
+        write_metrics(run_dir, metrics)
+    except DivergedError:
+        metrics["status"] = "diverged"
+        write_metrics(run_dir, metrics)
+        raise
+    except KeyboardInterrupt:
+        metrics["status"] = "interrupted"
+        write_metrics(run_dir, metrics)
+        raise
+    except Exception:
+        metrics["status"] = "failed"
+        write_metrics(run_dir, metrics)
+        raise
+    return metrics
