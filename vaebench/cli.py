@@ -57,15 +57,29 @@ def run(**kw: object) -> None:
     from vaebench.runner import train_and_evaluate
 
     config = TrainConfig(
-        backend=kw["backend"], model=kw["model"], dataset=kw["dataset"], epochs=kw["epochs"],
-        batch_size=kw["batch_size"], latent_dim=kw["latent_dim"], lr=kw["lr"], seed=kw["seed"],
-        binarize=kw["binarize"], device=kw["device"], limit_train=kw["limit_train"], threads=kw["threads"],
-        compile=kw["compile_"], options=_options(kw["options"]),
+        backend=kw["backend"],
+        model=kw["model"],
+        dataset=kw["dataset"],
+        epochs=kw["epochs"],
+        batch_size=kw["batch_size"],
+        latent_dim=kw["latent_dim"],
+        lr=kw["lr"],
+        seed=kw["seed"],
+        binarize=kw["binarize"],
+        device=kw["device"],
+        limit_train=kw["limit_train"],
+        threads=kw["threads"],
+        compile=kw["compile_"],
+        options=_options(kw["options"]),
     )
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
     quiet = bool(kw["quiet"])
     metrics = train_and_evaluate(
-        config, out, data_dir=kw["data_dir"], progress=not quiet, overwrite=bool(kw["overwrite"]),
+        config,
+        out,
+        data_dir=kw["data_dir"],
+        progress=not quiet,
+        overwrite=bool(kw["overwrite"]),
         log=(lambda _msg: None) if quiet else click.echo,
     )
     final = metrics["final"]["test_neg_elbo"]

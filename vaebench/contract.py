@@ -72,7 +72,7 @@ def _check(name: str, array: Any, shape: tuple[int | None, ...]) -> np.ndarray:
         raise ShapeError(f"{name} must be a NumPy array, got {type(array).__name__}")
     if array.dtype != np.float32:
         raise ShapeError(f"{name} must be float32, got {array.dtype}")
-    if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
+    if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape, strict=True)):
         wanted = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
         raise ShapeError(f"{name} has shape {array.shape}, expected {wanted}")
     return array

@@ -100,18 +100,16 @@ def read_idx(path: Path, ndim: int, item_shape: tuple[int, ...] | None = None) -
             size = int(np.prod(dims, dtype=np.int64))
             if dims[0] > MAX_ITEMS:
                 raise DataError(f"{path} declares {dims[0]} items, more than any such data set has; {fix}")
-            chunks, got = [], 0
-            while got < size:
-                chunk = fh.read(min(_CHUNK, size - got))
+            payload = bytearray()  # grows with what the file really holds, never with what it claims
+            while len(payload) < size:
+                chunk = fh.read(min(_CHUNK, size - len(payload)))
                 if not chunk:
                     break
-                chunks.append(chunk)
-                got += len(chunk)
-            if got < size:
-                raise DataError(f"{path} is truncated: {got} of {size} data bytes; {fix}")
+                payload += chunk
+            if len(payload) < size:
+                raise DataError(f"{path} is truncated: {len(payload)} of {size} data bytes; {fix}")
             if fh.read(1):
                 raise DataError(f"{path} has bytes after the {dims[0]} items its header declares; {fix}")
-            payload = b"".join(chunks)
             digest.update(payload)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} cannot be read ({exc.__class__.__name__}: {exc}); {fix}") from None
@@ -287,7 +285,9 @@ def train_batches(
         yield Batch(x, noise.standard_normal((batch_size, latent_dim), dtype=np.float32))
 
 
-def eval_batches(images: np.ndarray, batch_size: int, latent_dim: int, seed: int, fixed_binarize: bool = False) -> Iterator[Batch]:
+def eval_batches(
+    images: np.ndarray, batch_size: int, latent_dim: int, seed: int, fixed_binarize: bool = False
+) -> Iterator[Batch]:
     """The test set in order, in chunks, with one fixed noise draw (and binarisation) per run.
 
     Fixing the noise makes the per-epoch test -ELBO comparable across epochs

@@ -44,7 +44,7 @@ def save_grid(decoded: np.ndarray, path: Path, title: str, axis: np.ndarray | No
     latent, or ``None`` for prior samples.
     """
     plt = _pyplot()
-    n = int(round(np.sqrt(len(decoded))))
+    n = round(np.sqrt(len(decoded)))
     mosaic = tile(decoded, n, n)
     fig, ax = plt.subplots(figsize=(8.5, 8.5))
     ax.imshow(mosaic, cmap="Greys_r", vmin=0, vmax=1)
@@ -68,12 +68,16 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     plt = _pyplot()
     cols = 16
     rows = len(originals) // cols
-    pairs = np.stack([originals[: rows * cols].reshape(rows, cols, 28, 28), reconstructions[: rows * cols].reshape(rows, cols, 28, 28)], 1)
+    pairs = np.stack(
+        [originals[: rows * cols].reshape(rows, cols, 28, 28), reconstructions[: rows * cols].reshape(rows, cols, 28, 28)], 1
+    )
     mosaic = tile(pairs.reshape(-1, 28, 28), 2 * rows, cols)
     fig, ax = plt.subplots(figsize=(cols * 0.6, 2 * rows * 0.6 + 0.6))
     ax.imshow(mosaic, cmap="Greys_r", vmin=0, vmax=1)
-    ax.set_yticks([28 * (2 * r) + 14 for r in range(rows)] + [28 * (2 * r + 1) + 14 for r in range(rows)],
-                  ["input"] * rows + ["reconstruction"] * rows)
+    ax.set_yticks(
+        [28 * (2 * r) + 14 for r in range(rows)] + [28 * (2 * r + 1) + 14 for r in range(rows)],
+        ["input"] * rows + ["reconstruction"] * rows,
+    )
     ax.set_xticks([])
     ax.set_title(title)
     _save(fig, path)

@@ -66,9 +66,8 @@ def installed() -> dict[str, PluginInfo]:
         requires = tuple(dist.requires or ()) if dist else ()
         info = PluginInfo(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?", requires)
         if ep.name in plugins and plugins[ep.name].value != ep.value:
-            raise BackendError(
-                f"backend {ep.name!r} is registered twice ({plugins[ep.name].distribution} and {info.distribution}); uninstall one"
-            )
+            twice = f"{plugins[ep.name].distribution} and {info.distribution}"
+            raise BackendError(f"backend {ep.name!r} is registered twice ({twice}); uninstall one")
         plugins[ep.name] = info
     return plugins
 

@@ -38,7 +38,9 @@ FETCH_EVERY = 20
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", disable=None if enabled else True, leave=False, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(
+        total=total, desc=desc, unit="step", disable=None if enabled else True, leave=False, dynamic_ncols=True, mininterval=0.5
+    )
 
 
 def train_epoch(model: Model, dataset_images: np.ndarray, cfg: TrainConfig, epoch: int, state: dict, progress: bool) -> dict:
@@ -78,7 +80,10 @@ def train_epoch(model: Model, dataset_images: np.ndarray, cfg: TrainConfig, epoc
         if len(pending) >= FETCH_EVERY or step == steps:
             drain(step)
             elapsed = time.perf_counter() - start - warm_seconds
-            bar.set_postfix(loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}", img_s=f"{(step * cfg.batch_size - warm_images) / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(
+                loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}",
+                img_s=f"{(step * cfg.batch_size - warm_images) / max(elapsed, 1e-9):.0f}",
+            )
         bar.update(1)
     model.synchronize()
     seconds = time.perf_counter() - start
@@ -153,14 +158,20 @@ def train_and_evaluate(
             entry: dict[str, Any] = {"epoch": epoch, **train_epoch(model, train_images, cfg, epoch, state, progress)}
             t0 = time.perf_counter()
             test = evaluate_split(model, dataset.test_images, cfg.eval_batch_size, cfg.seed, cfg.binarize)
-            entry.update(test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"],
-                         eval_seconds=time.perf_counter() - t0)
+            entry.update(
+                test_neg_elbo=test["neg_elbo"],
+                test_recon=test["recon"],
+                test_kl=test["kl"],
+                eval_seconds=time.perf_counter() - t0,
+            )
             metrics["history"].append(entry)
             write_metrics(run_dir, metrics)
             ips = entry["train_images_per_second"]
-            log(f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  test -ELBO {test['neg_elbo']:.2f} "
+            log(
+                f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  test -ELBO {test['neg_elbo']:.2f} "
                 f"(recon {test['recon']:.2f} + KL {test['kl']:.2f})  {entry['epoch_seconds']:.1f}s  "
-                f"{f'{ips:.0f} img/s' if ips else ''}")
+                f"{f'{ips:.0f} img/s' if ips else ''}"
+            )
         if metrics["history"]:
             last = metrics["history"][-1]
             final = {"test_neg_elbo": last["test_neg_elbo"], "test_recon": last["test_recon"], "test_kl": last["test_kl"]}

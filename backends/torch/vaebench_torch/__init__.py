@@ -11,7 +11,7 @@ step), channels-last at ~220; at batch 128 both are near 290.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -112,8 +112,12 @@ class VAE(nn.Module):
         return self.terms(x, eps).neg_elbo.mean()
 
     def named_layers(self) -> list[tuple[LayerInfo, nn.Module]]:
-        return [(i, net.mods[i.name.replace("/", "_")]) for net in (self.trunk, self.heads, self.decoder) for i in net.infos
-                if i.name.replace("/", "_") in net.mods]
+        return [
+            (i, net.mods[i.name.replace("/", "_")])
+            for net in (self.trunk, self.heads, self.decoder)
+            for i in net.infos
+            if i.name.replace("/", "_") in net.mods
+        ]
 
 
 class TorchModel(Model):
@@ -133,7 +137,11 @@ class TorchModel(Model):
     def _new_optimizer(self) -> None:
         a = self.adam
         self.opt = torch.optim.Adam(
-            self.net.parameters(), lr=a.lr, betas=(a.beta1, a.beta2), eps=a.eps, fused=self.fused or None,
+            self.net.parameters(),
+            lr=a.lr,
+            betas=(a.beta1, a.beta2),
+            eps=a.eps,
+            fused=self.fused or None,
             foreach=None if self.fused else True,
         )
 
@@ -195,7 +203,7 @@ class TorchBackend(Backend):
     name = "torch"
     framework = "torch"
     ops = TorchOps()
-    option_defaults = {"layout": "nhwc", "fused_adam": "1", "tf32": "0"}
+    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1", "tf32": "0"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

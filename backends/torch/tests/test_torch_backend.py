@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from vaebench.errors import BackendError
+from vaebench.spec import AdamConfig, get_model
+from vaebench.testing.kit import BackendTests, perturbed_params, sample_inputs
+from vaebench_torch import TorchBackend
+
+
+class TestTorchConformance(BackendTests):
+    @pytest.fixture
+    def backend(self):
+        return TorchBackend(device="cpu")
+
+
+def test_nchw_and_nhwc_layouts_compute_the_same():
+    x, eps = sample_inputs(2, n=8)
+    outs = []
+    for layout in ("nhwc", "nchw"):
+        model = TorchBackend(device="cpu", options={"layout": layout}).build(get_model("conv").spec, AdamConfig())
+        model.load_weights(perturbed_params("conv"))
+        outs.append(model.fetch([model.train_step(x, eps) for _ in range(3)]))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5)
+
+
+def test_unknown_option_and_missing_cuda_are_clear():
+    with pytest.raises(BackendError, match="no option 'layuot'"):
+        TorchBackend(options={"layuot": "nhwc"})
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="no CUDA device"):
+            TorchBackend(device="cuda")

@@ -1,0 +1,55 @@
+"""nox sessions: lint, the framework-free core, and one test session per backend.
+
+Each backend session installs only the core and that plugin (with its pinned
+framework), so a plugin's tests prove it needs nothing else. The core session
+installs no framework at all, proving the core imports none.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "core", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+# What each plugin needs beyond its own package: the pinned framework wheels.
+FRAMEWORK_PINS = {"torch": ["torch==2.13.0"]}
+DATA_ENV = {"VAEBENCH_DATA_DIR": os.environ.get("VAEBENCH_DATA_DIR", os.path.abspath("../shared/data/mnist"))}
+
+
+def install_core(session: nox.Session) -> None:
+    """The core with its test extras, editable."""
+    session.install("-e", ".[test]")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def core(session: nox.Session) -> None:
+    """Core tests with no deep-learning framework installed (backend tests skip)."""
+    install_core(session)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; bad=[m for m in ('torch','jax','tensorflow','keras') if u.find_spec(m)];"
+        "sys.exit(f'framework installed in the core session: {bad}' if bad else 0)",
+    )
+    session.run("pytest", "tests", *session.posargs, env=DATA_ENV)
+
+
+@nox.session(python="3.11", tags=["backends"])
+@nox.parametrize("backend", list(FRAMEWORK_PINS), ids=list(FRAMEWORK_PINS))
+def tests(session: nox.Session, backend: str) -> None:
+    """The core's tests and one plugin's tests, with only that plugin installed."""
+    session.install(*FRAMEWORK_PINS[backend])
+    install_core(session)
+    session.install("-e", f"backends/{backend}")
+    session.run("pytest", "tests", f"backends/{backend}", *session.posargs, env=DATA_ENV)

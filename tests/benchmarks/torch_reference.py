@@ -1,0 +1,76 @@
+"""Minimal hand-written PyTorch training loops: the yardstick for the torch plugin.
+
+Written the way a PyTorch user would write them, with no vaebench code in the
+step: the plugin's throughput is reported as a ratio to these.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SeedVAE(nn.Module):
+    """The blog's network in plain PyTorch (symmetric padding is exact for stride 1)."""
+
+    def __init__(self, latent: int = 2) -> None:
+        super().__init__()
+        chans = [1, 32, 64, 64, 64]
+        self.enc = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(chans))
+        self.fc = nn.Linear(28 * 28 * 64, 32)
+        self.mean, self.logvar = nn.Linear(32, latent), nn.Linear(32, latent)
+        self.dec_fc = nn.Linear(latent, 28 * 28 * 64)
+        dchans = [64, 64, 64, 64, 32, 1]
+        self.dec = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in itertools.pairwise(dchans))
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        h = x
+        for conv in self.enc:
+            h = conv(h)
+        h = F.relu(self.fc(h.flatten(1)))
+        mu, lv = self.mean(h), self.logvar(h)
+        z = mu + torch.exp(0.5 * lv) * eps
+        h = self.dec_fc(z).view(-1, 64, 28, 28)
+        for conv in self.dec:
+            h = conv(h)
+        bce = F.binary_cross_entropy_with_logits(h, x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+        return (bce + kld) / x.shape[0]
+
+
+class MlpVAE(nn.Module):
+    """pytorch/examples vae/main.py, loss averaged over the batch."""
+
+    def __init__(self, latent: int = 20) -> None:
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, latent), nn.Linear(400, latent)
+        self.fc3, self.fc4 = nn.Linear(latent, 400), nn.Linear(400, 784)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        h = F.relu(self.fc1(x))
+        mu, lv = self.fc21(h), self.fc22(h)
+        logits = self.fc4(F.relu(self.fc3(mu + torch.exp(0.5 * lv) * eps)))
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+        return (bce + kld) / x.shape[0]
+
+
+def make_step(model_name: str, channels_last: bool = True):
+    """A ``step(x_nchw, eps) -> loss`` closure with its own model and fused Adam."""
+    model = SeedVAE() if model_name == "seed" else MlpVAE()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8, fused=True)
+
+    def step(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        loss = model(x, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from vaebench.errors import ConfigError, ShapeError
+from vaebench.spec import MODELS, TrainConfig, get_model, same_padding
+from vaebench.weights import check_params, init_params, load_params, save_params
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # pytorch/examples vae: fc1 784x400, fc21/fc22 400x20, fc3 20x400, fc4 400x784 (+ biases)
+        ("mlp", 784 * 400 + 400 + 2 * (400 * 20 + 20) + 20 * 400 + 400 + 400 * 784 + 784),
+        # keras.io VAE model summaries: encoder 69,076 and decoder 65,089 parameters
+        ("conv", 69_076 + 65_089),
+        # the blog's network: 4 encoder convs, Dense 32, two heads; Dense 50176, 5 decoder convs
+        (
+            "seed",
+            (9 * 1 * 32 + 32)
+            + (9 * 32 * 64 + 64)
+            + 2 * (9 * 64 * 64 + 64)
+            + (50176 * 32 + 32)
+            + 2 * (32 * 2 + 2)
+            + (2 * 50176 + 50176)
+            + 3 * (9 * 64 * 64 + 64)
+            + (9 * 64 * 32 + 32)
+            + (9 * 32 + 1),
+        ),
+    ],
+)
+def test_parameter_counts_match_the_sources(name, expected):
+    assert get_model(name).spec.num_params() == expected
+
+
+def test_defaults_of_each_source():
+    assert {n: (m.spec.latent_dim, m.batch_size, m.epochs) for n, m in MODELS.items()} == {
+        "seed": (2, 512, 100),
+        "conv": (2, 128, 30),
+        "mlp": (20, 128, 10),
+    }
+
+
+def test_layer_shapes_and_tensorflow_same_padding():
+    conv = get_model("conv").spec
+    shapes = [(i.name, i.out_shape, i.padding) for i in conv.layers()]
+    assert shapes[0] == ("encoder/0", (14, 14, 32), (0, 1))  # TF pads an even stride-2 input after only
+    assert ("decoder/2", (14, 14, 64), (0, 1)) in shapes
+    assert shapes[-1] == ("decoder/4", (28, 28, 1), (1, 1))
+    assert same_padding(28, 3, 1) == (1, 1) and same_padding(7, 3, 2) == (1, 1)
+
+
+def test_latent_override_changes_heads_and_decoder_input():
+    spec = get_model("mlp").spec.with_latent(5)
+    shapes = spec.param_shapes()
+    assert shapes["encoder/mean/kernel"] == (400, 5) and shapes["decoder/0/kernel"] == (5, 400)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch-size"),
+        ({"latent_dim": 0}, "latent-dim"),
+        ({"epochs": -1}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"model": "resnet"}, "unknown model"),
+        ({"dataset": "cifar"}, "unknown dataset"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_impossible_settings_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs).resolved()
+
+
+def test_resolved_config_takes_the_models_defaults():
+    cfg = TrainConfig(model="seed").resolved()
+    assert (cfg.batch_size, cfg.epochs, cfg.latent_dim) == (512, 100, 2)
+
+
+def test_init_is_seeded_glorot_uniform_with_zero_bias():
+    spec = get_model("conv").spec
+    a, b, c = init_params(spec, 0), init_params(spec, 0), init_params(spec, 1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["encoder/0/kernel"], c["encoder/0/kernel"])
+    k = a["encoder/1/kernel"]  # (3, 3, 32, 64)
+    limit = np.sqrt(6 / (9 * 32 + 9 * 64))
+    assert k.dtype == np.float32 and np.abs(k).max() <= limit and np.abs(k).max() > 0.95 * limit
+    assert abs(k.std() - limit / np.sqrt(3)) < 0.01 * limit  # variance of U(-l, l) is l^2 / 3
+    assert not a["encoder/1/bias"].any()
+
+
+def test_one_layers_init_does_not_depend_on_the_others():
+    a = init_params(get_model("mlp").spec, 0)
+    b = init_params(get_model("mlp").spec.with_latent(7), 0)
+    assert np.array_equal(a["encoder/1/kernel"], b["encoder/1/kernel"])
+
+
+def test_save_load_roundtrip_and_shape_checks(tmp_path):
+    spec = get_model("mlp").spec
+    params = init_params(spec, 3)
+    save_params(params, tmp_path / "w.npz")
+    loaded = load_params(tmp_path / "w.npz")
+    assert all(np.array_equal(loaded[k], params[k]) for k in params)
+    check_params(spec, loaded)
+    loaded["encoder/1/kernel"] = loaded["encoder/1/kernel"][:, :3]
+    with pytest.raises(ShapeError, match="encoder/1/kernel"):
+        check_params(spec, loaded)
+    with pytest.raises(ShapeError, match="missing"):
+        check_params(get_model("conv").spec, params)

@@ -1,0 +1,146 @@
+"""A conformance kit: the contract's checks, run against any backend.
+
+A plugin's test module subclasses :class:`BackendTests` and overrides the
+``backend`` fixture; pytest then runs every check below against it::
+
+    class TestTorch(BackendTests):
+        @pytest.fixture
+        def backend(self):
+            return TorchBackend(device="cpu")
+
+Tolerances are class attributes a plugin may tighten (never needs to loosen
+for float32 on CPU). The checks compare against :mod:`vaebench.reference`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vaebench.contract import Backend, Model
+from vaebench.errors import ShapeError
+from vaebench.evaluation import grid_points
+from vaebench.reference import decode_logits
+from vaebench.reference import encode as ref_encode
+from vaebench.reference import evaluate as ref_evaluate
+from vaebench.spec import AdamConfig, get_model
+from vaebench.weights import init_params
+
+MODEL_NAMES = ("mlp", "conv", "seed")
+
+
+def perturbed_params(name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical weights with non-zero biases, so bias layouts are checked too."""
+    params = init_params(get_model(name).spec, seed)
+    gen = np.random.default_rng(seed)
+    return {k: (v + gen.normal(0, 0.05, v.shape).astype(np.float32)) if k.endswith("bias") else v for k, v in params.items()}
+
+
+def sample_inputs(latent_dim: int, n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed batch of images in [0, 1] and noise."""
+    gen = np.random.default_rng(seed)
+    return gen.random((n, 28, 28, 1), dtype=np.float32), gen.standard_normal((n, latent_dim), dtype=np.float32)
+
+
+class BackendTests:
+    """Every check of the contract. Subclass and override :meth:`backend`."""
+
+    rtol = 1e-4  # relative tolerance of float32 forward values against the float64 reference
+    atol_probs = 1e-5  # absolute tolerance of decoded probabilities
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError("override the `backend` fixture to return your Backend instance")
+
+    def build(self, backend: Backend, name: str, seed: int = 0) -> Model:
+        model = backend.build(get_model(name).spec, AdamConfig())
+        model.load_weights(perturbed_params(name, seed))
+        return model
+
+    @pytest.mark.parametrize("name", MODEL_NAMES)
+    def test_forward_matches_reference(self, backend, name):
+        spec = get_model(name).spec
+        params = perturbed_params(name)
+        model = self.build(backend, name)
+        x, eps = sample_inputs(spec.latent_dim)
+        for got, want in zip(model.evaluate(x, eps), ref_evaluate(spec, params, x, eps), strict=True):
+            assert got.dtype == np.float32 and got.shape == (len(x),)
+            np.testing.assert_allclose(got, want, rtol=self.rtol)
+        mean, logvar = model.encode(x)
+        ref_mean, ref_logvar = ref_encode(spec, params, x)
+        scale = np.abs(ref_mean).max() + np.abs(ref_logvar).max()
+        np.testing.assert_allclose(mean, ref_mean, atol=self.rtol * scale)
+        np.testing.assert_allclose(logvar, ref_logvar, atol=self.rtol * scale)
+        probs = model.decode(eps)
+        assert probs.shape == (len(x), 28, 28, 1)
+        np.testing.assert_allclose(probs, 1 / (1 + np.exp(-decode_logits(spec, params, eps))), atol=self.atol_probs)
+
+    @pytest.mark.parametrize("name", MODEL_NAMES)
+    def test_weights_roundtrip_bit_exact(self, backend, name):
+        params = perturbed_params(name)
+        exported = self.build(backend, name).export_weights()
+        assert set(exported) == set(params)
+        for key, value in params.items():
+            assert exported[key].dtype == np.float32
+            np.testing.assert_array_equal(exported[key], value, err_msg=key)
+
+    def test_train_steps_lower_the_loss_and_change_weights(self, backend):
+        model = self.build(backend, "mlp")
+        x, eps = sample_inputs(20, n=32)
+        before = model.export_weights()
+        losses = model.fetch([model.train_step(x, eps) for _ in range(20)])
+        assert losses.shape == (20,) and np.all(np.isfinite(losses))
+        assert losses[-1] < losses[0]
+        after = model.export_weights()
+        assert all(not np.array_equal(before[k], after[k]) for k in before)
+
+    def test_first_loss_is_the_reference_neg_elbo(self, backend):
+        spec = get_model("conv").spec
+        model = self.build(backend, "conv")
+        x, eps = sample_inputs(spec.latent_dim, n=8)
+        first = model.fetch([model.train_step(x, eps)])[0]
+        want = ref_evaluate(spec, perturbed_params("conv"), x, eps).neg_elbo.mean()
+        assert first == pytest.approx(want, rel=self.rtol)
+
+    def test_same_seed_same_run(self, backend):
+        x, eps = sample_inputs(20, n=16)
+        runs = []
+        for _ in range(2):
+            model = self.build(backend, "mlp")
+            runs.append(model.fetch([model.train_step(x, eps) for _ in range(3)]))
+        np.testing.assert_array_equal(runs[0], runs[1])
+
+    def test_evaluation_leaves_weights_untouched_and_decode_is_pure(self, backend):
+        model = self.build(backend, "conv")
+        before = model.export_weights()
+        x, eps = sample_inputs(2)
+        model.evaluate(x, eps)
+        model.encode(x)
+        z = grid_points(2, seed=0)
+        first, second = model.decode(z), model.decode(z)
+        np.testing.assert_array_equal(first, second)
+        after = model.export_weights()
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+
+    @pytest.mark.parametrize(
+        "x_shape, dtype, match",
+        [
+            ((4, 28, 28), np.float32, "images x has shape"),
+            ((4, 1, 28, 28), np.float32, "images x has shape"),
+            ((4, 28, 28, 1), np.float64, "float32"),
+            ((4, 28, 28, 1), np.uint8, "float32"),
+        ],
+    )
+    def test_bad_input_is_the_cores_error(self, backend, x_shape, dtype, match):
+        model = self.build(backend, "mlp")
+        with pytest.raises(ShapeError, match=match):
+            model.train_step(np.zeros(x_shape, dtype), np.zeros((4, 20), np.float32))
+        with pytest.raises(ShapeError, match="noise eps"):
+            model.evaluate(np.zeros((4, 28, 28, 1), np.float32), np.zeros((4, 3), np.float32))
+        with pytest.raises(ShapeError, match="latent z"):
+            model.decode(np.zeros((4, 3), np.float32))
+
+    def test_environment_reports_framework_and_device(self, backend):
+        env = backend.environment()
+        assert env["device"] in ("cpu", "cuda")
+        assert env.get("framework") and env.get("device_name")
