@@ -15,7 +15,10 @@ nox.options.sessions = ["lint", "core", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 # What each plugin needs beyond its own package: the pinned framework wheels.
-FRAMEWORK_PINS = {"torch": ["torch==2.13.0"]}
+FRAMEWORK_PINS = {
+    "torch": ["torch==2.13.0"],
+    "jax": ["jax==0.10.2", "jaxlib==0.10.2", "flax==0.12.8", "optax==0.2.8"],
+}
 DATA_ENV = {"VAEBENCH_DATA_DIR": os.environ.get("VAEBENCH_DATA_DIR", os.path.abspath("../shared/data/mnist"))}
 
 

@@ -49,8 +49,11 @@ class Ops(Protocol):
     def relu(self, x: Any) -> Any:
         """Elementwise ``max(x, 0)``."""
 
+    def flatten(self, x: Any) -> Any:
+        """``(B, ...) -> (B, D)`` in the array's own element order (a view where possible)."""
+
     def sum_per_example(self, x: Any) -> Any:
-        """Sum over every axis but the first: ``(B, ...) -> (B,)``."""
+        """Sum over the last axis: ``(B, D) -> (B,)``."""
 
     def mean(self, x: Any) -> Any:
         """Mean of all entries, a scalar."""

@@ -46,9 +46,11 @@ def neg_elbo_terms(ops: Ops, logits: Any, targets: Any, mean: Any, logvar: Any) 
     ``recon = sum_pixels bce_with_logits(logits, targets)`` (a single-sample
     estimate of ``-E_q[log p(x|z)]``), ``kl = gaussian_kl(mean, logvar)``,
     ``neg_elbo = recon + kl``. ``logits`` and ``targets`` share a shape, in
-    whatever layout the backend keeps images.
+    whatever layout the backend keeps images; both are flattened to
+    ``(batch, pixels)`` first, since XLA's CPU code for a reduction over
+    ``(28, 28, 1)`` trailing axes made a whole ``mlp`` train step 30% slower.
     """
-    recon = ops.sum_per_example(bce_with_logits(ops, logits, targets))
+    recon = ops.sum_per_example(bce_with_logits(ops, ops.flatten(logits), ops.flatten(targets)))
     kl = gaussian_kl(ops, mean, logvar)
     return LossTerms(recon + kl, recon, kl)
 
@@ -82,8 +84,12 @@ class NumpyOps:
         return np.maximum(x, 0)
 
     @staticmethod
+    def flatten(x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
     def sum_per_example(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1).sum(axis=1)
+        return x.sum(axis=-1)
 
     @staticmethod
     def mean(x: np.ndarray) -> np.ndarray:

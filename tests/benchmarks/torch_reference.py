@@ -7,6 +7,7 @@ step: the plugin's throughput is reported as a ratio to these.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,18 +60,22 @@ class MlpVAE(nn.Module):
         return (bce + kld) / x.shape[0]
 
 
-def make_step(model_name: str, channels_last: bool = True):
-    """A ``step(x_nchw, eps) -> loss`` closure with its own model and fused Adam."""
+def make_step(model_name: str, x: Any, eps: Any, channels_last: bool = True) -> tuple[Any, Any]:
+    """``(step, sync)`` for :func:`vaebench.timing.measure`, training on the fixed NHWC batch ``x, eps``."""
     model = SeedVAE() if model_name == "seed" else MlpVAE()
+    images = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels-last memory, NCHW shape
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    else:
+        images = images.contiguous()
+    noise = torch.from_numpy(eps)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8, fused=True)
 
-    def step(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        loss = model(x, eps)
+    def step() -> torch.Tensor:
+        loss = model(images, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.detach()
 
-    return step
+    return step, lambda loss: loss.item()

@@ -35,8 +35,12 @@ class TorchOps:
     mean = staticmethod(torch.mean)
 
     @staticmethod
+    def flatten(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    @staticmethod
     def sum_per_example(x: torch.Tensor) -> torch.Tensor:
-        return x.sum(dim=tuple(range(1, x.ndim)))
+        return x.sum(dim=-1)
 
 
 def _module(info: LayerInfo) -> nn.Module | None:

@@ -1,0 +1,206 @@
+"""The JAX side of the plugin (imported by :class:`~vaebench_jax.JaxBackend`).
+
+Why Linen rather than NNX: the train step must be one pure function of
+``(params, opt_state, x, eps)`` under ``jax.jit`` with the state donated.
+Linen's ``apply`` is exactly such a function of a plain parameter dict, so
+the canonical weights map onto it one to one and nothing is traversed in
+Python per step; ``nnx.jit`` walks the object graph on every call unless the
+model is split into the same kind of pure state anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaebench.contract import Model
+from vaebench.environment import cpu_model
+from vaebench.errors import BackendError
+from vaebench.loss import vae_terms
+from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+
+
+class JaxOps:
+    """The contract's :class:`~vaebench.contract.Ops` on ``jax.numpy`` arrays."""
+
+    exp = staticmethod(jnp.exp)
+    log1p = staticmethod(jnp.log1p)
+    abs = staticmethod(jnp.abs)
+    relu = staticmethod(jax.nn.relu)
+    mean = staticmethod(jnp.mean)
+
+    @staticmethod
+    def flatten(x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def sum_per_example(x: jax.Array) -> jax.Array:
+        return jnp.sum(x, axis=-1)
+
+
+def _key(info: LayerInfo) -> str:
+    return info.name.replace("/", "_")
+
+
+def _layer(info: LayerInfo) -> nn.Module:
+    """The Flax layer of a spec layer; Flax is NHWC, so shapes pass through unchanged."""
+    layer, key = info.layer, _key(info)
+    if isinstance(layer, Dense):
+        return nn.Dense(layer.units, name=key)
+    k, s, (before, after) = layer.kernel, layer.stride, info.padding
+    if layer.transpose:
+        # The gradient of a 'same' conv: stride-dilate the input, pad it so the full
+        # (h-1)*s+k output is cropped to [before, before+out), flip the kernel.
+        full = (info.in_shape[0] - 1) * s + k
+        pad = (k - 1 - before, k - 1 - (full - before - info.out_shape[0]))
+        return nn.ConvTranspose(layer.filters, (k, k), (s, s), padding=(pad, pad), transpose_kernel=True, name=key)
+    return nn.Conv(layer.filters, (k, k), s, padding=((before, after), (before, after)), name=key)
+
+
+class Chain(nn.Module):
+    """A run of spec layers, parameters named by canonical layer name."""
+
+    infos: tuple[LayerInfo, ...]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for info in self.infos:
+            if isinstance(info.layer, Flatten):
+                x = x.reshape(x.shape[0], -1)
+            elif isinstance(info.layer, Reshape):
+                x = x.reshape(x.shape[0], *info.layer.shape)
+            else:
+                x = _layer(info)(x)
+                x = jax.nn.relu(x) if info.layer.activation == "relu" else x
+        return x
+
+
+def _to_flax(info: LayerInfo, kernel: np.ndarray) -> np.ndarray:
+    """Canonical kernel -> Flax layout; only transposed convolutions differ ((h, w, out, in))."""
+    return kernel.transpose(0, 1, 3, 2) if isinstance(info.layer, Conv2D) and info.layer.transpose else kernel
+
+
+class Networks:
+    """The VAE as pure functions of a flat ``{layer_key: {kernel, bias}}`` dict."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.infos = {_key(i): i for i in spec.layers() if i.param_shapes}
+        self.trunk = Chain(tuple(spec.encoder_layers()))
+        self.mean, self.logvar = (Chain((h,)) for h in spec.head_layers())
+        self.decoder = Chain(tuple(spec.decoder_layers()))
+
+    def encode(self, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = self.trunk.apply({"params": params}, x)
+        return self.mean.apply({"params": params}, h), self.logvar.apply({"params": params}, h)
+
+    def decode(self, params: dict, z: jax.Array) -> jax.Array:
+        return self.decoder.apply({"params": params}, z)
+
+    def terms(self, params: dict, x: jax.Array, eps: jax.Array) -> Any:
+        return vae_terms(JaxOps, partial(self.encode, params), partial(self.decode, params), x, eps)
+
+    def loss(self, params: dict, x: jax.Array, eps: jax.Array) -> jax.Array:
+        return jnp.mean(self.terms(params, x, eps).neg_elbo)
+
+
+def pick_device(device: str) -> jax.Device:
+    """``cuda``: the first GPU (or a clear error); ``auto``: GPU if any, else CPU."""
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if device == "cuda" and not gpus:
+        raise BackendError(
+            f"--device cuda asked for, but jax {jax.__version__} sees no GPU; "
+            "install vaebench-jax[cuda] on a CUDA machine, or use --device cpu"
+        )
+    return gpus[0] if gpus and device != "cpu" else jax.devices("cpu")[0]
+
+
+def environment(backend: Any) -> dict[str, Any]:
+    """Versions, device and the settings that change numbers or speed."""
+    dev = backend.jax_device
+    return {
+        "framework": "jax",
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "device": "cuda" if dev.platform == "gpu" else "cpu",
+        "device_name": dev.device_kind if dev.platform == "gpu" else cpu_model(),
+        "devices": [str(d) for d in jax.devices()],
+        "threads": backend.threads or "xla default (all usable cores)",
+        "xla_flags": __import__("os").environ.get("XLA_FLAGS", ""),
+        "float32_matmul_precision": jax.config.jax_default_matmul_precision,
+        "execution": "jax.jit (whole step, params and Adam state donated)",
+    }
+
+
+class JaxModel(Model):
+    """Parameters and Adam state live on the device; every step is one jitted call."""
+
+    def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
+        super().__init__(spec, adam)
+        self.device = backend.jax_device
+        self.nets = Networks(spec)
+        self.tx = optax.adam(adam.lr, b1=adam.beta1, b2=adam.beta2, eps=adam.eps)
+        nets, tx = self.nets, self.tx
+
+        def step(params, opt_state, x, eps):
+            loss, grads = jax.value_and_grad(nets.loss)(params, x, eps)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.eval_fn = jax.jit(nets.terms)
+        self.encode_fn = jax.jit(nets.encode)
+        self.decode_fn = jax.jit(lambda params, z: jax.nn.sigmoid(nets.decode(params, z)))
+        self.params: dict | None = None
+        self.opt_state: Any = None
+
+    def _put(self, a: np.ndarray) -> jax.Array:
+        return jax.device_put(a, self.device)
+
+    def _load_weights(self, params: dict[str, np.ndarray]) -> None:
+        tree = {
+            key: {"kernel": _to_flax(info, params[f"{info.name}/kernel"]), "bias": params[f"{info.name}/bias"]}
+            for key, info in self.nets.infos.items()
+        }
+        self.params = jax.device_put(tree, self.device)
+        self.opt_state = jax.device_put(self.tx.init(self.params), self.device)  # committed: one compile, not two
+
+    def _export_weights(self) -> dict[str, np.ndarray]:
+        host = jax.device_get(self.params)
+        out = {}
+        for key, info in self.nets.infos.items():
+            out[f"{info.name}/kernel"] = np.ascontiguousarray(_to_flax(info, np.asarray(host[key]["kernel"])))
+            out[f"{info.name}/bias"] = np.array(host[key]["bias"])
+        return out
+
+    def _train_step(self, x: np.ndarray, eps: np.ndarray) -> jax.Array:
+        self.params, self.opt_state, loss = self.step(self.params, self.opt_state, self._put(x), self._put(eps))
+        return loss
+
+    def _fetch(self, values: Sequence[jax.Array]) -> np.ndarray:
+        return np.asarray(jax.device_get(list(values)))
+
+    def _evaluate(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(np.asarray(t) for t in self.eval_fn(self.params, self._put(x), self._put(eps)))
+
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, logvar = self.encode_fn(self.params, self._put(x))
+        return np.asarray(mean), np.asarray(logvar)
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.decode_fn(self.params, self._put(z)))
+
+    def _synchronize(self) -> None:
+        jax.block_until_ready((self.params, self.opt_state))
