@@ -48,8 +48,8 @@ def core(session: nox.Session) -> None:
     session.run("pytest", "tests", *session.posargs, env=DATA_ENV)
 
 
-@nox.session(python="3.11", tags=["backends"])
-@nox.parametrize("backend", list(FRAMEWORK_PINS), ids=list(FRAMEWORK_PINS))
+@nox.session(python="3.11")
+@nox.parametrize("backend", [nox.param(name, tags=[name]) for name in FRAMEWORK_PINS])
 def tests(session: nox.Session, backend: str) -> None:
     """The core's tests and one plugin's tests, with only that plugin installed."""
     session.install(*FRAMEWORK_PINS[backend])

@@ -11,7 +11,7 @@ from vaebench.spec import AdamConfig, get_model
 from vaebench.testing import make_tiny_dataset
 from vaebench.weights import init_params
 
-BACKENDS = [name for name in ("torch", "jax") if name in registry.installed()]
+BACKENDS = [name for name in ("torch", "jax", "keras") if name in registry.installed()]
 
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends")

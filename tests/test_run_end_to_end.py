@@ -16,7 +16,7 @@ from vaebench.weights import check_params, load_params
 INSTALLED = sorted(registry.installed())
 
 
-@pytest.fixture(params=["torch", "jax"])
+@pytest.fixture(params=["torch", "jax", "keras"])
 def backend(request) -> str:
     """Each in-tree backend that is installed in this environment."""
     if request.param not in INSTALLED:
@@ -79,6 +79,23 @@ def test_batch_larger_than_the_data_is_refused(tiny_dir, tmp_path, backend):
     ]
     proc = subprocess.run([sys.executable, "-m", "vaebench.cli", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "larger than the 256 training images" in proc.stderr
+
+
+@pytest.mark.parametrize("engine", ["keras-jax", "keras-torch"])
+def test_keras_engines_run_in_their_own_process(tiny_dir, tmp_path, engine):
+    if engine not in INSTALLED:
+        pytest.skip(f"{engine} not installed")
+    out = tmp_path / engine
+    args = [*f"run --backend {engine} --model conv --epochs 1 --batch-size 64 -q".split(), "--data-dir", str(tiny_dir)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vaebench.cli", *args, "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    if "not installed" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["environment"]["backend"]["engine"] == engine.split("-")[1]
 
 
 @pytest.mark.slow

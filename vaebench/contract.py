@@ -58,6 +58,9 @@ class Ops(Protocol):
     def mean(self, x: Any) -> Any:
         """Mean of all entries, a scalar."""
 
+    # Optional: ``bce_with_logits(logits, targets)``, a fused kernel of exactly
+    # :func:`vaebench.loss.bce_with_logits` (elementwise, no clipping).
+
 
 class LossTerms(NamedTuple):
     """Per-example loss terms in nats, each of shape ``(batch,)``.

@@ -35,6 +35,11 @@ class TorchOps:
     mean = staticmethod(torch.mean)
 
     @staticmethod
+    def bce_with_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # One fused kernel of the core's formula (stable, unclipped), forward and backward.
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+    @staticmethod
     def flatten(x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
 

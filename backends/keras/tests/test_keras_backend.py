@@ -1,0 +1,63 @@
+"""The conformance kit on one Keras engine per process.
+
+Keras fixes its engine at import, so this module tests the engine named by
+``VAEBENCH_KERAS_ENGINE`` (``keras``, ``keras-jax`` or ``keras-torch``; default
+``keras``, TensorFlow). ``test_other_engines_in_their_own_process`` runs this
+same file again for every other engine whose framework is installed.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vaebench import registry
+from vaebench.errors import BackendError
+from vaebench.testing.kit import BackendTests
+
+ENGINE = os.environ.get("VAEBENCH_KERAS_ENGINE", "keras")
+NEEDS = {"keras": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
+if importlib.util.find_spec(NEEDS[ENGINE]) is None:
+    pytest.skip(f"{ENGINE} needs {NEEDS[ENGINE]}, not installed", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def engine_backend():
+    return registry.load(ENGINE)[0](device="cpu")
+
+
+class TestKerasConformance(BackendTests):
+    @pytest.fixture
+    def backend(self, engine_backend):
+        return engine_backend
+
+
+def test_environment_says_which_engine_ran(engine_backend):
+    env = engine_backend.environment()
+    assert env["engine"] == NEEDS[ENGINE] and env["keras"]
+    if ENGINE == "keras":
+        assert env["xla"] is False and "XLA off" in env["execution"]  # auto: off on CPU
+
+
+def test_a_second_engine_in_the_same_process_is_a_clear_error(engine_backend):
+    other = "keras-torch" if ENGINE != "keras-torch" else "keras-jax"
+    with pytest.raises(BackendError, match="in a process of its own"):
+        registry.load(other)[0](device="cpu")
+
+
+@pytest.mark.skipif(ENGINE != "keras", reason="the parent process spawns the others")
+@pytest.mark.parametrize("engine", ["keras-jax", "keras-torch"])
+def test_other_engines_in_their_own_process(engine):
+    if importlib.util.find_spec(NEEDS[engine]) is None:
+        pytest.skip(f"{NEEDS[engine]} not installed")
+    env = {**os.environ, "VAEBENCH_KERAS_ENGINE": engine, "KERAS_BACKEND": NEEDS[engine]}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
