@@ -11,14 +11,16 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests"]
+nox.options.sessions = ["lint", "core", "tests", "keras_engines"]
 nox.options.reuse_existing_virtualenvs = True
 
 # What each plugin needs beyond its own package: the pinned framework wheels.
 FRAMEWORK_PINS = {
     "torch": ["torch==2.13.0"],
     "jax": ["jax==0.10.2", "jaxlib==0.10.2", "flax==0.12.8", "optax==0.2.8"],
+    "keras": ["keras==3.15.1", "tensorflow-cpu==2.21.0"],
 }
+KERAS_ENGINES = {"keras-jax": FRAMEWORK_PINS["jax"], "keras-torch": FRAMEWORK_PINS["torch"]}
 DATA_ENV = {"VAEBENCH_DATA_DIR": os.environ.get("VAEBENCH_DATA_DIR", os.path.abspath("../shared/data/mnist"))}
 
 
@@ -56,3 +58,14 @@ def tests(session: nox.Session, backend: str) -> None:
     install_core(session)
     session.install("-e", f"backends/{backend}")
     session.run("pytest", "tests", f"backends/{backend}", *session.posargs, env=DATA_ENV)
+
+
+@nox.session(python="3.11", tags=["keras"])
+@nox.parametrize("engine", [nox.param(name, tags=[name]) for name in KERAS_ENGINES])
+def keras_engines(session: nox.Session, engine: str) -> None:
+    """The keras plugin's conformance kit on its JAX or PyTorch engine, in a process of its own."""
+    session.install(*FRAMEWORK_PINS["keras"], *KERAS_ENGINES[engine])
+    install_core(session)
+    session.install("-e", "backends/keras")
+    env = {**DATA_ENV, "VAEBENCH_KERAS_ENGINE": engine}
+    session.run("pytest", "backends/keras", *session.posargs, env=env)

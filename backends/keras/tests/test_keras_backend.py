@@ -15,6 +15,7 @@ import pytest
 
 from vaebench import registry
 from vaebench.errors import BackendError
+from vaebench.spec import AdamConfig, get_model
 from vaebench.testing.kit import BackendTests
 
 ENGINE = os.environ.get("VAEBENCH_KERAS_ENGINE", "keras")
@@ -34,11 +35,13 @@ class TestKerasConformance(BackendTests):
         return engine_backend
 
 
-def test_environment_says_which_engine_ran(engine_backend):
+@pytest.mark.parametrize("model_name, xla", [("seed", False), ("conv", False), ("mlp", True)])
+def test_environment_says_which_engine_and_xla_ran(engine_backend, model_name, xla):
+    engine_backend.build(get_model(model_name).spec, AdamConfig())
     env = engine_backend.environment()
     assert env["engine"] == NEEDS[ENGINE] and env["keras"]
-    if ENGINE == "keras":
-        assert env["xla"] is False and "XLA off" in env["execution"]  # auto: off on CPU
+    if ENGINE == "keras":  # auto on a CPU: XLA for convolution-free networks only (measured faster)
+        assert env["xla"] is xla and f"XLA {'on' if xla else 'off'}" in env["execution"]
 
 
 def test_a_second_engine_in_the_same_process_is_a_clear_error(engine_backend):
