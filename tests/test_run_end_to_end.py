@@ -43,7 +43,9 @@ def test_run_writes_a_complete_folder(tiny_dir, tmp_path, backend, model, latent
     assert env["plugin"]["distribution"] == f"vaebench-{backend}"
     assert metrics["data"]["train_used"] == 256 and metrics["timing"]["first_step_seconds"] > 0
     check_params(get_model(model).spec.with_latent(latent), load_params(out / "weights.npz"))
-    for picture in ("grid.png", "reconstructions.png"):
+    evaluation = metrics["evaluations"][backend]
+    assert evaluation["active_units"] == metrics["final"]["active_units"] and len(evaluation["kl_per_dim"]) == latent
+    for picture in ("grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,6 +81,31 @@ def test_batch_larger_than_the_data_is_refused(tiny_dir, tmp_path, backend):
     ]
     proc = subprocess.run([sys.executable, "-m", "vaebench.cli", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "larger than the 256 training images" in proc.stderr
+
+
+def test_eval_scores_one_backends_weights_with_every_backend(tiny_dir, tmp_path):
+    """Cross-loading: canonical weights trained by one backend give every backend the same test -ELBO and NLL."""
+    out = tmp_path / "run"
+    trainer = INSTALLED[0] if "torch" not in INSTALLED else "torch"
+    args = [*f"run --backend {trainer} --model conv --epochs 1 --batch-size 32 -q".split(), "--data-dir", str(tiny_dir)]
+    assert CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False).exit_code == 0
+    scores = {}
+    for name in (b for b in ("torch", "jax", "keras") if b in INSTALLED):
+        result = CliRunner().invoke(cli, ["eval", str(out), "--backend", name, "--k", "16", "--data-dir", str(tiny_dir), "-q"])
+        assert result.exit_code == 0, result.output
+        scores[name] = json.loads((out / "metrics.json").read_text())["evaluations"][name]
+    first = scores[trainer]
+    for name, score in scores.items():
+        assert score["test_neg_elbo"] == pytest.approx(first["test_neg_elbo"], rel=1e-5), name
+        assert score["test_nll"] == pytest.approx(first["test_nll"], rel=1e-5), name
+        assert score["test_nll"] <= score["test_neg_elbo"] + 1.0
+
+
+def test_eval_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vaebench.cli", "eval", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2 and "is not a vaebench run" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("engine", ["keras-jax", "keras-torch"])

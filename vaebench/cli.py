@@ -50,6 +50,13 @@ def cli() -> None:
 @click.option("--threads", type=int, help="Intra-op threads for the framework (default: its own choice).")
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting; repeatable.")
+@click.option(
+    "--eval-k",
+    type=int,
+    default=0,
+    show_default=True,
+    help="At the end, the importance-weighted test NLL with K samples (5000 is the published convention).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
@@ -71,6 +78,7 @@ def run(**kw: object) -> None:
         threads=kw["threads"],
         compile=kw["compile_"],
         options=_options(kw["options"]),
+        eval_k=kw["eval_k"],
     )
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
     quiet = bool(kw["quiet"])
@@ -83,7 +91,32 @@ def run(**kw: object) -> None:
         log=(lambda _msg: None) if quiet else click.echo,
     )
     final = metrics["final"]["test_neg_elbo"]
-    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ (metrics.json, weights.npz, grid.png, reconstructions.png)")
+    click.echo(
+        f"test -ELBO {final:.2f} nats; wrote {out}/ (metrics.json, weights.npz, grid.png, samples.png, "
+        "reconstructions.png, latent.png, curves.png)"
+    )
+
+
+@cli.command(name="eval")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--backend", "-b", help="Backend to evaluate with (default: the one that trained the run).")
+@click.option("--k", "k", type=int, default=5000, show_default=True, help="Importance samples per test image (0: skip IWAE).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def eval_(run_dir: str, backend: str | None, k: int, data_dir: str | None, device: str, quiet: bool) -> None:
+    """Evaluate a finished run's weights (any backend): -ELBO, IWAE NLL, active units, KL per dimension."""
+    from vaebench.runner import evaluate_run
+
+    if k < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--k")
+    result = evaluate_run(
+        Path(run_dir), backend, k, data_dir, device, progress=not quiet, log=(lambda _msg: None) if quiet else click.echo
+    )
+    line = f"test -ELBO {result['test_neg_elbo']:.2f} nats (recon {result['test_recon']:.2f} + KL {result['test_kl']:.2f})"
+    if "test_nll" in result:
+        line += f"; test NLL {result['test_nll']:.2f} ± {result['test_nll_sem']:.2f} nats (IWAE, k={k})"
+    click.echo(f"{line}; active units {result['active_units']}/{len(result['au_variances'])}; added to {run_dir}/metrics.json")
 
 
 @cli.command()

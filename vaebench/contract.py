@@ -142,6 +142,15 @@ class Model(abc.ABC):
         mean, logvar = self._encode(x)
         return np.asarray(mean, np.float32), np.asarray(logvar, np.float32)
 
+    def recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``-log p(x | z)`` in nats for each pair ``(x[i], z[i])``: ``(n,)`` float32.
+
+        The building block of importance-weighted likelihoods (:mod:`vaebench.metrics`).
+        """
+        self._check_x(x)
+        _check("latent z", z, (x.shape[0], self.spec.latent_dim))
+        return np.asarray(self._recon_nll(x, z), np.float32)
+
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Pixel probabilities ``sigmoid(logits)`` of ``z``: ``(n, 28, 28, 1)`` float32."""
         _check("latent z", z, (None, self.spec.latent_dim))
@@ -172,6 +181,9 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def _decode(self, z: np.ndarray) -> Any: ...
+
+    @abc.abstractmethod
+    def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> Any: ...
 
     @abc.abstractmethod
     def _synchronize(self) -> None: ...

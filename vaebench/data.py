@@ -285,18 +285,27 @@ def train_batches(
         yield Batch(x, noise.standard_normal((batch_size, latent_dim), dtype=np.float32))
 
 
-def eval_batches(
-    images: np.ndarray, batch_size: int, latent_dim: int, seed: int, fixed_binarize: bool = False
-) -> Iterator[Batch]:
-    """The test set in order, in chunks, with one fixed noise draw (and binarisation) per run.
+def binarize_fixed(images: np.ndarray, seed: int, chunk: int = 1000) -> np.ndarray:
+    """One fixed Bernoulli draw of uint8 ``images``, as uint8 0/255 (the test set under ``--binarize``).
+
+    Done once per run, so every evaluation (-ELBO per epoch, IWAE, every
+    backend) scores the same binary images.
+    """
+    coins = rng(seed, "eval-binarize")
+    out = np.empty_like(images)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        out[start : start + chunk] = (coins.random(part.shape, dtype=np.float32) * 255 < part) * np.uint8(255)
+    return out
+
+
+def eval_batches(images: np.ndarray, batch_size: int, latent_dim: int, seed: int) -> Iterator[Batch]:
+    """The test set in order, in chunks, with one fixed noise draw per run.
 
     Fixing the noise makes the per-epoch test -ELBO comparable across epochs
     and identical across backends for identical weights.
     """
     noise = rng(seed, "eval-eps")
-    coins = rng(seed, "eval-binarize")
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size])
-        if fixed_binarize:
-            x = binarize(x, coins)
         yield Batch(x, noise.standard_normal((len(x), latent_dim), dtype=np.float32))

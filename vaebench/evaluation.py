@@ -16,13 +16,13 @@ from vaebench.seeding import rng
 GRID_SIZE = 20
 
 
-def evaluate_split(model: Model, images: np.ndarray, batch_size: int, seed: int, binarize: bool = False) -> dict[str, float]:
+def evaluate_split(model: Model, images: np.ndarray, batch_size: int, seed: int) -> dict[str, float]:
     """Mean -ELBO, reconstruction and KL (nats per image) over ``images`` (uint8).
 
     Accumulated in float64 so a 10k-image mean does not lose float32 digits.
     """
     totals = np.zeros(3)
-    for batch in eval_batches(images, batch_size, model.spec.latent_dim, seed, binarize):
+    for batch in eval_batches(images, batch_size, model.spec.latent_dim, seed):
         terms = model.evaluate(batch.x, batch.eps)
         totals += [np.sum(t, dtype=np.float64) for t in terms]
     mean = totals / len(images)

@@ -81,3 +81,37 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     ax.set_xticks([])
     ax.set_title(title)
     _save(fig, path)
+
+
+def save_latent(means: np.ndarray, labels: np.ndarray, path: Path, title: str, extent: tuple[float, float] | None) -> None:
+    """Test-set posterior means (first two dimensions) coloured by label, the grid's extent dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    second = means[:, 1] if means.shape[1] > 1 else np.zeros(len(means))
+    points = ax.scatter(means[:, 0], second, c=labels, cmap="tab10", s=3, alpha=0.6, vmin=-0.5, vmax=9.5)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    if extent is not None:
+        lo, hi = extent
+        ax.plot([lo, hi, hi, lo, lo], [lo, lo, hi, hi, lo], "k--", lw=1, label="grid.png extent")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("E[z[0] | x]")
+    ax.set_ylabel("E[z[1] | x]" if means.shape[1] > 1 else "")
+    ax.set_title(title + "\n(test-set posterior means" + (", first two dimensions)" if means.shape[1] > 2 else ")"))
+    _save(fig, path)
+
+
+def save_curves(history: list[dict], path: Path, title: str) -> None:
+    """Train and test -ELBO per epoch, and against cumulative training wall-clock seconds."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    seconds = np.cumsum([h["epoch_seconds"] for h in history])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, xs, label in ((left, epochs, "epoch"), (right, seconds, "training wall-clock seconds")):
+        ax.plot(xs, [h["train_neg_elbo"] for h in history], "o-", label="train -ELBO")
+        ax.plot(xs, [h["test_neg_elbo"] for h in history], "s-", label="test -ELBO")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("nats per image")
+    left.legend()
+    fig.suptitle(title)
+    _save(fig, path)

@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from vaebench.contract import LossTerms
 from vaebench.loss import numpy_ops, reparameterize, vae_terms
+from vaebench.loss import recon_nll as loss_recon_nll
 from vaebench.spec import Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 
@@ -96,3 +97,8 @@ def sample_z(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, e
     """The latent sample the loss uses for ``x`` with noise ``eps``."""
     mean, logvar = encode(spec, params, x)
     return reparameterize(numpy_ops, mean, logvar, np.asarray(eps, np.float64))
+
+
+def recon_nll(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``-log p(x | z)`` per example (float64), by the core's one loss."""
+    return loss_recon_nll(numpy_ops, decode_logits(spec, params, z), np.asarray(x, np.float64))

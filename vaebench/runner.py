@@ -14,6 +14,7 @@ Timing rules (so the figures mean the same for every backend):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +24,16 @@ import numpy as np
 
 from vaebench import registry
 from vaebench.contract import Model
-from vaebench.data import Dataset, load_dataset, steps_per_epoch, to_float, train_batches
+from vaebench.data import Dataset, binarize_fixed, load_dataset, steps_per_epoch, to_float, train_batches
 from vaebench.environment import host_environment
 from vaebench.errors import ConfigError, DivergedError
 from vaebench.evaluation import evaluate_split, grid_points
-from vaebench.plots import save_grid, save_reconstructions
-from vaebench.results import SCHEMA_VERSION, prepare_run_dir, write_metrics
+from vaebench.metrics import full_evaluation
+from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
+from vaebench.results import SCHEMA_VERSION, prepare_run_dir, read_metrics, write_metrics
+from vaebench.seeding import rng
 from vaebench.spec import TrainConfig
-from vaebench.weights import init_params, save_params
+from vaebench.weights import init_params, load_params, save_params
 
 FETCH_EVERY = 20
 
@@ -106,14 +109,32 @@ def _check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
     return images
 
 
-def write_pictures(model: Model, dataset: Dataset, cfg: TrainConfig, run_dir: Path, title: str) -> None:
-    """``grid.png`` (the 20x20 manifold or prior samples) and ``reconstructions.png``."""
+def write_pictures(
+    model: Model, dataset: Dataset, test_images: np.ndarray, cfg: TrainConfig, run_dir: Path, history: list[dict], title: str
+) -> None:
+    """The run's pictures, each titled with backend, model, epoch and test -ELBO.
+
+    ``grid.png`` (the blog's 20x20 manifold, or prior samples for a latent above 2),
+    ``samples.png`` (decoded prior samples), ``reconstructions.png``, ``latent.png``
+    (test posterior means by label), ``curves.png`` (-ELBO per epoch and per second).
+    """
     z = grid_points(cfg.latent_dim, cfg.seed)
     axis = np.unique(z[:, 0]) if cfg.latent_dim == 2 else None
     save_grid(model.decode(z), run_dir / "grid.png", title, axis)
-    originals = to_float(dataset.test_images[:32])
+    prior = rng(cfg.seed, "samples").standard_normal((100, cfg.latent_dim), dtype=np.float32)
+    save_grid(model.decode(prior), run_dir / "samples.png", title, None)
+    originals = to_float(test_images[:32])
     mean, _ = model.encode(originals)
     save_reconstructions(originals, model.decode(mean), run_dir / "reconstructions.png", title + " (decoded posterior means)")
+    means = np.concatenate([model.encode(to_float(test_images[i : i + 1000]))[0] for i in range(0, len(test_images), 1000)])
+    extent = (float(axis[0]), float(axis[-1])) if axis is not None else None
+    save_latent(means, dataset.test_labels, run_dir / "latent.png", title, extent)
+    if history:
+        save_curves(history, run_dir / "curves.png", title)
+
+
+def _split(test: dict[str, float]) -> dict[str, float]:
+    return {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
 
 
 def train_and_evaluate(
@@ -127,13 +148,15 @@ def train_and_evaluate(
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
     The folder gets ``metrics.json`` (rewritten after every epoch), and at the
-    end ``weights.npz`` (canonical layout), ``grid.png`` and
-    ``reconstructions.png``.
+    end ``weights.npz`` (canonical layout), the pictures of :func:`write_pictures`
+    and, in ``metrics.json``, ``evaluations[<backend>]``: active units, KL per
+    dimension and, with ``eval_k > 0``, the importance-weighted test NLL.
     """
     cfg = config.resolved()
     backend_cls, plugin = registry.load(cfg.backend)
     dataset = load_dataset(cfg.dataset, data_dir)
     train_images = _check_sizes(cfg, dataset)
+    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
     backend = backend_cls(device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options)
     run_dir = prepare_run_dir(Path(run_dir), overwrite)
 
@@ -151,36 +174,33 @@ def train_and_evaluate(
         "history": [],
         "timing": state,
         "final": None,
+        "evaluations": {},
     }
     write_metrics(run_dir, metrics)
     try:
         for epoch in range(1, cfg.epochs + 1):
             entry: dict[str, Any] = {"epoch": epoch, **train_epoch(model, train_images, cfg, epoch, state, progress)}
             t0 = time.perf_counter()
-            test = evaluate_split(model, dataset.test_images, cfg.eval_batch_size, cfg.seed, cfg.binarize)
-            entry.update(
-                test_neg_elbo=test["neg_elbo"],
-                test_recon=test["recon"],
-                test_kl=test["kl"],
-                eval_seconds=time.perf_counter() - t0,
-            )
+            entry.update(_split(evaluate_split(model, test_images, cfg.eval_batch_size, cfg.seed)))
+            entry["eval_seconds"] = time.perf_counter() - t0
             metrics["history"].append(entry)
             write_metrics(run_dir, metrics)
             ips = entry["train_images_per_second"]
             log(
-                f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  test -ELBO {test['neg_elbo']:.2f} "
-                f"(recon {test['recon']:.2f} + KL {test['kl']:.2f})  {entry['epoch_seconds']:.1f}s  "
-                f"{f'{ips:.0f} img/s' if ips else ''}"
+                f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  "
+                f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
+                f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
             )
-        if metrics["history"]:
-            last = metrics["history"][-1]
-            final = {"test_neg_elbo": last["test_neg_elbo"], "test_recon": last["test_recon"], "test_kl": last["test_kl"]}
-        else:
-            test = evaluate_split(model, dataset.test_images, cfg.eval_batch_size, cfg.seed, cfg.binarize)
-            final = {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
         save_params(model.export_weights(), run_dir / "weights.npz")
+        evaluation = full_evaluation(model, test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log)
+        metrics["evaluations"][cfg.backend] = evaluation
+        final = {key: evaluation[key] for key in ("test_neg_elbo", "test_recon", "test_kl")}
+        if "test_nll" in evaluation:
+            final.update(test_nll=evaluation["test_nll"], iwae_k=evaluation["iwae_k"])
+            log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")
+        final["active_units"] = evaluation["active_units"]
         title = f"{cfg.backend} · {spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
-        write_pictures(model, dataset, cfg, run_dir, title)
+        write_pictures(model, dataset, test_images, cfg, run_dir, metrics["history"], title)
         metrics.update(status="completed", final=final)
         write_metrics(run_dir, metrics)
     except DivergedError:
@@ -196,3 +216,38 @@ def train_and_evaluate(
         write_metrics(run_dir, metrics)
         raise
     return metrics
+
+
+def evaluate_run(
+    run_dir: Path,
+    backend_name: str | None = None,
+    k: int = 5000,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a finished run's ``weights.npz`` with any backend; store it under ``evaluations[<backend>]``.
+
+    Weights are canonical, so a run trained by one backend can be scored by
+    another: on the same test images and the same evaluation noise, the -ELBO
+    agrees to float32 tolerance.
+    """
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
+    if metrics.get("status") != "completed":
+        raise ConfigError(f"{run_dir} is not a completed run (status {metrics.get('status')!r}); nothing to evaluate")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    name = backend_name or cfg.backend
+    backend_cls, plugin = registry.load(name)
+    dataset = load_dataset(cfg.dataset, data_dir)
+    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
+    backend = backend_cls(device=device, options=cfg.options if name == cfg.backend else None)
+    model = backend.build(cfg.spec, cfg.adam)
+    model.load_weights(load_params(run_dir / "weights.npz"))
+    evaluation = full_evaluation(model, test_images, k, cfg.seed, cfg.eval_batch_size, progress, log)
+    evaluation.update(environment=backend.environment(), plugin=plugin.describe())
+    metrics.setdefault("evaluations", {})[name] = evaluation
+    write_metrics(run_dir, metrics)
+    return evaluation

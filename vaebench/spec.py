@@ -279,6 +279,7 @@ class TrainConfig:
     device: str = "auto"
     limit_train: int | None = None
     eval_batch_size: int = 1000
+    eval_k: int = 0
     threads: int | None = None
     compile: bool = False
     options: dict[str, str] = field(default_factory=dict)
@@ -301,6 +302,7 @@ class TrainConfig:
             (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
             (cfg.limit_train is None or cfg.limit_train >= 1, "--limit-train must be at least 1"),
             (cfg.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
+            (cfg.eval_k >= 0, "--eval-k must be 0 (no IWAE) or more"),
             (cfg.threads is None or cfg.threads >= 1, "--threads must be at least 1"),
             (cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {cfg.device!r}"),
         ]

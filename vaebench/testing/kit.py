@@ -23,15 +23,16 @@ from vaebench.evaluation import grid_points
 from vaebench.reference import decode_logits
 from vaebench.reference import encode as ref_encode
 from vaebench.reference import evaluate as ref_evaluate
+from vaebench.reference import recon_nll as ref_recon_nll
 from vaebench.spec import AdamConfig, get_model
 from vaebench.weights import init_params
 
 MODEL_NAMES = ("mlp", "conv", "seed")
 
 
-def perturbed_params(name: str, seed: int = 0) -> dict[str, np.ndarray]:
+def perturbed_params(name: str, seed: int = 0, latent_dim: int | None = None) -> dict[str, np.ndarray]:
     """Canonical weights with non-zero biases, so bias layouts are checked too."""
-    params = init_params(get_model(name).spec, seed)
+    params = init_params(get_model(name).spec.with_latent(latent_dim), seed)
     gen = np.random.default_rng(seed)
     return {k: (v + gen.normal(0, 0.05, v.shape).astype(np.float32)) if k.endswith("bias") else v for k, v in params.items()}
 
@@ -74,6 +75,13 @@ class BackendTests:
         probs = model.decode(eps)
         assert probs.shape == (len(x), 28, 28, 1)
         np.testing.assert_allclose(probs, 1 / (1 + np.exp(-decode_logits(spec, params, eps))), atol=self.atol_probs)
+
+    @pytest.mark.parametrize("name", ["mlp", "conv"])
+    def test_recon_nll_matches_reference(self, backend, name):
+        spec = get_model(name).spec
+        model = self.build(backend, name)
+        x, z = sample_inputs(spec.latent_dim)
+        np.testing.assert_allclose(model.recon_nll(x, z), ref_recon_nll(spec, perturbed_params(name), x, z), rtol=self.rtol)
 
     @pytest.mark.parametrize("name", MODEL_NAMES)
     def test_weights_roundtrip_bit_exact(self, backend, name):

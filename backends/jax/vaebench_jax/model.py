@@ -24,7 +24,7 @@ import optax
 from vaebench.contract import Model
 from vaebench.environment import cpu_model
 from vaebench.errors import BackendError
-from vaebench.loss import vae_terms
+from vaebench.loss import recon_nll, vae_terms
 from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 
@@ -163,6 +163,7 @@ class JaxModel(Model):
         self.eval_fn = jax.jit(nets.terms)
         self.encode_fn = jax.jit(nets.encode)
         self.decode_fn = jax.jit(lambda params, z: jax.nn.sigmoid(nets.decode(params, z)))
+        self.recon_fn = jax.jit(lambda params, x, z: recon_nll(JaxOps, nets.decode(params, z), x))
         self.params: dict | None = None
         self.opt_state: Any = None
 
@@ -201,6 +202,9 @@ class JaxModel(Model):
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self.decode_fn(self.params, self._put(z)))
+
+    def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.recon_fn(self.params, self._put(x), self._put(z)))
 
     def _synchronize(self) -> None:
         jax.block_until_ready((self.params, self.opt_state))

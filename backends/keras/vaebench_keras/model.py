@@ -26,7 +26,7 @@ import numpy as np
 from vaebench.contract import Model
 from vaebench.environment import cpu_model
 from vaebench.errors import BackendError
-from vaebench.loss import vae_terms
+from vaebench.loss import recon_nll, vae_terms
 from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 ENGINE = keras.backend.backend()
@@ -192,9 +192,10 @@ class KerasModel(Model):
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
         terms = vae_terms(KerasOps, self.encoder, self.decoder, x_net, eps_net)
         self.net = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae")
+        self.nll = keras.Model([x_net, z_in], recon_nll(KerasOps, self.decoder(z_in), x_net), name="recon_nll")
         xla = use_xla(backend, spec) if ENGINE == "tensorflow" else ENGINE == "jax"
         backend.xla_used = xla
-        for m in (self.net, self.encoder, self.probs):
+        for m in (self.net, self.encoder, self.probs, self.nll):
             m.compile(jit_compile=xla)
         self.optimizer = CoreAdam(adam.lr, beta_1=adam.beta1, beta_2=adam.beta2, epsilon=adam.eps)
         self.optimizer.build(self.net.trainable_variables)
@@ -243,6 +244,10 @@ class KerasModel(Model):
     def _decode(self, z: np.ndarray) -> np.ndarray:
         self._step.pull()
         return self.probs.predict_on_batch(z)
+
+    def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        self._step.pull()
+        return self.nll.predict_on_batch([x, z])
 
     def _synchronize(self) -> None:
         self._step.sync()

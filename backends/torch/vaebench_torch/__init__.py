@@ -21,7 +21,7 @@ from torch import nn
 from vaebench.contract import Backend, Model
 from vaebench.environment import cpu_model
 from vaebench.errors import BackendError
-from vaebench.loss import vae_terms
+from vaebench.loss import recon_nll, vae_terms
 from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 
@@ -198,6 +198,10 @@ class TorchModel(Model):
     @torch.inference_mode()
     def _decode(self, z: np.ndarray) -> np.ndarray:
         return torch.sigmoid(self.net.decoder(self._vec(z))).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return recon_nll(TorchBackend.ops, self.net.decoder(self._vec(z)), self._images(x)).cpu().numpy()
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
