@@ -57,11 +57,23 @@ def cli() -> None:
     show_default=True,
     help="At the end, the importance-weighted test NLL with K samples (5000 is the published convention).",
 )
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True),
+    help="Continue an interrupted run from its checkpoint, with its own settings (only --data-dir and -q apply).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
     from vaebench.results import default_run_dir
-    from vaebench.runner import train_and_evaluate
+    from vaebench.runner import resume_run, train_and_evaluate
+
+    quiet = bool(kw["quiet"])
+    log = (lambda _msg: None) if quiet else click.echo
+    if kw["resume"]:
+        metrics = resume_run(Path(kw["resume"]), data_dir=kw["data_dir"], progress=not quiet, log=log)
+        click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
+        return
 
     config = TrainConfig(
         backend=kw["backend"],
@@ -81,14 +93,13 @@ def run(**kw: object) -> None:
         eval_k=kw["eval_k"],
     )
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
-    quiet = bool(kw["quiet"])
     metrics = train_and_evaluate(
         config,
         out,
         data_dir=kw["data_dir"],
         progress=not quiet,
         overwrite=bool(kw["overwrite"]),
-        log=(lambda _msg: None) if quiet else click.echo,
+        log=log,
     )
     final = metrics["final"]["test_neg_elbo"]
     click.echo(

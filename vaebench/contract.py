@@ -110,6 +110,27 @@ class Model(abc.ABC):
         check_params(self.spec, params)
         return params
 
+    def export_optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's state, canonically: ``step`` (number of updates so far, a 0-d array) and, for
+        every parameter ``p``, ``p/m`` and ``p/v`` (first and second moments, in ``p``'s canonical layout).
+
+        With :meth:`load_optimizer_state` this lets a run resume bit-for-bit and
+        move between backends mid-training.
+        """
+        state = self._export_optimizer_state()
+        self._check_optimizer_state(state)
+        return state
+
+    def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace Adam's state with one from :meth:`export_optimizer_state` (any backend's)."""
+        self._check_optimizer_state(state)
+        self._load_optimizer_state({k: np.asarray(v, np.float32) for k, v in state.items()})
+
+    def _check_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        shapes = {"step": ()} | {f"{k}/{s}": v for k, v in self.spec.param_shapes().items() for s in ("m", "v")}
+        if set(state) != set(shapes) or any(tuple(np.shape(state[k])) != shape for k, shape in shapes.items()):
+            raise ShapeError(f"optimizer state does not fit model {self.spec.name!r}")
+
     # -- training --------------------------------------------------------
     def train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
         """One Adam step on the batch mean of the -ELBO of ``x`` with noise ``eps``.
@@ -166,6 +187,12 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def _export_weights(self) -> Params: ...
+
+    @abc.abstractmethod
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     @abc.abstractmethod
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any: ...

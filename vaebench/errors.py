@@ -35,3 +35,15 @@ class DivergedError(VaebenchError):
     """Training produced a non-finite loss."""
 
     exit_code = 1
+
+
+class RunInterruptedError(VaebenchError):
+    """SIGINT or SIGTERM stopped a run; its checkpoint lets it resume. Exit code 128 + signal."""
+
+    def __init__(self, signum: int | None, run_dir: object, epoch: int, step: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name if signum else "a signal"
+        where = f"in epoch {epoch} after step {step}" if step else f"before epoch {epoch}"
+        super().__init__(f"interrupted by {name} {where}; checkpoint saved. Resume with: vaebench run --resume {run_dir}")
+        self.exit_code = 128 + (signum or 2)

@@ -1,4 +1,4 @@
-"""``train_and_evaluate``: the one function ``vaebench run`` and the tests call.
+"""``train_and_evaluate`` and ``resume_run``: what ``vaebench run`` and the tests call.
 
 Timing rules (so the figures mean the same for every backend):
 
@@ -10,23 +10,32 @@ Timing rules (so the figures mean the same for every backend):
   preparation, which is identical NumPy work for every backend;
 * the loss is read back every ``FETCH_EVERY`` steps (one synchronisation for
   many steps), which is also when a non-finite loss is caught.
+
+Runs survive: a checkpoint (canonical weights, Adam state, position, history)
+is written atomically after every epoch and when SIGINT or SIGTERM stops a run
+after its current step; ``resume_run`` continues from it and, since batches and
+noise are functions of (seed, epoch), reproduces the uninterrupted history. A
+non-finite loss stops the run as ``diverged`` and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vaebench import registry
+from vaebench.checkpoint import Position, load_checkpoint, save_checkpoint
 from vaebench.contract import Model
 from vaebench.data import Dataset, binarize_fixed, load_dataset, steps_per_epoch, to_float, train_batches
 from vaebench.environment import host_environment
-from vaebench.errors import ConfigError, DivergedError
+from vaebench.errors import ConfigError, DivergedError, RunInterruptedError
 from vaebench.evaluation import evaluate_split, grid_points
 from vaebench.metrics import full_evaluation
 from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
@@ -38,21 +47,68 @@ from vaebench.weights import init_params, load_params, save_params
 FETCH_EVERY = 20
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit="step", disable=None if enabled else True, leave=False, dynamic_ncols=True, mininterval=0.5
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=None if enabled else True,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
     )
 
 
-def train_epoch(model: Model, dataset_images: np.ndarray, cfg: TrainConfig, epoch: int, state: dict, progress: bool) -> dict:
-    """Train one epoch; returns its mean train -ELBO, wall time and throughput."""
-    steps = steps_per_epoch(len(dataset_images), cfg.batch_size)
-    losses: list[float] = []
+class StopFlag:
+    """Set by SIGINT/SIGTERM while training; the loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        """Catch SIGINT and SIGTERM for the duration (main thread only; elsewhere, signals keep their handlers)."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.signum = signum
+
+        try:
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def train_epoch(
+    model: Model,
+    images: np.ndarray,
+    cfg: TrainConfig,
+    epoch: int,
+    timing: dict,
+    progress: bool,
+    stop: StopFlag,
+    start: Position | None = None,
+) -> dict[str, Any]:
+    """Train epoch ``epoch`` (from ``start.step`` if resuming); stop early if ``stop`` is raised.
+
+    Returns ``train_neg_elbo``, ``epoch_seconds``, ``train_images_per_second`` and,
+    when stopped early, ``stopped_at`` (steps of this epoch done) and ``losses``.
+    """
+    steps = steps_per_epoch(len(images), cfg.batch_size)
+    done = start.step if start else 0
+    losses: list[float] = list(start.losses) if start else []
+    carried = start.seconds if start else 0.0
     pending: list[Any] = []
     warm_images, warm_seconds = 0, 0.0
-    bar = _progress(steps, f"epoch {epoch}/{cfg.epochs}", progress)
+    bar = _progress(steps, done, f"epoch {epoch}/{cfg.epochs}", progress)
 
     def drain(step: int) -> None:
         values = model.fetch(pending)
@@ -61,43 +117,47 @@ def train_epoch(model: Model, dataset_images: np.ndarray, cfg: TrainConfig, epoc
             last = next((v for v in reversed(losses + values[: bad[0]].tolist()) if np.isfinite(v)), float("nan"))
             raise DivergedError(
                 f"training diverged at epoch {epoch}, step {step - len(values) + bad[0] + 1}: loss {values[bad[0]]} "
-                f"(last finite {last:.3f}); try a lower --lr"
+                f"(last finite {last:.3f}); the last good checkpoint is kept; try a lower --lr"
             )
         losses.extend(values.tolist())
         pending.clear()
 
-    start = time.perf_counter()
-    for step, batch in enumerate(
-        train_batches(dataset_images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize), start=1
-    ):
-        if state.get("first_step_seconds") is None:
+    t_start = time.perf_counter()
+    step = done
+    batches = train_batches(images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize)
+    for step, batch in enumerate(batches, start=1):
+        if step <= done:
+            continue  # already trained before the interruption; drawn anyway to advance the streams
+        if timing.get("first_step_seconds") is None:
             t0 = time.perf_counter()
             pending.append(model.train_step(batch.x, batch.eps))
             model.synchronize()
             drain(step)
-            state["first_step_seconds"] = time.perf_counter() - t0
-            warm_images, warm_seconds = cfg.batch_size, time.perf_counter() - start
-            bar.update(1)
-            continue
-        pending.append(model.train_step(batch.x, batch.eps))
-        if len(pending) >= FETCH_EVERY or step == steps:
-            drain(step)
-            elapsed = time.perf_counter() - start - warm_seconds
-            bar.set_postfix(
-                loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}",
-                img_s=f"{(step * cfg.batch_size - warm_images) / max(elapsed, 1e-9):.0f}",
-            )
+            timing["first_step_seconds"] = time.perf_counter() - t0
+            warm_images, warm_seconds = cfg.batch_size, time.perf_counter() - t_start
+        else:
+            pending.append(model.train_step(batch.x, batch.eps))
+            if len(pending) >= FETCH_EVERY or step == steps or stop.signum is not None:
+                drain(step)
+                elapsed = time.perf_counter() - t_start - warm_seconds
+                rate = ((step - done) * cfg.batch_size - warm_images) / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}", img_s=f"{rate:.0f}")
         bar.update(1)
+        if stop.signum is not None and step < steps:
+            break
     model.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - t_start
     bar.close()
-    timed_images = steps * cfg.batch_size - warm_images
+    timed_images = (step - done) * cfg.batch_size - warm_images
     timed_seconds = seconds - warm_seconds
-    return {
-        "train_neg_elbo": float(np.mean(losses)),
-        "epoch_seconds": seconds,
-        "train_images_per_second": timed_images / timed_seconds if timed_images > 0 else None,
+    result: dict[str, Any] = {
+        "train_neg_elbo": float(np.mean(losses)) if losses else float("nan"),
+        "epoch_seconds": carried + seconds,
+        "train_images_per_second": timed_images / timed_seconds if timed_images > 0 and timed_seconds > 0 else None,
     }
+    if step < steps:
+        result.update(stopped_at=step, losses=losses)
+    return result
 
 
 def _check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
@@ -137,6 +197,45 @@ def _split(test: dict[str, float]) -> dict[str, float]:
     return {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
 
 
+@dataclasses.dataclass
+class _Session:
+    """Everything a run needs in memory, whether it starts fresh or resumes."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dataset: Dataset
+    train_images: np.ndarray
+    test_images: np.ndarray
+    model: Model
+    metrics: dict[str, Any]
+
+
+def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, overwrite: bool | None) -> _Session:
+    """Load plugin and data, build the model; ``overwrite=None`` means resuming into ``run_dir``."""
+    backend_cls, plugin = registry.load(cfg.backend)
+    dataset = load_dataset(cfg.dataset, data_dir)
+    train_images = _check_sizes(cfg, dataset)
+    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
+    backend = backend_cls(device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options)
+    if overwrite is not None:
+        run_dir = prepare_run_dir(Path(run_dir), overwrite)
+    model = backend.build(cfg.spec, cfg.adam)
+    spec = cfg.spec
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
+        "environment": {**host_environment(), "backend": backend.environment(), "plugin": plugin.describe()},
+        "data": {**dataset.describe(), "train_used": len(train_images)},
+        "history": [],
+        "timing": {"first_step_seconds": None},
+        "final": None,
+        "evaluations": {},
+    }
+    return _Session(cfg, Path(run_dir), dataset, train_images, test_images, model, metrics)
+
+
 def train_and_evaluate(
     config: TrainConfig,
     run_dir: Path,
@@ -147,75 +246,110 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
-    The folder gets ``metrics.json`` (rewritten after every epoch), and at the
-    end ``weights.npz`` (canonical layout), the pictures of :func:`write_pictures`
-    and, in ``metrics.json``, ``evaluations[<backend>]``: active units, KL per
-    dimension and, with ``eval_k > 0``, the importance-weighted test NLL.
+    The folder gets ``metrics.json`` (rewritten after every epoch), ``checkpoint.npz``
+    (after every epoch), and at the end ``weights.npz`` (canonical layout), the
+    pictures of :func:`write_pictures` and, in ``metrics.json``,
+    ``evaluations[<backend>]``: active units, KL per dimension and, with
+    ``eval_k > 0``, the importance-weighted test NLL.
     """
-    cfg = config.resolved()
-    backend_cls, plugin = registry.load(cfg.backend)
-    dataset = load_dataset(cfg.dataset, data_dir)
-    train_images = _check_sizes(cfg, dataset)
-    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
-    backend = backend_cls(device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options)
-    run_dir = prepare_run_dir(Path(run_dir), overwrite)
+    session = _open_session(config.resolved(), Path(run_dir), data_dir, overwrite)
+    session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
+    write_metrics(session.run_dir, session.metrics)
+    return _train(session, Position(epoch=0), progress, log)
 
-    spec = cfg.spec
-    model = backend.build(spec, cfg.adam)
-    model.load_weights(init_params(spec, cfg.seed))
-    state: dict[str, Any] = {"first_step_seconds": None}
-    metrics: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "config": cfg.to_dict(),
-        "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
-        "environment": {**host_environment(), "backend": backend.environment(), "plugin": plugin.describe()},
-        "data": {**dataset.describe(), "train_used": len(train_images)},
-        "history": [],
-        "timing": state,
-        "final": None,
-        "evaluations": {},
-    }
-    write_metrics(run_dir, metrics)
+
+def resume_run(
+    run_dir: Path, data_dir: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings."""
+    run_dir = Path(run_dir)
+    old = read_metrics(run_dir)
+    if old.get("status") == "completed":
+        raise ConfigError(f"{run_dir} is already completed; nothing to resume")
+    params, adam, position = load_checkpoint(run_dir)
+    session = _open_session(config_of(old), run_dir, data_dir, overwrite=None)
+    session.model.load_weights(params)
+    session.model.load_optimizer_state(adam)
+    session.metrics.update(history=position.history, timing=position.timing)
+    session.metrics["resumed"] = [*old.get("resumed", []), {"epoch": position.epoch, "step": position.step}]
+    log(f"resuming {run_dir} after epoch {position.epoch}" + (f", step {position.step}" if position.step else ""))
+    write_metrics(run_dir, session.metrics)
+    return _train(session, position, progress, log)
+
+
+def config_of(metrics: dict[str, Any]) -> TrainConfig:
+    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+
+
+def _train(session: _Session, start: Position, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
+    timing = metrics["timing"]
+    stop = StopFlag()
     try:
-        for epoch in range(1, cfg.epochs + 1):
-            entry: dict[str, Any] = {"epoch": epoch, **train_epoch(model, train_images, cfg, epoch, state, progress)}
-            t0 = time.perf_counter()
-            entry.update(_split(evaluate_split(model, test_images, cfg.eval_batch_size, cfg.seed)))
-            entry["eval_seconds"] = time.perf_counter() - t0
-            metrics["history"].append(entry)
-            write_metrics(run_dir, metrics)
-            ips = entry["train_images_per_second"]
-            log(
-                f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  "
-                f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
-                f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
-            )
-        save_params(model.export_weights(), run_dir / "weights.npz")
-        evaluation = full_evaluation(model, test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log)
-        metrics["evaluations"][cfg.backend] = evaluation
-        final = {key: evaluation[key] for key in ("test_neg_elbo", "test_recon", "test_kl")}
-        if "test_nll" in evaluation:
-            final.update(test_nll=evaluation["test_nll"], iwae_k=evaluation["iwae_k"])
-            log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")
-        final["active_units"] = evaluation["active_units"]
-        title = f"{cfg.backend} · {spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
-        write_pictures(model, dataset, test_images, cfg, run_dir, metrics["history"], title)
-        metrics.update(status="completed", final=final)
+        with stop.installed():
+            for epoch in range(start.epoch + 1, cfg.epochs + 1):
+                resume_at = start if epoch == start.epoch + 1 and start.step else None
+                entry = {
+                    "epoch": epoch,
+                    **train_epoch(model, session.train_images, cfg, epoch, timing, progress, stop, resume_at),
+                }
+                if "stopped_at" in entry:
+                    position = Position(
+                        epoch - 1, entry["stopped_at"], entry["losses"], entry["epoch_seconds"], metrics["history"], timing
+                    )
+                    save_checkpoint(run_dir, model, position)
+                    raise RunInterruptedError(stop.signum, run_dir, epoch, entry["stopped_at"])
+                t0 = time.perf_counter()
+                entry.update(_split(evaluate_split(model, session.test_images, cfg.eval_batch_size, cfg.seed)))
+                entry["eval_seconds"] = time.perf_counter() - t0
+                metrics["history"].append(entry)
+                save_checkpoint(run_dir, model, Position(epoch, 0, [], 0.0, metrics["history"], timing))
+                write_metrics(run_dir, metrics)
+                ips = entry["train_images_per_second"]
+                log(
+                    f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  "
+                    f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
+                    f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
+                )
+                if stop.signum is not None and epoch < cfg.epochs:
+                    raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
+        _finish(session, progress, log)
+    except RunInterruptedError:
+        metrics["status"] = "interrupted"
         write_metrics(run_dir, metrics)
-    except DivergedError:
-        metrics["status"] = "diverged"
+        raise
+    except DivergedError as exc:
+        metrics.update(status="diverged", error=str(exc))
         write_metrics(run_dir, metrics)
         raise
     except KeyboardInterrupt:
         metrics["status"] = "interrupted"
         write_metrics(run_dir, metrics)
         raise
-    except Exception:
-        metrics["status"] = "failed"
+    except Exception as exc:
+        metrics.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         write_metrics(run_dir, metrics)
         raise
     return metrics
+
+
+def _finish(session: _Session, progress: bool, log: Callable[[str], None]) -> None:
+    """Weights, the full evaluation, pictures, and status ``completed``."""
+    cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
+    save_params(model.export_weights(), run_dir / "weights.npz")
+    evaluation = full_evaluation(model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log)
+    metrics["evaluations"][cfg.backend] = evaluation
+    final = {key: evaluation[key] for key in ("test_neg_elbo", "test_recon", "test_kl")}
+    if "test_nll" in evaluation:
+        final.update(test_nll=evaluation["test_nll"], iwae_k=evaluation["iwae_k"])
+        log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")
+    final["active_units"] = evaluation["active_units"]
+    title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
+    write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title)
+    metrics.update(status="completed", final=final)
+    write_metrics(run_dir, metrics)
 
 
 def evaluate_run(
@@ -237,8 +371,7 @@ def evaluate_run(
     metrics = read_metrics(run_dir)
     if metrics.get("status") != "completed":
         raise ConfigError(f"{run_dir} is not a completed run (status {metrics.get('status')!r}); nothing to evaluate")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    cfg = config_of(metrics)
     name = backend_name or cfg.backend
     backend_cls, plugin = registry.load(name)
     dataset = load_dataset(cfg.dataset, data_dir)

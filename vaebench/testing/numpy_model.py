@@ -26,6 +26,13 @@ class NumpyModel(Model):
     def _export_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        zeros = {f"{k}/{m}": np.zeros_like(v) for k, v in self.params.items() for m in ("m", "v")}
+        return {"step": np.zeros((), np.float32), **zeros}
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("the NumPy reference model has no optimizer")
+
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
         raise NotImplementedError("the NumPy reference model has no gradients: it evaluates, it does not train")
 

@@ -186,6 +186,32 @@ class JaxModel(Model):
             out[f"{info.name}/bias"] = np.array(host[key]["bias"])
         return out
 
+    def _adam_index(self) -> int:
+        return next(i for i, part in enumerate(self.opt_state) if isinstance(part, optax.ScaleByAdamState))
+
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        adam = jax.device_get(self.opt_state[self._adam_index()])
+        out = {"step": np.asarray(adam.count, np.float32)}
+        for key, info in self.nets.infos.items():
+            for ours, tree in (("m", adam.mu), ("v", adam.nu)):
+                out[f"{info.name}/kernel/{ours}"] = np.ascontiguousarray(_to_flax(info, np.asarray(tree[key]["kernel"])))
+                out[f"{info.name}/bias/{ours}"] = np.array(tree[key]["bias"])
+        return out
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        def tree(moment: str) -> dict:
+            return {
+                key: {
+                    "kernel": _to_flax(info, state[f"{info.name}/kernel/{moment}"]),
+                    "bias": state[f"{info.name}/bias/{moment}"],
+                }
+                for key, info in self.nets.infos.items()
+            }
+
+        i = self._adam_index()
+        adam = optax.ScaleByAdamState(count=np.asarray(state["step"], np.int32), mu=tree("m"), nu=tree("v"))
+        self.opt_state = jax.device_put((*self.opt_state[:i], adam, *self.opt_state[i + 1 :]), self.device)
+
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> jax.Array:
         self.params, self.opt_state, loss = self.step(self.params, self.opt_state, self._put(x), self._put(eps))
         return loss

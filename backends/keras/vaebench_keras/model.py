@@ -225,6 +225,32 @@ class KerasModel(Model):
             out[f"{info.name}/bias"] = np.array(keras.ops.convert_to_numpy(layer.bias))
         return out
 
+    def _slots(self) -> list[tuple[str, LayerInfo, Any, Any, Any]]:
+        opt, out = self.optimizer, []
+        for info, layer in self.layers.values():
+            for name, var in (("kernel", layer.kernel), ("bias", layer.bias)):
+                index = opt._get_variable_index(var)  # Keras' own lookup for its slot variables
+                out.append((f"{info.name}/{name}", info, var, opt._momentums[index], opt._velocities[index]))
+        return out
+
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        self._step.pull()
+        out = {"step": np.asarray(keras.ops.convert_to_numpy(self.optimizer.iterations), np.float32)}
+        for key, info, _, m, v in self._slots():
+            convert = (lambda a, info=info: _to_keras(info, a)) if key.endswith("kernel") else (lambda a: a)
+            out[f"{key}/m"] = np.ascontiguousarray(convert(keras.ops.convert_to_numpy(m)))
+            out[f"{key}/v"] = np.ascontiguousarray(convert(keras.ops.convert_to_numpy(v)))
+        return out
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self._step.pull()
+        self.optimizer.iterations.assign(int(state["step"]))
+        for key, info, _, m, v in self._slots():
+            convert = (lambda a, info=info: _to_keras(info, a)) if key.endswith("kernel") else (lambda a: a)
+            m.assign(convert(state[f"{key}/m"]))
+            v.assign(convert(state[f"{key}/v"]))
+        self._step.push()
+
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
         return self._step(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(eps))
 

@@ -176,6 +176,38 @@ class TorchModel(Model):
             out[f"{info.name}/bias"] = mod.bias.detach().cpu().numpy().copy()
         return out
 
+    def _params(self) -> list[tuple[str, LayerInfo, nn.Parameter]]:
+        return [
+            (f"{i.name}/{n}", i, p) for i, mod in self.net.named_layers() for n, p in (("kernel", mod.weight), ("bias", mod.bias))
+        ]
+
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"step": np.zeros((), np.float32)}
+        for key, info, param in self._params():
+            st = self.opt.state.get(param) or {}
+            convert = (lambda a, info=info: _from_torch(info, a)) if key.endswith("kernel") else (lambda a: a)
+            for ours, theirs in (("m", "exp_avg"), ("v", "exp_avg_sq")):
+                value = st[theirs].detach().cpu().numpy() if theirs in st else np.zeros(tuple(param.shape), np.float32)
+                out[f"{key}/{ours}"] = np.array(convert(value), order="C")  # a copy: never alias live state
+            if "step" in st:
+                out["step"] = np.asarray(float(st["step"]), np.float32)
+        return out
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self._new_optimizer()
+        for key, info, param in self._params():
+            convert = (lambda a, info=info: _to_torch(info, a)) if key.endswith("kernel") else (lambda a: a)
+            moments = {
+                t: torch.tensor(np.ascontiguousarray(convert(state[f"{key}/{o}"])), device=param.device)
+                for o, t in (("m", "exp_avg"), ("v", "exp_avg_sq"))
+            }
+            moments = {
+                t: m.contiguous(memory_format=torch.channels_last) if param.dim() == 4 and self.channels_last else m
+                for t, m in moments.items()
+            }
+            step = torch.tensor(float(state["step"]), dtype=torch.float32, device=param.device if self.fused else "cpu")
+            self.opt.state[param] = {"step": step, **moments}
+
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> torch.Tensor:
         loss = self.loss_fn(self._images(x), self._vec(eps))
         self.opt.zero_grad(set_to_none=True)
