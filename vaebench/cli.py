@@ -131,6 +131,31 @@ def eval_(run_dir: str, backend: str | None, k: int, data_dir: str | None, devic
 
 
 @cli.command()
+@click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default="conv", show_default=True)
+@click.option("--backends", "names", help="Comma-separated backends (default: every installed one).")
+@click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
+    """Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance."""
+    from vaebench.parity import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, run_parity
+
+    backends = names.split(",") if names else sorted(registry.installed())
+    rows = run_parity(backends, model, steps, batch_size, log=lambda msg: click.echo(msg, err=True))
+    click.echo(
+        f"model {model}, {steps} Adam steps, batch {batch_size}; tolerances: -ELBO rel {ELBO_RTOL:g}, "
+        f"grid abs {GRID_ATOL:g}, params abs {PARAM_ATOL:g} (99.9% of entries)"
+    )
+    click.echo(f"{'pair':28s} {'-ELBO rel':>10s} {'loss rel':>10s} {'grid abs':>10s} {'params abs':>11s} {'>tol':>7s}  ok")
+    for r in rows:
+        click.echo(
+            f"{r['pair']:28s} {r['elbo_abs']:10.2e} {r['elbo_rel']:10.2e} {r['grid_abs']:10.2e} "
+            f"{r['param_abs']:11.2e} {r['param_outliers']:7.2%}  {'yes' if r['ok'] else 'NO'}"
+        )
+    if not all(r["ok"] for r in rows):
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:
     """List installed backends and how to install the rest (imports no framework unless --devices)."""

@@ -41,18 +41,20 @@ def iwae_nll(
 ) -> np.ndarray:
     """Per-image importance-weighted NLL in nats (float64), ``k`` samples each.
 
-    Memory is bounded by ``rows``: each backend call decodes ``rows`` latent
-    samples against ``rows`` copies of their images, so the host holds
-    ``rows * 784 * 4`` bytes of images (12.8 MB at 4096) plus the backend's
-    activations for one batch of ``rows``, and ``k`` float64 log-weights per
-    image of the chunk in flight. Calls always have ``rows`` rows (the last one
-    padded), so a compiling backend compiles once.
+    Memory is bounded by ``rows``: each backend call decodes at most ``rows``
+    latent samples against as many copies of their images, so the host holds
+    at most ``rows * 784 * 4`` bytes of images (12.8 MB at 4096) plus the
+    backend's activations for one such batch, and ``k`` float64 log-weights per
+    image of the chunk in flight. Every call has the same number of rows (the
+    last one padded), so a compiling backend compiles once.
     """
     from tqdm.auto import tqdm
 
     noise = rng(seed, "iwae", k)
     d = model.spec.latent_dim
     per_chunk = max(1, rows // k)  # images whose k samples fit one call
+    # rows per call: whole images' samples when k <= rows, else k split into equal blocks (5000 -> 2 x 2500)
+    call = per_chunk * k if k <= rows else -(-k // -(-k // rows))
     out = np.empty(len(images))
     bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=None if progress else True, leave=False)
     for start in range(0, len(images), per_chunk):
@@ -66,10 +68,10 @@ def iwae_nll(
         flat_z = z.reshape(-1, d).astype(np.float32)
         owners = np.repeat(np.arange(len(x)), k)
         nll = np.empty(len(flat_z))
-        for lo in range(0, len(flat_z), rows):
-            idx = np.arange(lo, lo + rows) % len(flat_z)  # pad by wrapping: a fixed call shape
+        for lo in range(0, len(flat_z), call):
+            idx = np.arange(lo, lo + call) % len(flat_z)  # pad the last chunk by wrapping: one call shape
             got = model.recon_nll(x[owners[idx]], flat_z[idx])
-            n = min(rows, len(flat_z) - lo)
+            n = min(call, len(flat_z) - lo)
             nll[lo : lo + n] = got[:n]
         log_w = -nll.reshape(len(x), k) + log_pz - log_qz
         out[start : start + len(x)] = -(logsumexp(log_w, axis=1) - math.log(k))

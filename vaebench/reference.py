@@ -102,3 +102,102 @@ def sample_z(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, e
 def recon_nll(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, z: np.ndarray) -> np.ndarray:
     """``-log p(x | z)`` per example (float64), by the core's one loss."""
     return loss_recon_nll(numpy_ops, decode_logits(spec, params, z), np.asarray(x, np.float64))
+
+
+# -- gradients and one Adam step: the reference the conformance kit checks a train step against --
+
+
+def _layer_backward(
+    info: LayerInfo, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, dy: np.ndarray, grads: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Backpropagate ``dy`` (gradient w.r.t. the layer's output ``y``) through one layer; returns dx."""
+    layer = info.layer
+    if isinstance(layer, (Flatten, Reshape)):
+        return dy.reshape(x.shape)
+    if layer.activation == "relu":
+        dy = dy * (y > 0)
+    w = params[f"{info.name}/kernel"]
+    grads[f"{info.name}/bias"] = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    if isinstance(layer, Dense):
+        grads[f"{info.name}/kernel"] = x.T @ dy
+        return dy @ w.T
+    k, s, pad = layer.kernel, layer.stride, info.padding
+    if layer.transpose:
+        # y = crop(full); dW[di,dj,c,o] = sum x[b,i,j,c] * dfull[b, i*s+di, j*s+dj, o]; dx = conv2d(dy, W^T)
+        full = (x.shape[1] - 1) * s + k
+        dfull = np.pad(dy, ((0, 0), (pad[0], full - pad[0] - dy.shape[1]), (pad[0], full - pad[0] - dy.shape[2]), (0, 0)))
+        windows = sliding_window_view(dfull, (k, k), axis=(1, 2))[:, ::s, ::s]
+        grads[f"{info.name}/kernel"] = np.einsum("bhwc,bhwoij->ijco", x, windows, optimize=True)
+        return conv2d(dy, w.transpose(0, 1, 3, 2), s, pad)
+    xp = np.pad(x, ((0, 0), pad, pad, (0, 0)))
+    windows = sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::s, ::s]
+    grads[f"{info.name}/kernel"] = np.einsum("bhwcij,bhwo->ijco", windows, dy, optimize=True)
+    return conv2d_transpose(dy, w.transpose(0, 1, 3, 2), s, pad, x.shape[1])
+
+
+def _forward_cached(
+    layers: list[LayerInfo], params: Mapping[str, np.ndarray], x: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    cache = []
+    for info in layers:
+        y = apply_layer(info, params, x)
+        cache.append((x, y))
+        x = y
+    return cache
+
+
+def _backward(layers: list[LayerInfo], params: Mapping[str, np.ndarray], cache: list, dy: np.ndarray, grads: dict) -> np.ndarray:
+    for info, (x, y) in zip(reversed(layers), reversed(cache), strict=True):
+        dy = _layer_backward(info, params, x, y, dy, grads)
+    return dy
+
+
+def loss_and_grads(
+    spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, eps: np.ndarray
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Batch-mean -ELBO and its gradient w.r.t. every canonical parameter (float64, by hand).
+
+    With ``B`` the batch size: ``d/dlogits = (sigmoid(logits) - x) / B``;
+    ``d/dmean = (mean + dz) / B``-style terms from the KL and the
+    reparameterisation ``z = mean + exp(logvar / 2) * eps``.
+    """
+    p = _as64(params)
+    x, eps = np.asarray(x, np.float64), np.asarray(eps, np.float64)
+    n = len(x)
+    trunk, heads, decoder = spec.encoder_layers(), spec.head_layers(), spec.decoder_layers()
+    trunk_cache = _forward_cached(trunk, p, x)
+    h = trunk_cache[-1][1]
+    mean, logvar = (apply_layer(info, p, h) for info in heads)
+    std = np.exp(0.5 * logvar)
+    z = mean + std * eps
+    dec_cache = _forward_cached(decoder, p, z)
+    logits = dec_cache[-1][1]
+    loss = float(np.mean(vae_terms(numpy_ops, lambda _: (mean, logvar), lambda _: logits, x, eps).neg_elbo))
+    grads: dict[str, np.ndarray] = {}
+    dz = _backward(decoder, p, dec_cache, (1 / (1 + np.exp(-logits)) - x) / n, grads)
+    dmean = dz + mean / n
+    dlogvar = dz * 0.5 * std * eps + 0.5 * (np.exp(logvar) - 1) / n
+    dh = _layer_backward(heads[0], p, h, mean, dmean, grads) + _layer_backward(heads[1], p, h, logvar, dlogvar, grads)
+    _backward(trunk, p, trunk_cache, dh, grads)
+    return loss, grads
+
+
+def adam_step(
+    params: Mapping[str, np.ndarray],
+    grads: Mapping[str, np.ndarray],
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> dict[str, np.ndarray]:
+    """The first Adam step from zero state, the core's formula: ``p - lr * m_hat / (sqrt(v_hat) + eps)``.
+
+    At step 1, ``m_hat = g`` and ``v_hat = g**2``.
+    """
+    out = {}
+    for key, value in params.items():
+        g = np.asarray(grads[key], np.float64)
+        m_hat = (1 - beta1) * g / (1 - beta1)
+        v_hat = (1 - beta2) * g * g / (1 - beta2)
+        out[key] = np.asarray(value, np.float64) - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return out
