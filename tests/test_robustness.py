@@ -25,7 +25,7 @@ from vaebench.weights import load_params
 INSTALLED = sorted(registry.installed())
 
 
-@pytest.fixture(params=["torch", "jax", "keras"])
+@pytest.fixture(params=["numpy", "torch", "jax", "keras"])
 def backend(request) -> str:
     if request.param not in INSTALLED:
         pytest.skip(f"backend {request.param} not installed")

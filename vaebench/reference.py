@@ -182,22 +182,31 @@ def loss_and_grads(
     return loss, grads
 
 
-def adam_step(
-    params: Mapping[str, np.ndarray],
-    grads: Mapping[str, np.ndarray],
+def adam_update(
+    p: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    t: int,
     lr: float = 1e-3,
     beta1: float = 0.9,
     beta2: float = 0.999,
     eps: float = 1e-8,
-) -> dict[str, np.ndarray]:
-    """The first Adam step from zero state, the core's formula: ``p - lr * m_hat / (sqrt(v_hat) + eps)``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Adam update of step number ``t`` (1-based), the core's formula (PyTorch's and Optax's):
 
-    At step 1, ``m_hat = g`` and ``v_hat = g**2``.
+    ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``, ``p -= lr * m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)``.
+    Returns ``(p, m, v)``.
     """
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    return p - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps), m, v
+
+
+def adam_step(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], lr: float = 1e-3) -> dict[str, np.ndarray]:
+    """Parameters after the first Adam step from zero state (``m_hat = g``, ``v_hat = g**2``)."""
     out = {}
     for key, value in params.items():
         g = np.asarray(grads[key], np.float64)
-        m_hat = (1 - beta1) * g / (1 - beta1)
-        v_hat = (1 - beta2) * g * g / (1 - beta2)
-        out[key] = np.asarray(value, np.float64) - lr * m_hat / (np.sqrt(v_hat) + eps)
+        out[key] = adam_update(np.asarray(value, np.float64), g, np.zeros_like(g), np.zeros_like(g), 1, lr)[0]
     return out

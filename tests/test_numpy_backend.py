@@ -1,0 +1,14 @@
+"""The NumPy reference backend passes the conformance kit it anchors (no framework needed)."""
+
+import pytest
+
+from vaebench.testing.kit import BackendTests
+from vaebench.testing.numpy_backend import NumpyBackend
+
+
+class TestNumpyBackend(BackendTests):
+    step_atol = 1e-7  # float64 against float64: only the float32 export rounds
+
+    @pytest.fixture
+    def backend(self):
+        return NumpyBackend(device="cpu")

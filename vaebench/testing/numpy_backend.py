@@ -1,0 +1,88 @@
+"""The NumPy reference as a complete backend: the smallest one that passes the conformance kit.
+
+Float64 arithmetic, hand-written gradients (:func:`vaebench.reference.loss_and_grads`)
+and the core's Adam (:func:`vaebench.reference.adam_update`). Slow, exact, and
+with no framework at all: the ground truth of ``vaebench parity`` and the
+worked example for plugin authors (``vaebench run --backend numpy`` works too).
+Registered by the core distribution under the entry-point name ``numpy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vaebench import reference
+from vaebench.contract import Backend, Model
+from vaebench.environment import cpu_model
+from vaebench.errors import BackendError
+from vaebench.loss import numpy_ops
+from vaebench.spec import AdamConfig, ModelSpec
+from vaebench.testing.numpy_model import NumpyModel
+
+
+class NumpyTrainModel(NumpyModel):
+    """:class:`NumpyModel` plus a train step and Adam state."""
+
+    def _load_weights(self, params: dict[str, np.ndarray]) -> None:
+        self.params = {k: v.astype(np.float64) for k, v in params.items()}
+        self.step = 0
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def _export_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32) for k, v in self.params.items()}
+
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        state = {
+            f"{k}/{name}": moments[k].astype(np.float32) for k in self.params for name, moments in (("m", self.m), ("v", self.v))
+        }
+        return {"step": np.asarray(self.step, np.float32), **state}
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self.step = int(state["step"])
+        self.m = {k: state[f"{k}/m"].astype(np.float64) for k in self.params}
+        self.v = {k: state[f"{k}/v"].astype(np.float64) for k in self.params}
+
+    def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
+        loss, grads = reference.loss_and_grads(self.spec, self.params, x, eps)
+        self.step += 1
+        a = self.adam
+        for key in self.params:
+            self.params[key], self.m[key], self.v[key] = reference.adam_update(
+                self.params[key], grads[key], self.m[key], self.v[key], self.step, a.lr, a.beta1, a.beta2, a.eps
+            )
+        return loss
+
+    def _fetch(self, values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(values, np.float64)
+
+
+class NumpyBackend(Backend):
+    """NumPy, float64, CPU: the reference implementation of the contract."""
+
+    name = "numpy"
+    framework = "numpy"
+    ops = numpy_ops
+    option_defaults: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.device == "cuda":
+            raise BackendError("the numpy backend runs on the CPU only; use --device cpu")
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "framework": "numpy",
+            "numpy": np.__version__,
+            "device": "cpu",
+            "device_name": cpu_model(),
+            "threads": "BLAS default",
+            "execution": "eager NumPy, float64",
+            "float32_matmul_precision": "float64",
+        }
+
+    def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
+        return NumpyTrainModel(spec, adam)
