@@ -69,3 +69,14 @@ def keras_engines(session: nox.Session, engine: str) -> None:
     session.install("-e", "backends/keras")
     env = {**DATA_ENV, "VAEBENCH_KERAS_ENGINE": engine}
     session.run("pytest", "backends/keras", *session.posargs, env=env)
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("backend", [nox.param(name, tags=[name, "bench"]) for name in FRAMEWORK_PINS])
+def bench(session: nox.Session, backend: str) -> None:
+    """pytest-benchmark timings of one plugin (slow; not in the default sessions). posargs go to pytest,
+    e.g. ``nox -s "bench(backend='jax')" -- --benchmark-autosave``."""
+    session.install(*FRAMEWORK_PINS[backend])
+    install_core(session)
+    session.install("-e", f"backends/{backend}")
+    session.run("pytest", "tests/benchmarks", "-m", "bench", *session.posargs)

@@ -155,6 +155,64 @@ def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
         raise SystemExit(1)
 
 
+def _csv(kind: type = str):
+    return lambda _ctx, _param, value: [kind(v) for v in value.split(",")] if value else value
+
+
+@cli.command()
+@click.option(
+    "--backends",
+    "names",
+    default="all",
+    show_default=True,
+    help="Comma-separated backends, or 'all' (every installed one but the slow numpy reference).",
+)
+@click.option("--models", default="seed,mlp", show_default=True, callback=_csv())
+@click.option("--batch-sizes", default="128,512", show_default=True, callback=_csv(int))
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed windows per measurement.")
+@click.option("--threads", type=int, help="Intra-op threads for every backend (default: every usable core).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
+def bench(
+    names: str, models: list[str], batch_sizes: list[int], repeats: int, threads: int | None, device: str, out: str
+) -> None:
+    """Steady-state training throughput (and eval, grid, memory): each backend in its own process."""
+    from vaebench.bench import run_matrix, write_bench
+
+    for m in models:
+        if m not in MODELS:
+            raise click.BadParameter(f"unknown model {m!r}", param_hint="--models")
+    backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
+    click.echo(f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'compile s':>9s} {'peak MB':>8s}")
+    results = []
+    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device):
+        t = r["train_images_per_second"]
+        click.echo(
+            f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
+            f"{t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
+        )
+        results.append(r)
+    json_path, csv_path = write_bench(results, Path(out))
+    click.echo(f"wrote {json_path} and {csv_path}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
+def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
+    """Compare bench.json files and run folders: tables across backends, optionally a report."""
+    from vaebench.report import bench_table, load_inputs, runs_table, write_report
+
+    bench_results, runs = load_inputs([Path(p) for p in paths])
+    if bench_results:
+        click.echo("\n".join(bench_table(bench_results)))
+    if runs:
+        click.echo("\n".join(runs_table(runs)))
+    if report_dir:
+        md, html = write_report(bench_results, runs, Path(report_dir))
+        click.echo(f"wrote {md} and {html}")
+
+
 @cli.command()
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:

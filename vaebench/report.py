@@ -1,0 +1,181 @@
+"""``vaebench compare``: tables and a report from ``bench.json`` files and run folders only.
+
+Nothing here runs a framework: it reads what ``vaebench bench`` and
+``vaebench run`` wrote. Runs whose status is not ``completed`` are listed as
+such and left out of the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaebench.errors import VaebenchError
+from vaebench.fileio import atomic_write_bytes
+from vaebench.results import METRICS, read_metrics
+
+
+def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
+    """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``)."""
+    bench: list[dict] = []
+    runs: list[tuple[Path, dict]] = []
+    for path in map(Path, paths):
+        if path.is_dir() and (path / METRICS).exists():
+            runs.append((path, read_metrics(path)))
+            continue
+        file = path / "bench.json" if path.is_dir() else path
+        try:
+            doc = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise VaebenchError(f"{path} is neither a run folder nor a bench.json ({exc})") from None
+        if doc.get("kind") != "bench":
+            raise VaebenchError(f"{file} is not a vaebench bench.json")
+        machine = doc.get("environment", {}).get("cpu_model", "?")
+        bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
+    return bench, runs
+
+
+def bench_table(results: list[dict]) -> list[str]:
+    """Throughput per (model, batch) with spread, ratio to the fastest, compile, eval, grid and memory."""
+    lines = [
+        f"{'model':6s} {'batch':>5s} {'backend':12s} {'img/s median':>12s} {'IQR':>15s} {'ratio':>6s} {'compile s':>9s} "
+        f"{'eval s':>7s} {'grid ms':>8s} {'peak MB':>8s}  source"
+    ]
+    keys = sorted({(r["model"], r["batch_size"]) for r in results})
+    for model, batch in keys:
+        group = [r for r in results if (r["model"], r["batch_size"]) == (model, batch)]
+        fastest = max(r["train_images_per_second"]["median"] for r in group)
+        for r in sorted(group, key=lambda r: -r["train_images_per_second"]["median"]):
+            t = r["train_images_per_second"]
+            lines.append(
+                f"{model:6s} {batch:5d} {r['backend']:12s} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
+                f"{t['median'] / fastest:6.2f} {t['compile_seconds']:9.2f} {r['eval_pass_seconds']['median']:7.2f} "
+                f"{1000 * r['grid_decode_seconds']['median']:8.1f} {r['peak_rss_mb']:8.0f}  "
+                f"{Path(r['source']).parent.name or '.'}"
+            )
+    return lines
+
+
+def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
+    """Final quality and speed of each run; unfinished runs flagged."""
+    lines = [
+        f"{'run':40s} {'backend':12s} {'model':6s} {'epochs':>6s} {'test -ELBO':>10s} {'NLL':>8s} {'AU':>4s} "
+        f"{'s/epoch':>8s} {'img/s':>8s}  status"
+    ]
+    for path, m in runs:
+        cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
+        epoch_s = np.median([h["epoch_seconds"] for h in hist]) if hist else float("nan")
+        ips = np.median([h["train_images_per_second"] for h in hist if h.get("train_images_per_second")] or [np.nan])
+        nll = final.get("test_nll")
+        lines.append(
+            f"{path.name[:40]:40s} {cfg['backend']:12s} {cfg['model']:6s} {len(hist):6d} "
+            f"{final.get('test_neg_elbo', float('nan')):10.2f} {nll if nll is not None else float('nan'):8.2f} "
+            f"{final.get('active_units', ''):>4} {epoch_s:8.1f} {ips:8.0f}  {m['status']}"
+        )
+    return lines
+
+
+def _png(fig: Any) -> bytes:
+    from vaebench.plots import _pyplot
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _throughput_figure(results: list[dict]) -> bytes:
+    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    keys = sorted({(r["model"], r["batch_size"]) for r in results})
+    backends = sorted({r["backend"] for r in results})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
+    for ax, (model, batch) in zip(axes[0], keys, strict=True):
+        rows = {r["backend"]: r["train_images_per_second"] for r in results if (r["model"], r["batch_size"]) == (model, batch)}
+        names = [b for b in backends if b in rows]
+        med = [rows[b]["median"] for b in names]
+        err = [[rows[b]["median"] - rows[b]["min"] for b in names], [rows[b]["max"] - rows[b]["median"] for b in names]]
+        ax.bar(names, med, yerr=err, capsize=4, color="tab:blue")
+        ax.set_title(f"{model}, batch {batch}")
+        ax.set_ylabel("training images/s (median, min-max)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle("Steady-state training throughput")
+    return _png(fig)
+
+
+def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
+    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for _path, m in runs:
+        hist = m["history"]
+        label = f"{m['config']['backend']} · {m['config']['model']}"
+        left.plot([h["epoch"] for h in hist], [h["test_neg_elbo"] for h in hist], "o-", label=label)
+        right.plot(np.cumsum([h["epoch_seconds"] for h in hist]), [h["test_neg_elbo"] for h in hist], "o-", label=label)
+    left.set_xlabel("epoch")
+    right.set_xlabel("training wall-clock seconds")
+    left.set_ylabel("test -ELBO (nats)")
+    left.legend()
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Test -ELBO per epoch and per second")
+    return _png(fig)
+
+
+def _grids_figure(runs: list[tuple[Path, dict]]) -> bytes | None:
+    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    have = [(p, m) for p, m in runs if (p / "grid.png").exists()]
+    if not have:
+        return None
+    fig, axes = plt.subplots(1, len(have), figsize=(5 * len(have), 5.4), squeeze=False)
+    for ax, (path, m) in zip(axes[0], have, strict=True):
+        ax.imshow(plt.imread(path / "grid.png"))
+        ax.set_axis_off()
+        ax.set_title(f"{m['config']['backend']} · {m['config']['model']}")
+    return _png(fig)
+
+
+def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path) -> tuple[Path, Path]:
+    """``report.md`` (tables, pictures beside it) and a self-contained ``report.html`` (pictures inlined)."""
+    out_dir = Path(out_dir)
+    done = [(p, m) for p, m in runs if m.get("status") == "completed"]
+    figures: dict[str, bytes] = {}
+    if bench:
+        figures["throughput.png"] = _throughput_figure(bench)
+    if done:
+        figures["curves.png"] = _curves_figure(done)
+        grids = _grids_figure(done)
+        if grids:
+            figures["grids.png"] = grids
+    md = ["# vaebench report", ""]
+    if bench:
+        machines = sorted({r["machine"] for r in bench})
+        md += ["## Training throughput", "", f"Machine(s): {', '.join(machines)}.", "", "```", *bench_table(bench), "```", ""]
+    if runs:
+        md += ["## Runs", "", "```", *runs_table(runs), "```", ""]
+    for name in figures:
+        md += [f"![{name}]({name})", ""]
+    for name, data in figures.items():
+        atomic_write_bytes(out_dir / name, data)
+    atomic_write_bytes(out_dir / "report.md", "\n".join(md).encode())
+    html_body = []
+    for line in md:
+        if line.startswith("![") and "](" in line:
+            name = line[line.index("(") + 1 : -1]
+            html_body.append(
+                f'<img src="data:image/png;base64,{base64.b64encode(figures[name]).decode()}" style="max-width:100%">'
+            )
+        elif line.startswith("## "):
+            html_body.append(f"<h2>{line[3:]}</h2>")
+        elif line.startswith("# "):
+            html_body.append(f"<h1>{line[2:]}</h1>")
+        elif line == "```":
+            html_body.append("<pre>" if html_body.count("<pre>") == html_body.count("</pre>") else "</pre>")
+        else:
+            html_body.append(line.replace("&", "&amp;").replace("<", "&lt;"))
+    html = "<!doctype html><meta charset='utf-8'><title>vaebench report</title><body style='font-family:sans-serif'>\n"
+    atomic_write_bytes(out_dir / "report.html", (html + "\n".join(html_body) + "\n</body>\n").encode())
+    return out_dir / "report.md", out_dir / "report.html"
