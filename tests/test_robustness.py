@@ -25,13 +25,6 @@ from vaebench.weights import load_params
 INSTALLED = sorted(registry.installed())
 
 
-@pytest.fixture(params=["numpy", "torch", "jax", "keras"])
-def backend(request) -> str:
-    if request.param not in INSTALLED:
-        pytest.skip(f"backend {request.param} not installed")
-    return request.param
-
-
 def _run(args, **kw):
     return subprocess.run([sys.executable, "-m", "vaebench.cli", *args], capture_output=True, text=True, timeout=600, **kw)
 

@@ -16,14 +16,6 @@ from vaebench.weights import check_params, load_params
 INSTALLED = sorted(registry.installed())
 
 
-@pytest.fixture(params=["numpy", "torch", "jax", "keras"])
-def backend(request) -> str:
-    """Each in-tree backend that is installed in this environment."""
-    if request.param not in INSTALLED:
-        pytest.skip(f"backend {request.param} not installed")
-    return request.param
-
-
 @pytest.mark.parametrize("model, latent", [("conv", 2), ("mlp", 3)])
 def test_run_writes_a_complete_folder(tiny_dir, tmp_path, backend, model, latent):
     out = tmp_path / "run"

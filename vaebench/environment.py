@@ -68,3 +68,14 @@ def host_environment() -> dict:
         "vaebench": version,
         "commit": git_commit(),
     }
+
+
+def set_xla_threads(threads: int | None) -> None:
+    """Ask XLA's CPU client for ``threads`` intra-op threads, via ``XLA_FLAGS``.
+
+    XLA reads the flags once, when JAX (or TensorFlow's XLA) first starts, so
+    this must run before that import; flags the user set win.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads and "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}".strip()

@@ -7,10 +7,10 @@ and only then imports :mod:`vaebench_jax.model`.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from vaebench.contract import Backend, Model
+from vaebench.environment import set_xla_threads
 from vaebench.errors import BackendError
 from vaebench.spec import AdamConfig, ModelSpec
 
@@ -26,10 +26,7 @@ class JaxBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.threads:
-            flags = os.environ.get("XLA_FLAGS", "")
-            if "intra_op_parallelism_threads" not in flags:
-                os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={self.threads}"
+        set_xla_threads(self.threads)
         if self.options["precision"] not in ("highest", "high", "default"):
             raise BackendError(f"jax option precision must be highest, high or default, got {self.options['precision']!r}")
         from vaebench_jax import model

@@ -16,6 +16,7 @@ import sys
 from typing import Any, ClassVar
 
 from vaebench.contract import Backend, Model
+from vaebench.environment import set_xla_threads
 from vaebench.errors import BackendError
 from vaebench.spec import AdamConfig, ModelSpec
 
@@ -50,8 +51,8 @@ class KerasBackend(Backend):
             ) from None
         os.environ["KERAS_BACKEND"] = self.engine
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for our users
-        if self.threads and self.engine == "jax":
-            os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={self.threads}")
+        if self.engine == "jax":
+            set_xla_threads(self.threads)
         from vaebench_keras import model
 
         self._impl = model
