@@ -220,16 +220,16 @@ def backends(devices: bool) -> None:
     plugins = registry.installed()
     for name, info in sorted(plugins.items()):
         versions = ", ".join(f"{k} {v}" for k, v in info.framework_versions().items())
-        click.echo(f"{name:8s} installed  {info.distribution} {info.version}  [{versions}]")
+        click.echo(f"{name:12s} installed  {info.distribution} {info.version}  [{versions}]")
         if devices:
             try:
                 env = registry.load(name)[0]().environment()
-                click.echo(f"{'':8s} device     {env.get('device')}: {env.get('device_name')}")
+                click.echo(f"{'':12s} device     {env.get('device')}: {env.get('device_name')}")
             except VaebenchError as exc:
-                click.echo(f"{'':8s} unusable   {exc}")
+                click.echo(f"{'':12s} unusable   {exc}")
     for name, how in registry.KNOWN.items():
         if name not in plugins:
-            click.echo(f"{name:8s} missing    {how}")
+            click.echo(f"{name:12s} missing    {how}")
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ KNOWN = {
     "torch": "pip install -e backends/torch   (PyPI: vaebench-torch)",
     "jax": "pip install -e backends/jax   (PyPI: vaebench-jax)",
     "keras": "pip install -e backends/keras   (PyPI: vaebench-keras)",
+    "keras-jax": "pip install -e backends/keras -e backends/jax   (Keras 3 on JAX)",
+    "keras-torch": "pip install torch==2.13.0 -e backends/keras   (Keras 3 on PyTorch)",
 }
 
 
@@ -37,8 +39,20 @@ class PluginInfo:
     requires: tuple[str, ...] = ()
 
     def framework_versions(self) -> dict[str, str]:
-        """Versions of the distributions the plugin depends on, from metadata (no import)."""
+        """Versions of the distributions the plugin depends on, from metadata (no import).
+
+        For Keras' engine backends (``keras-jax``, ``keras-torch``) the engine's
+        framework is what matters, so its version is listed first.
+        """
+        if self.distribution == "vaebench":  # the core's own NumPy reference
+            return {"numpy": metadata.version("numpy")}
         versions = {}
+        engine = self.name.partition("-")[2]
+        if engine:
+            try:
+                versions[engine] = metadata.version(engine)
+            except metadata.PackageNotFoundError:
+                versions[engine] = "not installed"
         for req in self.requires:
             name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
             if not name or name == "vaebench" or "extra ==" in req:
