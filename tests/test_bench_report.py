@@ -73,3 +73,15 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     assert "Training throughput" in md and "![curves.png](curves.png)" in md and (tmp_path / "rep" / "grids.png").exists()
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html
+
+
+def test_time_to_quality_counts_from_the_data_and_trims_extremes(tiny_dir, monkeypatch):
+    from vaebench import bench
+
+    monkeypatch.setitem(bench.TTQ_TARGETS, "mlp", 1e9)  # any -ELBO reaches it: stops after epoch 1
+    result = bench.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))
+    assert result["epochs"] == 1 and result["seconds"] > 0 and result["test_neg_elbo"] <= 1e9
+    monkeypatch.setitem(bench.TTQ_TARGETS, "mlp", -1.0)  # never reached
+    assert bench.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))["seconds"] is None
+    runs = [{"seconds": s} for s in (5.0, 1.0, 3.0, None, 4.0)]
+    assert bench.trimmed_ttq(runs) == {"median": 3.5, "min": 3.0, "max": 4.0, "seeds": 5, "reached": 4}

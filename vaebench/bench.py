@@ -23,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,17 +103,80 @@ def bench_one(backend: str, model_name: str, batch_size: int, repeats: int, thre
     }
 
 
+# Time-to-quality targets (test -ELBO, nats; [0, 1] targets, default batch sizes): reached by every
+# backend within a few epochs on MNIST here (mlp: ~128 after one epoch; conv: ~192 after one).
+TTQ_TARGETS = {"mlp": 120.0, "conv": 170.0, "seed": 200.0}
+TTQ_MAX_EPOCHS = 10
+
+
+def time_to_quality(backend: str, model_name: str, seed: int, threads: int, data_dir: str | None, device: str = "auto") -> dict:
+    """Wall-clock seconds from the first touch of the data until the test -ELBO first reaches the model's target.
+
+    The clock starts before the data set is read, MLPerf-style, and includes
+    building the model, compiling, every epoch and every evaluation.
+    """
+    from vaebench.data import load_dataset
+    from vaebench.evaluation import evaluate_split
+    from vaebench.runner import StopFlag, train_epoch
+    from vaebench.spec import TrainConfig
+
+    t0 = time.perf_counter()
+    cfg = TrainConfig(backend=backend, model=model_name, seed=seed, threads=threads, device=device).resolved()
+    data = load_dataset(cfg.dataset, data_dir)
+    be = registry.load(backend)[0](device=device, threads=threads)
+    model = be.build(cfg.spec, cfg.adam)
+    model.load_weights(init_params(cfg.spec, seed))
+    timing: dict = {"first_step_seconds": None}
+    target = TTQ_TARGETS[model_name]
+    result = {"backend": backend, "model": model_name, "seed": seed, "target": target, "epochs": None, "seconds": None}
+    for epoch in range(1, TTQ_MAX_EPOCHS + 1):
+        train_epoch(model, data.train_images, cfg, epoch, timing, False, StopFlag())
+        result["test_neg_elbo"] = evaluate_split(model, data.test_images, cfg.eval_batch_size, seed)["neg_elbo"]
+        if result["test_neg_elbo"] <= target:
+            result.update(epochs=epoch, seconds=time.perf_counter() - t0)
+            break
+    return result
+
+
+def trimmed_ttq(entries: list[dict]) -> dict[str, Any]:
+    """Median and range of time to quality over seeds, fastest and slowest dropped (when there are 3+)."""
+    times = sorted(e["seconds"] for e in entries if e["seconds"] is not None)
+    kept = times[1:-1] if len(times) >= 3 else times
+    return {
+        "median": statistics.median(kept) if kept else None,
+        "min": kept[0] if kept else None,
+        "max": kept[-1] if kept else None,
+        "seeds": len(entries),
+        "reached": len(times),
+    }
+
+
 def _worker() -> None:
-    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE``: one JSON line per result."""
-    backend, models, batches, repeats, threads, device = sys.argv[1:7]
+    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR``: JSON lines."""
+    backend, models, batches, repeats, threads, device, ttq_seeds, data_dir = sys.argv[1:9]
     for model_name in models.split(","):
         for batch_size in map(int, batches.split(",")):
             result = bench_one(backend, model_name, batch_size, int(repeats), int(threads), device)
             print(json.dumps(result), flush=True)
+        if int(ttq_seeds):
+            runs = [
+                time_to_quality(backend, model_name, s, int(threads), data_dir or None, device) for s in range(int(ttq_seeds))
+            ]
+            print(
+                json.dumps({"kind": "ttq", "backend": backend, "model": model_name, "runs": runs, **trimmed_ttq(runs)}),
+                flush=True,
+            )
 
 
 def run_matrix(
-    backends: list[str], models: list[str], batch_sizes: list[int], repeats: int, threads: int | None, device: str = "auto"
+    backends: list[str],
+    models: list[str],
+    batch_sizes: list[int],
+    repeats: int,
+    threads: int | None,
+    device: str = "auto",
+    ttq_seeds: int = 0,
+    data_dir: str | None = None,
 ) -> Iterator[dict]:
     """Each backend in a fresh process, one after another; yields results as they arrive."""
     threads = threads or usable_cores()
@@ -129,22 +193,36 @@ def run_matrix(
             str(repeats),
             str(threads),
             device,
+            str(ttq_seeds),
+            data_dir or "",
         ]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        # stderr to a file, not a pipe: a chatty framework must not block the worker on a full pipe
+        with (
+            tempfile.TemporaryFile("w+") as errors,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True) as proc,
+        ):
             assert proc.stdout is not None
             for line in proc.stdout:
                 if line.startswith("{"):
                     yield json.loads(line)
-            err = proc.stderr.read() if proc.stderr else ""
-            if proc.wait() != 0:
+            failed = proc.wait() != 0
+            errors.seek(0)
+            err = errors.read()
+            if failed:
                 last = [ln for ln in err.strip().splitlines() if ln.strip()]
                 raise BackendError(f"benchmark of {name} failed: {last[-1] if last else proc.returncode}")
 
 
-def write_bench(results: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    """``bench.json`` (results plus host environment) and ``bench.csv`` (one row per result), atomically."""
+def write_bench(results: list[dict], out_dir: Path, ttq: list[dict] | None = None) -> tuple[Path, Path]:
+    """``bench.json`` (results, time to quality, host environment) and ``bench.csv`` (one row per result), atomically."""
     out_dir = Path(out_dir)
-    doc = {"schema_version": BENCH_SCHEMA, "kind": "bench", "environment": host_environment(), "results": results}
+    doc = {
+        "schema_version": BENCH_SCHEMA,
+        "kind": "bench",
+        "environment": host_environment(),
+        "results": results,
+        "time_to_quality": ttq or [],
+    }
     atomic_write_json(out_dir / "bench.json", doc)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -173,8 +173,24 @@ def _csv(kind: type = str):
 @click.option("--threads", type=int, help="Intra-op threads for every backend (default: every usable core).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option(
+    "--ttq-seeds",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also time to quality on real data over this many seeds (fastest and slowest dropped).",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-seeds.")
 def bench(
-    names: str, models: list[str], batch_sizes: list[int], repeats: int, threads: int | None, device: str, out: str
+    names: str,
+    models: list[str],
+    batch_sizes: list[int],
+    repeats: int,
+    threads: int | None,
+    device: str,
+    out: str,
+    ttq_seeds: int,
+    data_dir: str | None,
 ) -> None:
     """Steady-state training throughput (and eval, grid, memory): each backend in its own process."""
     from vaebench.bench import run_matrix, write_bench
@@ -184,15 +200,23 @@ def bench(
             raise click.BadParameter(f"unknown model {m!r}", param_hint="--models")
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
     click.echo(f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'compile s':>9s} {'peak MB':>8s}")
-    results = []
-    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device):
+    results, ttq = [], []
+    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir):
+        if r.get("kind") == "ttq":
+            ttq.append(r)
+            median = f"{r['median']:.1f} s" if r["median"] is not None else "not reached"
+            click.echo(
+                f"{r['backend']:12s} {r['model']:6s} time to test -ELBO {r['runs'][0]['target']}: {median} "
+                f"({r['reached']}/{r['seeds']} seeds reached it)"
+            )
+            continue
         t = r["train_images_per_second"]
         click.echo(
             f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
             f"{t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
         )
         results.append(r)
-    json_path, csv_path = write_bench(results, Path(out))
+    json_path, csv_path = write_bench(results, Path(out), ttq)
     click.echo(f"wrote {json_path} and {csv_path}")
 
 
@@ -201,11 +225,15 @@ def bench(
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
 def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
     """Compare bench.json files and run folders: tables across backends, optionally a report."""
-    from vaebench.report import bench_table, load_inputs, runs_table, write_report
+    from vaebench.report import bench_table, load_inputs, runs_table, ttq_table, write_report
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
-    if bench_results:
-        click.echo("\n".join(bench_table(bench_results)))
+    throughput = [r for r in bench_results if r.get("kind") != "ttq"]
+    ttq = [r for r in bench_results if r.get("kind") == "ttq"]
+    if throughput:
+        click.echo("\n".join(bench_table(throughput)))
+    if ttq:
+        click.echo("\n".join(ttq_table(ttq)))
     if runs:
         click.echo("\n".join(runs_table(runs)))
     if report_dir:

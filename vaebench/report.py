@@ -20,8 +20,23 @@ from vaebench.fileio import atomic_write_bytes
 from vaebench.results import METRICS, read_metrics
 
 
+def ttq_table(entries: list[dict]) -> list[str]:
+    """Time to quality per model and backend (median over seeds, fastest and slowest dropped)."""
+    lines = [f"{'model':6s} {'backend':12s} {'target':>7s} {'median s':>9s} {'range s':>15s} {'reached':>8s}"]
+    for e in sorted(entries, key=lambda e: (e["model"], e["median"] if e["median"] is not None else float("inf"))):
+        span = f"{e['min']:.1f}-{e['max']:.1f}" if e["median"] is not None else "-"
+        med = f"{e['median']:9.1f}" if e["median"] is not None else f"{'never':>9s}"
+        lines.append(
+            f"{e['model']:6s} {e['backend']:12s} {e['runs'][0]['target']:7.1f} {med} {span:>15s} {e['reached']:>4d}/{e['seeds']}"
+        )
+    return lines
+
+
 def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
-    """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``)."""
+    """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``).
+
+    Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``.
+    """
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
     for path in map(Path, paths):
@@ -37,6 +52,7 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             raise VaebenchError(f"{file} is not a vaebench bench.json")
         machine = doc.get("environment", {}).get("cpu_model", "?")
         bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
+        bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality", []))
     return bench, runs
 
 
@@ -143,17 +159,31 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
     out_dir = Path(out_dir)
     done = [(p, m) for p, m in runs if m.get("status") == "completed"]
     figures: dict[str, bytes] = {}
-    if bench:
-        figures["throughput.png"] = _throughput_figure(bench)
+    throughput = [r for r in bench if r.get("kind") != "ttq"]
+    if throughput:
+        figures["throughput.png"] = _throughput_figure(throughput)
     if done:
         figures["curves.png"] = _curves_figure(done)
         grids = _grids_figure(done)
         if grids:
             figures["grids.png"] = grids
     md = ["# vaebench report", ""]
+    ttq = [r for r in bench if r.get("kind") == "ttq"]
+    bench = [r for r in bench if r.get("kind") != "ttq"]
     if bench:
         machines = sorted({r["machine"] for r in bench})
         md += ["## Training throughput", "", f"Machine(s): {', '.join(machines)}.", "", "```", *bench_table(bench), "```", ""]
+    if ttq:
+        md += [
+            "## Time to quality",
+            "",
+            "Seconds from the first touch of the data to the target test -ELBO.",
+            "",
+            "```",
+            *ttq_table(ttq),
+            "```",
+            "",
+        ]
     if runs:
         md += ["## Runs", "", "```", *runs_table(runs), "```", ""]
     for name in figures:
