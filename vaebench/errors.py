@@ -44,6 +44,6 @@ class RunInterruptedError(VaebenchError):
         import signal
 
         name = signal.Signals(signum).name if signum else "a signal"
-        where = f"in epoch {epoch} after step {step}" if step else f"before epoch {epoch}"
+        where = f"in epoch {epoch} after step {step}" if step else f"before epoch {epoch} (or the final evaluation)"
         super().__init__(f"interrupted by {name} {where}; checkpoint saved. Resume with: vaebench run --resume {run_dir}")
         self.exit_code = 128 + (signum or 2)

@@ -313,7 +313,7 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
                     f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
                     f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
                 )
-                if stop.signum is not None and epoch < cfg.epochs:
+                if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
         _finish(session, progress, log)
     except RunInterruptedError:
