@@ -56,8 +56,14 @@ def _timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def bench_one(backend: str, model_name: str, batch_size: int, repeats: int, threads: int, device: str = "auto") -> dict:
-    """Measure one (backend, model, batch size) in this process; see the module docstring."""
+def bench_one(
+    backend: str, model_name: str, batch_size: int, repeats: int, threads: int, device: str = "auto", inference: bool = True
+) -> dict:
+    """Measure one (backend, model, batch size) in this process; see the module docstring.
+
+    ``inference=False`` skips the evaluation-pass and grid timings, which do not
+    depend on the training batch size (the worker times them once per model).
+    """
     backend_cls, plugin = registry.load(backend)
     be = backend_cls(device=device, threads=threads)
     spec = get_model(model_name).spec
@@ -84,11 +90,13 @@ def bench_one(backend: str, model_name: str, batch_size: int, repeats: int, thre
     train["compile_seconds"] = compile_seconds
     train["steps_per_window"] = steps
 
-    ex = gen.random((EVAL_CHUNK, 28, 28, 1), dtype=np.float32)
-    eeps = gen.standard_normal((EVAL_CHUNK, spec.latent_dim), dtype=np.float32)
-    evaluation = _timed(lambda: [model.evaluate(ex, eeps) for _ in range(EVAL_IMAGES // EVAL_CHUNK)], max(1, repeats // 2))
-    z = grid_points(spec.latent_dim, 0)
-    grid = _timed(lambda: model.decode(z), repeats)
+    evaluation = grid = None
+    if inference:
+        ex = gen.random((EVAL_CHUNK, 28, 28, 1), dtype=np.float32)
+        eeps = gen.standard_normal((EVAL_CHUNK, spec.latent_dim), dtype=np.float32)
+        evaluation = _timed(lambda: [model.evaluate(ex, eeps) for _ in range(EVAL_IMAGES // EVAL_CHUNK)], max(1, repeats // 2))
+        z = grid_points(spec.latent_dim, 0)
+        grid = _timed(lambda: model.decode(z), repeats)
     return {
         "backend": backend,
         "model": model_name,
@@ -155,8 +163,11 @@ def _worker() -> None:
     """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR``: JSON lines."""
     backend, models, batches, repeats, threads, device, ttq_seeds, data_dir = sys.argv[1:9]
     for model_name in models.split(","):
+        timed: dict = {}
         for batch_size in map(int, batches.split(",")):
-            result = bench_one(backend, model_name, batch_size, int(repeats), int(threads), device)
+            result = bench_one(backend, model_name, batch_size, int(repeats), int(threads), device, inference=not timed)
+            timed = timed or {k: result[k] for k in ("eval_pass_seconds", "grid_decode_seconds")}
+            result.update(timed)  # measured once per model: they do not depend on the training batch size
             print(json.dumps(result), flush=True)
         if int(ttq_seeds):
             runs = [
