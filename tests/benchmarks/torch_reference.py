@@ -60,19 +60,22 @@ class MlpVAE(nn.Module):
         return (bce + kld) / x.shape[0]
 
 
-def make_step(model_name: str, x: Any, eps: Any, channels_last: bool = True) -> tuple[Any, Any]:
-    """``(step, sync)`` for :func:`vaebench.timing.measure`, training on the fixed NHWC batch ``x, eps``."""
+def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True) -> tuple[Any, Any]:
+    """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
+    converted to tensors once, up front: the loop's best case, with a new buffer every step as in training."""
     model = SeedVAE() if model_name == "seed" else MlpVAE()
-    images = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels-last memory, NCHW shape
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    else:
-        images = images.contiguous()
-    noise = torch.from_numpy(eps)
+
+    def images(x: Any) -> torch.Tensor:
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels-last memory, NCHW shape
+        return t if channels_last else t.contiguous()
+
+    data = itertools.cycle([(images(x), torch.from_numpy(eps)) for x, eps in batches])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8, fused=True)
 
     def step() -> torch.Tensor:
-        loss = model(images, noise)
+        loss = model(*next(data))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
