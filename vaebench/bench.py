@@ -160,8 +160,8 @@ def trimmed_ttq(entries: list[dict]) -> dict[str, Any]:
 
 
 def _worker() -> None:
-    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR``: JSON lines."""
-    backend, models, batches, repeats, threads, device, ttq_seeds, data_dir = sys.argv[1:9]
+    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR TTQ_MODELS``."""
+    backend, models, batches, repeats, threads, device, ttq_seeds, data_dir, ttq_models = sys.argv[1:10]
     for model_name in models.split(","):
         timed: dict = {}
         for batch_size in map(int, batches.split(",")):
@@ -169,7 +169,7 @@ def _worker() -> None:
             timed = timed or {k: result[k] for k in ("eval_pass_seconds", "grid_decode_seconds")}
             result.update(timed)  # measured once per model: they do not depend on the training batch size
             print(json.dumps(result), flush=True)
-        if int(ttq_seeds):
+        if int(ttq_seeds) and model_name in ttq_models.split(","):
             runs = [
                 time_to_quality(backend, model_name, s, int(threads), data_dir or None, device) for s in range(int(ttq_seeds))
             ]
@@ -188,6 +188,7 @@ def run_matrix(
     device: str = "auto",
     ttq_seeds: int = 0,
     data_dir: str | None = None,
+    ttq_models: list[str] | None = None,
 ) -> Iterator[dict]:
     """Each backend in a fresh process, one after another; yields results as they arrive."""
     threads = threads or usable_cores()
@@ -206,6 +207,7 @@ def run_matrix(
             device,
             str(ttq_seeds),
             data_dir or "",
+            ",".join(ttq_models if ttq_models is not None else models),
         ]
         # stderr to a file, not a pipe: a chatty framework must not block the worker on a full pipe
         with (

@@ -180,6 +180,7 @@ def _csv(kind: type = str):
     show_default=True,
     help="Also time to quality on real data over this many seeds (fastest and slowest dropped).",
 )
+@click.option("--ttq-models", callback=_csv(), help="Models to time to quality (default: all of --models).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-seeds.")
 def bench(
     names: str,
@@ -190,6 +191,7 @@ def bench(
     device: str,
     out: str,
     ttq_seeds: int,
+    ttq_models: list[str] | None,
     data_dir: str | None,
 ) -> None:
     """Steady-state training throughput (and eval, grid, memory): each backend in its own process."""
@@ -201,7 +203,7 @@ def bench(
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
     click.echo(f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'compile s':>9s} {'peak MB':>8s}")
     results, ttq = [], []
-    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir):
+    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir, ttq_models):
         if r.get("kind") == "ttq":
             ttq.append(r)
             median = f"{r['median']:.1f} s" if r["median"] is not None else "not reached"
