@@ -117,9 +117,10 @@ def _throughput_figure(results: list[dict]) -> bytes:
         err = [[rows[b]["median"] - rows[b]["min"] for b in names], [rows[b]["max"] - rows[b]["median"] for b in names]]
         ax.bar(names, med, yerr=err, capsize=4, color="tab:blue")
         ax.set_title(f"{model}, batch {batch}")
-        ax.set_ylabel("training images/s (median, min-max)")
         ax.tick_params(axis="x", rotation=45)
+    axes[0][0].set_ylabel("training images/s (median; bars: min-max)")
     fig.suptitle("Steady-state training throughput")
+    fig.tight_layout()
     return _png(fig)
 
 
