@@ -6,6 +6,7 @@ leave as one line on stderr with a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -75,22 +76,11 @@ def run(**kw: object) -> None:
         click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
         return
 
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options"}
     config = TrainConfig(
-        backend=kw["backend"],
-        model=kw["model"],
-        dataset=kw["dataset"],
-        epochs=kw["epochs"],
-        batch_size=kw["batch_size"],
-        latent_dim=kw["latent_dim"],
-        lr=kw["lr"],
-        seed=kw["seed"],
-        binarize=kw["binarize"],
-        device=kw["device"],
-        limit_train=kw["limit_train"],
-        threads=kw["threads"],
-        compile=kw["compile_"],
+        **{name: value for name, value in kw.items() if name in fields},
+        compile=bool(kw["compile_"]),
         options=_options(kw["options"]),
-        eval_k=kw["eval_k"],
     )
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
     metrics = train_and_evaluate(

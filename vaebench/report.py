@@ -17,6 +17,7 @@ import numpy as np
 
 from vaebench.errors import VaebenchError
 from vaebench.fileio import atomic_write_bytes
+from vaebench.plots import _pyplot
 from vaebench.results import METRICS, read_metrics
 
 
@@ -97,8 +98,6 @@ def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
 
 
 def _png(fig: Any) -> bytes:
-    from vaebench.plots import _pyplot
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
@@ -106,7 +105,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _throughput_figure(results: list[dict]) -> bytes:
-    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    plt = _pyplot()
     keys = sorted({(r["model"], r["batch_size"]) for r in results})
     backends = sorted({r["backend"] for r in results})
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
@@ -125,7 +124,7 @@ def _throughput_figure(results: list[dict]) -> bytes:
 
 
 def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
-    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for _path, m in runs:
         hist = m["history"]
@@ -143,7 +142,7 @@ def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
 
 
 def _grids_figure(runs: list[tuple[Path, dict]]) -> bytes | None:
-    plt = __import__("vaebench.plots", fromlist=["_pyplot"])._pyplot()
+    plt = _pyplot()
     have = [(p, m) for p, m in runs if (p / "grid.png").exists()]
     if not have:
         return None

@@ -10,6 +10,7 @@ model is split into the same kind of pure state anyway.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -138,7 +139,7 @@ def environment(backend: Any) -> dict[str, Any]:
         "device_name": dev.device_kind if dev.platform == "gpu" else cpu_model(),
         "devices": [str(d) for d in jax.devices()],
         "threads": backend.threads or "xla default (all usable cores)",
-        "xla_flags": __import__("os").environ.get("XLA_FLAGS", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "float32_matmul_precision": jax.config.jax_default_matmul_precision,
         "execution": "jax.jit (whole step, params and Adam state donated)",
     }
