@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from vaebench import registry, runner
 from vaebench.cli import cli
+from vaebench.contract import Model
 from vaebench.data import read_idx
 from vaebench.errors import DataError
 from vaebench.spec import AdamConfig, get_model
@@ -30,16 +31,26 @@ def _run(args, **kw):
 
 
 def _interrupt_at(monkeypatch, epoch_step):
-    """Deliver a real SIGINT to this process just before the given (epoch, step) is trained."""
-    original = runner.train_batches
+    """Deliver a real SIGINT to this process just before the given (epoch, step) is trained.
+
+    Counted where the step is trained, not where its batch is drawn: batches are
+    drawn ahead, on the prefetch thread.
+    """
+    original, train_staged = runner.train_batches, Model.train_staged
+    at = {"epoch": 0, "step": 0}
 
     def batches(images, batch_size, latent_dim, seed, epoch, dynamic_binarize=False):
-        for step, batch in enumerate(original(images, batch_size, latent_dim, seed, epoch, dynamic_binarize), start=1):
-            if (epoch, step) == epoch_step:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield batch
+        at.update(epoch=epoch, step=0)
+        return original(images, batch_size, latent_dim, seed, epoch, dynamic_binarize)
+
+    def staged_step(self, staged):
+        at["step"] += 1
+        if (at["epoch"], at["step"]) == epoch_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return train_staged(self, staged)
 
     monkeypatch.setattr(runner, "train_batches", batches)
+    monkeypatch.setattr(Model, "train_staged", staged_step)
 
 
 def test_resume_reproduces_the_uninterrupted_history(tiny_dir, tmp_path, monkeypatch, backend):

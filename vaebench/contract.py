@@ -139,8 +139,26 @@ class Model(abc.ABC):
         left on the device: reading it would synchronise, so the runner reads
         many at once through :meth:`fetch`.
         """
+        return self.train_staged(self.stage(x, eps))
+
+    def stage(self, x: np.ndarray, eps: np.ndarray) -> Any:
+        """The batch checked and taken into the framework, for :meth:`train_staged`.
+
+        Split from the step so the runner can stage batch n+1 on a background
+        thread while step n runs (:mod:`vaebench.prefetch`), as ``tf.data`` or a
+        ``DataLoader`` would in a hand-written loop. Thread-safe by contract: it
+        must not touch the model's state.
+        """
         self._check_xe(x, eps)
-        return self._train_step(x, eps)
+        return self._stage(x, eps)
+
+    def train_staged(self, staged: Any) -> Any:
+        """:meth:`train_step` on what :meth:`stage` returned."""
+        return self._train_step(*staged)
+
+    def _stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
+        """Framework arrays for ``_train_step``; by default the NumPy arrays themselves."""
+        return x, eps
 
     def fetch(self, values: Sequence[Any]) -> np.ndarray:
         """Host float64 copies of scalars returned by :meth:`train_step` (synchronises)."""
@@ -195,7 +213,8 @@ class Model(abc.ABC):
     def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     @abc.abstractmethod
-    def _train_step(self, x: np.ndarray, eps: np.ndarray) -> Any: ...
+    def _train_step(self, x: Any, eps: Any) -> Any:
+        """One Adam step on a batch from ``_stage`` (NumPy unless the plugin stages); returns the loss."""
 
     @abc.abstractmethod
     def _fetch(self, values: Sequence[Any]) -> Any: ...

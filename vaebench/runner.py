@@ -33,12 +33,13 @@ import numpy as np
 from vaebench import registry
 from vaebench.checkpoint import Position, load_checkpoint, save_checkpoint
 from vaebench.contract import Model
-from vaebench.data import Dataset, binarize_fixed, load_dataset, steps_per_epoch, to_float, train_batches
+from vaebench.data import Batch, Dataset, binarize_fixed, load_dataset, steps_per_epoch, to_float, train_batches
 from vaebench.environment import host_environment
 from vaebench.errors import ConfigError, DivergedError, RunInterruptedError
 from vaebench.evaluation import evaluate_split, grid_points
 from vaebench.metrics import full_evaluation
 from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
+from vaebench.prefetch import Prefetcher
 from vaebench.results import SCHEMA_VERSION, prepare_run_dir, read_metrics, write_metrics
 from vaebench.seeding import rng
 from vaebench.spec import TrainConfig
@@ -124,27 +125,33 @@ def train_epoch(
 
     t_start = time.perf_counter()
     step = done
-    batches = train_batches(images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize)
-    for step, batch in enumerate(batches, start=1):
-        if step <= done:
-            continue  # already trained before the interruption; drawn anyway to advance the streams
-        if timing.get("first_step_seconds") is None:
-            t0 = time.perf_counter()
-            pending.append(model.train_step(batch.x, batch.eps))
-            model.synchronize()
-            drain(step)
-            timing["first_step_seconds"] = time.perf_counter() - t0
-            warm_images, warm_seconds = cfg.batch_size, time.perf_counter() - t_start
-        else:
-            pending.append(model.train_step(batch.x, batch.eps))
-            if len(pending) >= FETCH_EVERY or step == steps or stop.signum is not None:
+    batches = enumerate(train_batches(images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize), start=1)
+
+    def stage(item: tuple[int, Batch]) -> Any:
+        # steps already trained before an interruption are drawn anyway, to advance the streams, but not staged
+        return model.stage(item[1].x, item[1].eps) if item[0] > done else None
+
+    with Prefetcher(batches, stage) as feed:
+        for (step, _), staged in feed:
+            if step <= done:
+                continue
+            if timing.get("first_step_seconds") is None:
+                t0 = time.perf_counter()
+                pending.append(model.train_staged(staged))
+                model.synchronize()
                 drain(step)
-                elapsed = time.perf_counter() - t_start - warm_seconds
-                rate = ((step - done) * cfg.batch_size - warm_images) / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}", img_s=f"{rate:.0f}")
-        bar.update(1)
-        if stop.signum is not None and step < steps:
-            break
+                timing["first_step_seconds"] = time.perf_counter() - t0
+                warm_images, warm_seconds = cfg.batch_size, time.perf_counter() - t_start
+            else:
+                pending.append(model.train_staged(staged))
+                if len(pending) >= FETCH_EVERY or step == steps or stop.signum is not None:
+                    drain(step)
+                    elapsed = time.perf_counter() - t_start - warm_seconds
+                    rate = ((step - done) * cfg.batch_size - warm_images) / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{np.mean(losses[-FETCH_EVERY:]):.2f}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            if stop.signum is not None and step < steps:
+                break
     model.synchronize()
     seconds = time.perf_counter() - t_start
     bar.close()

@@ -3,17 +3,17 @@
     python tests/benchmarks/reference_ratio.py --backend jax --models mlp,seed --batch-sizes 128,512
 
 Both train the same model, cycling through the same four batches; windows
-are interleaved (:func:`vaebench.timing.measure`). The plugin is fed NumPy
-batches through the contract, as the runner feeds it; the reference gets its
-batches converted to device tensors up front (its best case), so the ratio
-includes the whole harness overhead, the host-to-framework copy included.
+are interleaved (:func:`vaebench.timing.measure`). The plugin is fed exactly
+as ``vaebench bench`` and the runner feed it (:func:`vaebench.bench.staged_feed`:
+NumPy through the contract, staged on the prefetch thread); the reference gets
+its batches converted to framework tensors up front (its best case), so the
+ratio includes the whole harness overhead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from vaebench import registry
+from vaebench.bench import staged_feed, synthetic_batches
 from vaebench.spec import AdamConfig, get_model
 from vaebench.timing import measure
 from vaebench.weights import init_params
@@ -37,23 +38,16 @@ REFERENCES = {
 
 def compare(backend_name: str, model_name: str, batch_size: int, windows: int, steps: int, options: dict | None = None) -> dict:
     """Interleaved timings of the plugin and the reference loop; returns both summaries and the ratio."""
-    gen = np.random.default_rng(0)
     spec = get_model(model_name).spec
-    batches = [
-        (
-            gen.random((batch_size, 28, 28, 1), dtype=np.float32),
-            gen.standard_normal((batch_size, spec.latent_dim), dtype=np.float32),
-        )
-        for _ in range(4)
-    ]
-    feed = itertools.cycle(batches)
+    batches = synthetic_batches(np.random.default_rng(0), batch_size, spec.latent_dim)
     backend_cls, _ = registry.load(backend_name)
     model = backend_cls(device="cpu", options=options).build(spec, AdamConfig())
     model.load_weights(init_params(spec, 0))
-    contenders = {"plugin": (lambda: model.train_step(*next(feed)), lambda out: model.fetch([out]))}
-    for label, module, kwargs in REFERENCES[backend_name]:
-        contenders[label] = importlib.import_module(module).make_step(model_name, batches, **kwargs)
-    results = {name: r.summary() for name, r in measure(contenders, batch_size, windows=windows, steps=steps).items()}
+    with staged_feed(model, batches) as plugin:
+        contenders = {"plugin": plugin}
+        for label, module, kwargs in REFERENCES[backend_name]:
+            contenders[label] = importlib.import_module(module).make_step(model_name, batches, **kwargs)
+        results = {name: r.summary() for name, r in measure(contenders, batch_size, windows=windows, steps=steps).items()}
     best = max((name for name in results if name != "plugin"), key=lambda name: results[name]["median"])
     return {
         "backend": backend_name,

@@ -20,6 +20,7 @@ import pytest
 from vaebench.contract import Backend, Model
 from vaebench.errors import ShapeError
 from vaebench.evaluation import grid_points
+from vaebench.prefetch import Prefetcher
 from vaebench.reference import adam_step, decode_logits, loss_and_grads
 from vaebench.reference import encode as ref_encode
 from vaebench.reference import evaluate as ref_evaluate
@@ -159,6 +160,18 @@ class BackendTests:
             model = self.build(backend, "mlp")
             runs.append(model.fetch([model.train_step(x, eps) for _ in range(3)]))
         np.testing.assert_array_equal(runs[0], runs[1])
+
+    def test_batches_staged_ahead_on_the_prefetch_thread_train_as_train_step(self, backend):
+        """The runner stages batch n+1 on another thread while step n runs: staging must not touch the model."""
+        batches = [sample_inputs(20, n=16, seed=s) for s in range(4)]
+        direct = self.build(backend, "mlp")
+        expected = direct.fetch([direct.train_step(x, eps) for x, eps in batches])
+        model = self.build(backend, "mlp")
+        with Prefetcher(batches, lambda b: model.stage(*b), depth=3) as feed:
+            got = model.fetch([model.train_staged(staged) for _, staged in feed])
+        np.testing.assert_array_equal(got, expected)
+        with pytest.raises(ShapeError, match="noise eps"):
+            model.stage(batches[0][0], np.zeros((16, 3), np.float32))
 
     def test_evaluation_leaves_weights_untouched_and_decode_is_pure(self, backend):
         model = self.build(backend, "conv")
