@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from vaebench.cli import cli
@@ -85,3 +86,48 @@ def test_time_to_quality_counts_from_the_data_and_trims_extremes(tiny_dir, monke
     assert bench.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))["seconds"] is None
     runs = [{"seconds": s} for s in (5.0, 1.0, 3.0, None, 4.0)]
     assert bench.trimmed_ttq(runs) == {"median": 3.5, "min": 3.0, "max": 4.0, "seeds": 5, "reached": 4}
+
+
+def _harness_row(backend: str, batch: int, plugin: float, ref: float) -> dict:
+    def summary(m: float) -> dict:
+        return {"median": m, "q1": m * 0.98, "q3": m * 1.02, "min": m * 0.9, "max": m * 1.1, "windows": 5, "compile_seconds": 1.0}
+
+    return {
+        "backend": backend,
+        "model": "mlp",
+        "batch_size": batch,
+        "options": {},
+        "results": {"plugin": summary(plugin), "reference": summary(ref)},
+        "fastest_reference": "reference",
+        "ratio": plugin / ref,
+    }
+
+
+def test_harness_documents_merge_per_backend_and_the_report_states_the_cost(tmp_path):
+    from vaebench.bench import write_harness
+
+    path = tmp_path / "harness.json"
+    write_harness([_harness_row("torch", 128, 900.0, 1000.0)], path)
+    write_harness([_harness_row("jax", 128, 1000.0, 950.0)], path)
+    write_harness([_harness_row("torch", 128, 970.0, 1000.0)], path)  # a re-run replaces its row
+    doc = json.loads(path.read_text())
+    assert doc["kind"] == "harness" and sorted((r["backend"], r["ratio"]) for r in doc["results"]) == [
+        ("jax", 1000 / 950),
+        ("torch", 0.97),
+    ]
+    result = CliRunner().invoke(cli, ["compare", str(path), "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "+3.0%" in result.output and "-5.3%" in result.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## What the harness costs" in report and "+3.0%" in report
+
+
+def test_a_harness_path_holding_something_else_is_refused_and_kept(tmp_path):
+    from vaebench.bench import write_harness
+    from vaebench.errors import BackendError
+
+    path = tmp_path / "bench.json"
+    path.write_text('{"kind": "bench", "results": []}')
+    with pytest.raises(BackendError, match="not a harness document"):
+        write_harness([_harness_row("torch", 128, 1.0, 1.0)], path)
+    assert path.read_text() == '{"kind": "bench", "results": []}'

@@ -305,3 +305,26 @@ def write_bench(results: list[dict], out_dir: Path, ttq: list[dict] | None = Non
 
 if __name__ == "__main__":
     _worker()
+
+
+def write_harness(rows: list[dict], path: Path) -> Path:
+    """Add plugin-against-reference rows to a harness document, replacing rows of the same
+    (backend, model, batch size, options), so one file gathers every backend's run."""
+    path = Path(path)
+    doc: dict[str, Any] = {"schema_version": BENCH_SCHEMA, "kind": "harness", "environment": host_environment(), "results": []}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BackendError(f"{path} exists but is not readable JSON ({exc}); move it away or pick another --json") from None
+        if old.get("kind") != "harness":
+            raise BackendError(f"{path} is not a harness document; pick another --json")
+        doc["results"] = old["results"]
+
+    def key(r: dict) -> tuple:
+        return r["backend"], r["model"], r["batch_size"], json.dumps(r.get("options", {}), sort_keys=True)
+
+    new = {key(r) for r in rows}
+    doc["results"] = [r for r in doc["results"] if key(r) not in new] + rows
+    atomic_write_json(path, doc)
+    return path

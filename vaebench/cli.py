@@ -216,16 +216,17 @@ def bench(
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
 def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
-    """Compare bench.json files and run folders: tables across backends, optionally a report."""
-    from vaebench.report import bench_table, load_inputs, runs_table, ttq_table, write_report
+    """Compare bench.json files, harness documents and run folders: tables across backends, optionally a report."""
+    from vaebench.report import bench_table, by_kind, harness_table, load_inputs, runs_table, ttq_table, write_report
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
-    throughput = [r for r in bench_results if r.get("kind") != "ttq"]
-    ttq = [r for r in bench_results if r.get("kind") == "ttq"]
+    throughput, ttq, harness = by_kind(bench_results)
     if throughput:
         click.echo("\n".join(bench_table(throughput)))
     if ttq:
         click.echo("\n".join(ttq_table(ttq)))
+    if harness:
+        click.echo("\n".join(harness_table(harness)))
     if runs:
         click.echo("\n".join(runs_table(runs)))
     if report_dir:

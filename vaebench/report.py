@@ -36,7 +36,8 @@ def ttq_table(entries: list[dict]) -> list[str]:
 def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
     """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``).
 
-    Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``.
+    Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``, and so do the
+    rows of harness documents (``reference_ratio.py --json``), marked ``kind == "harness"``.
     """
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
@@ -49,12 +50,39 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             doc = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise VaebenchError(f"{path} is neither a run folder nor a bench.json ({exc})") from None
+        machine = doc.get("environment", {}).get("cpu_model", "?")
+        if doc.get("kind") == "harness":
+            bench.extend({**r, "kind": "harness", "source": str(file), "machine": machine} for r in doc["results"])
+            continue
         if doc.get("kind") != "bench":
             raise VaebenchError(f"{file} is not a vaebench bench.json")
-        machine = doc.get("environment", {}).get("cpu_model", "?")
         bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
         bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality", []))
     return bench, runs
+
+
+def by_kind(entries: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """What :func:`load_inputs` gathered, apart: throughput results, time to quality, harness rows."""
+    kinds: dict[Any, list[dict]] = {None: [], "ttq": [], "harness": []}
+    for e in entries:
+        kinds[e.get("kind")].append(e)
+    return kinds[None], kinds["ttq"], kinds["harness"]
+
+
+def harness_table(rows: list[dict]) -> list[str]:
+    """Each plugin against the fastest hand-written loop of its framework, timed side by side in one process."""
+    lines = [
+        f"{'backend':8s} {'model':6s} {'batch':>5s} {'plugin img/s':>12s} {'IQR':>15s} {'reference':>10s} {'img/s':>7s} "
+        f"{'IQR':>15s} {'ratio':>6s}  harness cost"
+    ]
+    for r in sorted(rows, key=lambda r: (r["backend"], r["model"], r["batch_size"])):
+        p, ref = r["results"]["plugin"], r["results"][r["fastest_reference"]]
+        lines.append(
+            f"{r['backend']:8s} {r['model']:6s} {r['batch_size']:5d} {p['median']:12.0f} {p['q1']:7.0f}-{p['q3']:<7.0f} "
+            f"{r['fastest_reference']:>10s} {ref['median']:7.0f} {ref['q1']:7.0f}-{ref['q3']:<7.0f} {r['ratio']:6.3f}  "
+            f"{100 * (1 - r['ratio']):+.1f}%"
+        )
+    return lines
 
 
 def bench_table(results: list[dict]) -> list[str]:
@@ -159,7 +187,7 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
     out_dir = Path(out_dir)
     done = [(p, m) for p, m in runs if m.get("status") == "completed"]
     figures: dict[str, bytes] = {}
-    throughput = [r for r in bench if r.get("kind") != "ttq"]
+    throughput, ttq, harness = by_kind(bench)
     if throughput:
         figures["throughput.png"] = _throughput_figure(throughput)
     if done:
@@ -168,11 +196,24 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
         if grids:
             figures["grids.png"] = grids
     md = ["# vaebench report", ""]
-    ttq = [r for r in bench if r.get("kind") == "ttq"]
-    bench = [r for r in bench if r.get("kind") != "ttq"]
-    if bench:
-        machines = sorted({r["machine"] for r in bench})
-        md += ["## Training throughput", "", f"Machine(s): {', '.join(machines)}.", "", "```", *bench_table(bench), "```", ""]
+    if throughput:
+        machines = sorted({r["machine"] for r in throughput})
+        md += ["## Training throughput", "", f"Machine(s): {', '.join(machines)}.", ""]
+        md += ["```", *bench_table(throughput), "```", ""]
+    if harness:
+        md += [
+            "## What the harness costs",
+            "",
+            "Each plugin, fed as the runner feeds it, against the fastest minimal hand-written loop of its own",
+            "framework (`tests/benchmarks/*_reference.py`, given tensors made up front), windows interleaved in one",
+            "process (`python tests/benchmarks/reference_ratio.py --backend B --json harness.json`). A negative",
+            "cost means the plugin ran faster; differences within the IQRs are noise.",
+            "",
+            "```",
+            *harness_table(harness),
+            "```",
+            "",
+        ]
     if ttq:
         md += [
             "## Time to quality",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from vaebench import registry
-from vaebench.bench import staged_feed, synthetic_batches
+from vaebench.bench import staged_feed, synthetic_batches, write_harness
 from vaebench.spec import AdamConfig, get_model
 from vaebench.timing import measure
 from vaebench.weights import init_params
@@ -66,7 +65,11 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,seed")
     parser.add_argument("--batch-sizes", default="128,512")
     parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write a harness document here (`vaebench compare` and its report read it, merging documents)",
+    )
     parser.add_argument("-o", "--option", action="append", default=[], help="plugin option KEY=VALUE")
     args = parser.parse_args()
     rows = []
@@ -85,7 +88,7 @@ def main() -> None:
                 )
             rows.append(row)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_harness(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -318,9 +318,10 @@ def _tf_step(model: KerasModel, xla: bool) -> _Step:
         return loss
 
     out = _Step(step)
-    # Converted on the prefetch thread, off the step's: mlp at batch 128, the plugin went from 0.87-0.93x
-    # the hand-written loop fed NumPy (tf.function's own conversion), or 0.93x after tf.constant on the
-    # step's thread, to the loop's speed with tensors staged ahead (keras.ops.convert_to_tensor is slower still).
+    # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop (4 runs of
+    # reference_ratio.py): NumPy into the tf.function cost 0.87-0.93x at batch 128, tf.constant on the
+    # step's thread 0.93x, staged ahead 0.92-0.98x at 128 and 0.96-0.99x at 512. (A direct call of the
+    # compiled step on ready tensors ran at 0.96-1.01x: the rest is the machine's noise.)
     out.stage = lambda x, eps: (tf.constant(x), tf.constant(eps))
     sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
     if sync is not None and model.backend.device_kind == "cuda":
