@@ -127,6 +127,7 @@ def bench_one(
         "eval_pass_seconds": evaluation,
         "grid_decode_seconds": grid,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_device_memory_mb": model.peak_device_memory_mb(),
         "settings": {"threads": threads, "device": device, "synthetic_batches": True},
         "environment": be.environment(),
         "plugin": plugin.describe(),
@@ -275,6 +276,7 @@ def write_bench(results: list[dict], out_dir: Path, ttq: list[dict] | None = Non
             "eval_pass_seconds",
             "grid_decode_seconds",
             "peak_rss_mb",
+            "peak_device_memory_mb",
             "threads",
             "execution",
         ]
@@ -295,6 +297,7 @@ def write_bench(results: list[dict], out_dir: Path, ttq: list[dict] | None = Non
                 f"{r['eval_pass_seconds']['median']:.3f}",
                 f"{r['grid_decode_seconds']['median']:.4f}",
                 f"{r['peak_rss_mb']:.0f}",
+                "" if r.get("peak_device_memory_mb") is None else f"{r['peak_device_memory_mb']:.0f}",
                 r["settings"]["threads"],
                 r["environment"].get("execution", ""),
             ]

@@ -199,6 +199,17 @@ class Model(abc.ABC):
         """Block until all work queued on the device has finished (for timing)."""
         self._synchronize()
 
+    def peak_device_memory_mb(self) -> float | None:
+        """Peak accelerator memory the framework allocated so far, in MiB; ``None`` on a CPU.
+
+        Process RSS is the memory figure on a CPU; on a GPU the allocator's own
+        peak is the one that decides whether a batch size fits, so bench reports both.
+        """
+        return self._peak_device_memory_mb()
+
+    def _peak_device_memory_mb(self) -> float | None:
+        return None
+
     # -- what a plugin implements ------------------------------------------
     @abc.abstractmethod
     def _load_weights(self, params: Params) -> None: ...

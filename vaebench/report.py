@@ -85,11 +85,17 @@ def harness_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _mb(result: dict) -> str:
+    gpu = result.get("peak_device_memory_mb")
+    return "-" if gpu is None else f"{gpu:.0f}"
+
+
 def bench_table(results: list[dict]) -> list[str]:
-    """Throughput per (model, batch) with spread, ratio to the fastest, compile, eval, grid and memory."""
+    """Throughput per (model, batch) with spread, ratio to the fastest, compile, eval, grid and memory
+    (process peak RSS; the accelerator allocator's peak where a GPU ran, else ``-``)."""
     lines = [
         f"{'model':6s} {'batch':>5s} {'backend':12s} {'img/s median':>12s} {'IQR':>15s} {'ratio':>6s} {'compile s':>9s} "
-        f"{'eval s':>7s} {'grid ms':>8s} {'peak MB':>8s}  source"
+        f"{'eval s':>7s} {'grid ms':>8s} {'peak MB':>8s} {'GPU MB':>7s}  source"
     ]
     keys = sorted({(r["model"], r["batch_size"]) for r in results})
     for model, batch in keys:
@@ -100,7 +106,7 @@ def bench_table(results: list[dict]) -> list[str]:
             lines.append(
                 f"{model:6s} {batch:5d} {r['backend']:12s} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
                 f"{t['median'] / fastest:6.2f} {t['compile_seconds']:9.2f} {r['eval_pass_seconds']['median']:7.2f} "
-                f"{1000 * r['grid_decode_seconds']['median']:8.1f} {r['peak_rss_mb']:8.0f}  "
+                f"{1000 * r['grid_decode_seconds']['median']:8.1f} {r['peak_rss_mb']:8.0f} {_mb(r):>7s}  "
                 f"{Path(r['source']).parent.name or '.'}"
             )
     return lines
@@ -199,6 +205,11 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
     if throughput:
         machines = sorted({r["machine"] for r in throughput})
         md += ["## Training throughput", "", f"Machine(s): {', '.join(machines)}.", ""]
+        md += [
+            "Backends ran one after another, each in its own process, so drift of a shared machine between them",
+            "is in these figures; the harness table below is measured interleaved, in one process, and is steadier.",
+            "",
+        ]
         md += ["```", *bench_table(throughput), "```", ""]
     if harness:
         md += [

@@ -173,6 +173,15 @@ class BackendTests:
         with pytest.raises(ShapeError, match="noise eps"):
             model.stage(batches[0][0], np.zeros((16, 3), np.float32))
 
+    def test_peak_device_memory_is_the_allocators_on_a_gpu_and_none_on_a_cpu(self, backend):
+        model = self.build(backend, "mlp")
+        model.fetch([model.train_step(*sample_inputs(20, n=16))])
+        peak = model.peak_device_memory_mb()
+        if backend.environment()["device"] == "cpu":
+            assert peak is None
+        else:
+            assert peak is None or peak > 0  # None only where the framework keeps no statistics
+
     def test_evaluation_leaves_weights_untouched_and_decode_is_pure(self, backend):
         model = self.build(backend, "conv")
         before = model.export_weights()

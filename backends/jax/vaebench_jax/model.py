@@ -235,3 +235,7 @@ class JaxModel(Model):
 
     def _synchronize(self) -> None:
         jax.block_until_ready((self.params, self.opt_state))
+
+    def _peak_device_memory_mb(self) -> float | None:
+        stats = self.device.memory_stats() if self.device.platform == "gpu" else None
+        return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None

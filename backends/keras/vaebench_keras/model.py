@@ -281,6 +281,22 @@ class KerasModel(Model):
     def _synchronize(self) -> None:
         self._step.sync()
 
+    def _peak_device_memory_mb(self) -> float | None:
+        if self.backend.device_kind != "cuda":
+            return None
+        if ENGINE == "tensorflow":
+            import tensorflow as tf
+
+            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        if ENGINE == "jax":
+            import jax
+
+            stats = jax.devices("gpu")[0].memory_stats() or {}
+            return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+
 
 class _Step:
     """A compiled step plus how to move state between it and the Keras variables."""

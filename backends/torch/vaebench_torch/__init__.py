@@ -239,6 +239,9 @@ class TorchModel(Model):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _peak_device_memory_mb(self) -> float | None:
+        return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+
 
 class TorchBackend(Backend):
     """PyTorch. Options: ``layout`` (``nhwc``: channels-last memory, or ``nchw``),
