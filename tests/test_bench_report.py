@@ -44,6 +44,8 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
             "2",
             "--threads",
             "1",
+            "--rounds",
+            "2",
             "--out",
             str(tmp_path),
         ],
@@ -54,7 +56,10 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "bench.json").read_text())
     (result,) = doc["results"]
-    assert result["settings"]["threads"] == 1 and result["train_images_per_second"]["windows"] == 2
+    train = result["train_images_per_second"]
+    assert result["settings"]["threads"] == 1 and result["settings"]["rounds"] == 2
+    assert train["windows"] == 4 and len(train["samples"]) == 4 and len(train["round_medians"]) == 2
+    assert train["min"] <= train["median"] <= train["max"]
     assert result["eval_pass_seconds"]["median"] > 0 and result["peak_rss_mb"] > 0 and doc["environment"]["cpu_model"]
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert rows[0]["backend"] == "numpy" and float(rows[0]["images_per_second_median"]) > 0
@@ -131,3 +136,28 @@ def test_a_harness_path_holding_something_else_is_refused_and_kept(tmp_path):
     with pytest.raises(BackendError, match="not a harness document"):
         write_harness([_harness_row("torch", 128, 1.0, 1.0)], path)
     assert path.read_text() == '{"kind": "bench", "results": []}'
+
+
+def test_rounds_pool_their_windows_and_keep_each_rounds_median():
+    from vaebench.bench import merge_rounds
+    from vaebench.timing import summarize
+
+    def result(round_: int, ips: list[float], rss: float, eval_s: dict | None) -> dict:
+        train = {**summarize(ips), "compile_seconds": 1.0 + round_, "steps_per_window": 3}
+        return {
+            "backend": "b",
+            "model": "mlp",
+            "batch_size": 8,
+            "round": round_,
+            "train_images_per_second": train,
+            "eval_pass_seconds": eval_s,
+            "peak_rss_mb": rss,
+            "settings": {"threads": 2},
+        }
+
+    (merged,) = merge_rounds([result(0, [10.0, 12.0, 14.0], 100.0, {"median": 1.0}), result(1, [20.0, 22.0, 24.0], 150.0, None)])
+    train = merged["train_images_per_second"]
+    assert train["samples"] == [10.0, 12.0, 14.0, 20.0, 22.0, 24.0] and train["median"] == 17.0
+    assert train["round_medians"] == [12.0, 22.0] and train["compile_seconds"] == 1.5
+    assert merged["peak_rss_mb"] == 150.0 and merged["eval_pass_seconds"] == {"median": 1.0}
+    assert merged["settings"] == {"threads": 2, "rounds": 2} and "round" not in merged

@@ -43,7 +43,7 @@ from vaebench.evaluation import grid_points
 from vaebench.fileio import atomic_write_bytes, atomic_write_json
 from vaebench.prefetch import Prefetcher
 from vaebench.spec import AdamConfig, get_model
-from vaebench.timing import Step, Sync, measure
+from vaebench.timing import Step, Sync, measure, summarize
 from vaebench.weights import init_params
 
 BENCH_SCHEMA = 1
@@ -183,10 +183,10 @@ def trimmed_ttq(entries: list[dict]) -> dict[str, Any]:
 
 
 def _worker() -> None:
-    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR TTQ_MODELS``."""
-    backend, models, batches, repeats, threads, device, ttq_seeds, data_dir, ttq_models = sys.argv[1:10]
+    """``python -m vaebench.bench BACKEND MODELS BATCHES REPEATS THREADS DEVICE TTQ_SEEDS DATA_DIR TTQ_MODELS INFERENCE``."""
+    backend, models, batches, repeats, threads, device, ttq_seeds, data_dir, ttq_models, inference = sys.argv[1:11]
     for model_name in models.split(","):
-        timed: dict = {}
+        timed: dict = {} if inference == "1" else {"eval_pass_seconds": None, "grid_decode_seconds": None}
         for batch_size in map(int, batches.split(",")):
             result = bench_one(backend, model_name, batch_size, int(repeats), int(threads), device, inference=not timed)
             timed = timed or {k: result[k] for k in ("eval_pass_seconds", "grid_decode_seconds")}
@@ -212,12 +212,81 @@ def run_matrix(
     ttq_seeds: int = 0,
     data_dir: str | None = None,
     ttq_models: list[str] | None = None,
+    rounds: int = 1,
 ) -> Iterator[dict]:
-    """Each backend in a fresh process, one after another; yields results as they arrive."""
+    """Each backend in a fresh process, one after another; yields results as they arrive, marked with their ``round``.
+
+    With ``rounds`` > 1 the whole matrix runs again, backends in reverse order
+    every other round, so slow drift of a shared machine lands on every backend
+    alike; time to quality and the inference timings run in the first round only.
+    :func:`merge_rounds` pools the windows.
+    """
     threads = threads or usable_cores()
     for name in backends:
         if name not in registry.installed():
             registry.load(name)  # raises the "not installed; install with" error
+    for round_ in range(rounds):
+        for result in _run_round(
+            backends if round_ % 2 == 0 else backends[::-1],
+            models,
+            batch_sizes,
+            repeats,
+            threads,
+            device,
+            ttq_seeds if round_ == 0 else 0,
+            data_dir,
+            ttq_models,
+            round_ == 0,
+        ):
+            yield {**result, "round": round_}
+
+
+def merge_rounds(results: list[dict]) -> list[dict]:
+    """One result per (backend, model, batch size): windows of every round pooled and summarised again.
+
+    ``round_medians`` keeps each round's median, so drift between rounds stays visible;
+    compile time is the median over rounds; peak memory the largest; the rest from the first round.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["backend"], r["model"], r["batch_size"]), []).append(r)
+    merged = []
+    for group in groups.values():
+        group.sort(key=lambda r: r.get("round", 0))
+        trains = [r["train_images_per_second"] for r in group]
+        train = summarize([ips for t in trains for ips in t["samples"]])
+        train.update(
+            compile_seconds=statistics.median(t["compile_seconds"] for t in trains),
+            steps_per_window=trains[0].get("steps_per_window"),
+            round_medians=[t["median"] for t in trains],
+        )
+        memory = [r["peak_device_memory_mb"] for r in group if r.get("peak_device_memory_mb") is not None]
+        first = {k: v for k, v in group[0].items() if k != "round"}
+        merged.append(
+            {
+                **first,
+                "train_images_per_second": train,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in group),
+                "peak_device_memory_mb": max(memory) if memory else None,
+                "settings": {**first["settings"], "rounds": len(group)},
+            }
+        )
+    return merged
+
+
+def _run_round(
+    backends: list[str],
+    models: list[str],
+    batch_sizes: list[int],
+    repeats: int,
+    threads: int,
+    device: str,
+    ttq_seeds: int,
+    data_dir: str | None,
+    ttq_models: list[str] | None,
+    inference: bool,
+) -> Iterator[dict]:
+    for name in backends:
         cmd = [
             sys.executable,
             "-m",
@@ -231,6 +300,7 @@ def run_matrix(
             str(ttq_seeds),
             data_dir or "",
             ",".join(ttq_models if ttq_models is not None else models),
+            "1" if inference else "0",
         ]
         # stderr to a file, not a pipe: a chatty framework must not block the worker on a full pipe
         with (

@@ -172,6 +172,13 @@ def _csv(kind: type = str):
 )
 @click.option("--ttq-models", callback=_csv(), help="Models to time to quality (default: all of --models).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-seeds.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run the matrix this many times, backend order reversed every other round, windows pooled (evens out drift).",
+)
 def bench(
     names: str,
     models: list[str],
@@ -183,9 +190,10 @@ def bench(
     ttq_seeds: int,
     ttq_models: list[str] | None,
     data_dir: str | None,
+    rounds: int,
 ) -> None:
     """Steady-state training throughput (and eval, grid, memory): each backend in its own process."""
-    from vaebench.bench import run_matrix, write_bench
+    from vaebench.bench import merge_rounds, run_matrix, write_bench
 
     for m in models:
         if m not in MODELS:
@@ -193,7 +201,7 @@ def bench(
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
     click.echo(f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'compile s':>9s} {'peak MB':>8s}")
     results, ttq = [], []
-    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir, ttq_models):
+    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir, ttq_models, rounds):
         if r.get("kind") == "ttq":
             ttq.append(r)
             median = f"{r['median']:.1f} s" if r["median"] is not None else "not reached"
@@ -208,7 +216,7 @@ def bench(
             f"{t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
         )
         results.append(r)
-    json_path, csv_path = write_bench(results, Path(out), ttq)
+    json_path, csv_path = write_bench(merge_rounds(results), Path(out), ttq)
     click.echo(f"wrote {json_path} and {csv_path}")
 
 

@@ -29,19 +29,25 @@ class Throughput:
     def images_per_second(self) -> list[float]:
         return [self.batch_size / s for s in self.step_seconds]
 
-    def summary(self) -> dict[str, float]:
-        """Median and spread of images/s (IQR from the quartiles; min and max)."""
-        ips = sorted(self.images_per_second)
-        q = statistics.quantiles(ips, n=4, method="inclusive") if len(ips) > 1 else [ips[0]] * 3
-        return {
-            "median": statistics.median(ips),
-            "q1": q[0],
-            "q3": q[2],
-            "min": ips[0],
-            "max": ips[-1],
-            "windows": len(ips),
-            "compile_seconds": self.compile_seconds,
-        }
+    def summary(self) -> dict[str, Any]:
+        """:func:`summarize` of the windows' images/s, with the compile time."""
+        return {**summarize(self.images_per_second), "compile_seconds": self.compile_seconds}
+
+
+def summarize(images_per_second: list[float]) -> dict[str, Any]:
+    """Median and spread of per-window images/s (IQR from the quartiles; min and max), and the windows themselves
+    (``samples``), so windows of several rounds can be pooled and summarised again."""
+    ips = sorted(images_per_second)
+    q = statistics.quantiles(ips, n=4, method="inclusive") if len(ips) > 1 else [ips[0]] * 3
+    return {
+        "median": statistics.median(ips),
+        "q1": q[0],
+        "q3": q[2],
+        "min": ips[0],
+        "max": ips[-1],
+        "windows": len(ips),
+        "samples": ips,
+    }
 
 
 Step = Callable[[], Any]
