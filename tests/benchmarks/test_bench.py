@@ -5,8 +5,9 @@ Not part of the default test run (marker ``bench``)::
     pytest tests/benchmarks -m bench --benchmark-autosave
     pytest tests/benchmarks -m bench --benchmark-compare --benchmark-compare-fail=median:10%
 
-Each train-step round runs one step and synchronises (the backend's ``fetch``),
-so a round is a step's full latency; ``warmup_rounds`` absorb tracing and
+Each train-step round runs one step on a batch staged ahead, as ``vaebench
+bench`` and the runner feed it (:func:`vaebench.bench.staged_feed`), and
+synchronises (the backend's ``fetch``), so a round is a step's full latency; ``warmup_rounds`` absorb tracing and
 compilation. ``extra_info`` records images/s and the fairness settings.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from vaebench import registry
+from vaebench.bench import staged_feed, synthetic_batches
 from vaebench.evaluation import grid_points
 from vaebench.spec import AdamConfig, get_model
 from vaebench.weights import init_params
@@ -36,11 +38,9 @@ def _model(backend: str, model_name: str):
 @pytest.mark.parametrize("backend", IN_PROCESS)
 def test_train_step(benchmark, backend, model_name, batch_size):
     be, spec, model = _model(backend, model_name)
-    gen = np.random.default_rng(0)
-    x = gen.random((batch_size, 28, 28, 1), dtype=np.float32)
-    eps = gen.standard_normal((batch_size, spec.latent_dim), dtype=np.float32)
     benchmark.group = f"train {model_name} batch {batch_size}"
-    loss = benchmark.pedantic(lambda: model.fetch([model.train_step(x, eps)])[0], rounds=ROUNDS[model_name], warmup_rounds=2)
+    with staged_feed(model, synthetic_batches(np.random.default_rng(0), batch_size, spec.latent_dim)) as (step, _):
+        loss = benchmark.pedantic(lambda: model.fetch([step()])[0], rounds=ROUNDS[model_name], warmup_rounds=2)
     benchmark.extra_info.update(backend=backend, batch_size=batch_size, environment=be.environment())
     if benchmark.stats:  # absent under --benchmark-disable
         benchmark.extra_info["images_per_second"] = batch_size / benchmark.stats.stats.median

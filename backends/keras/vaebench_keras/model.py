@@ -334,10 +334,10 @@ def _tf_step(model: KerasModel, xla: bool) -> _Step:
         return loss
 
     out = _Step(step)
-    # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop (4 runs of
-    # reference_ratio.py): NumPy into the tf.function cost 0.87-0.93x at batch 128, tf.constant on the
-    # step's thread 0.93x, staged ahead 0.92-0.98x at 128 and 0.96-0.99x at 512. (A direct call of the
-    # compiled step on ready tensors ran at 0.96-1.01x: the rest is the machine's noise.)
+    # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop
+    # (reference_ratio.py): NumPy into the tf.function 0.87-0.93x at batch 128, tf.constant on the step's
+    # thread 0.93x; staged ahead, median of 7 runs 0.970x at 128 and 0.971x at 512 (runs 0.83-1.01x on
+    # this noisy machine). The compiled step called on ready tensors ran at 1.00-1.01x.
     out.stage = lambda x, eps: (tf.constant(x), tf.constant(eps))
     sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
     if sync is not None and model.backend.device_kind == "cuda":
