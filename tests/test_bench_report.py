@@ -41,11 +41,9 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
             "--batch-sizes",
             "16",
             "--repeats",
-            "2",
+            "3",
             "--threads",
             "1",
-            "--rounds",
-            "2",
             "--out",
             str(tmp_path),
         ],
@@ -57,12 +55,22 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     doc = json.loads((tmp_path / "bench.json").read_text())
     (result,) = doc["results"]
     train = result["train_images_per_second"]
-    assert result["settings"]["threads"] == 1 and result["settings"]["rounds"] == 2
-    assert train["windows"] == 4 and len(train["samples"]) == 4 and len(train["round_medians"]) == 2
-    assert train["min"] <= train["median"] <= train["max"]
+    settings = result["settings"]
+    assert settings["threads"] == 1 and settings["rounds"] == 3 and settings["schedule"] == "interleaved"
+    assert settings["profile"] == "default" and settings["precision"] == "fp32" and result["environment"]["precision"] == "fp32"
+    assert train["windows"] == 3 and len(train["samples"]) == 3 and [len(r) for r in train["rounds"]] == [1, 1, 1]
+    assert train["min"] <= train["median"] <= train["max"] and result["ratio"]["text"] == "1"
     assert result["eval_pass_seconds"]["median"] > 0 and result["peak_rss_mb"] > 0 and doc["environment"]["cpu_model"]
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert rows[0]["backend"] == "numpy" and float(rows[0]["images_per_second_median"]) > 0
+    assert rows[0]["profile"] == "default" and rows[0]["precision"] == "fp32"
+    again = subprocess.run(
+        [sys.executable, "-m", "vaebench.cli", "bench", "--backends", "numpy", "--models", "mlp", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr and json.loads((tmp_path / "bench.json").read_text()) == doc
 
     run = tmp_path / "run"
     args = ["run", "--backend", "numpy", "--model", "mlp", "--epochs", "2", "-q", "--data-dir", str(tiny_dir), "--out", str(run)]
@@ -81,16 +89,14 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html
 
 
-def test_time_to_quality_counts_from_the_data_and_trims_extremes(tiny_dir, monkeypatch):
-    from vaebench import bench
+def test_time_to_quality_counts_from_the_data_and_keeps_every_seed(tiny_dir, monkeypatch):
+    from vaebench import ttq
 
-    monkeypatch.setitem(bench.TTQ_TARGETS, "mlp", 1e9)  # any -ELBO reaches it: stops after epoch 1
-    result = bench.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))
-    assert result["epochs"] == 1 and result["seconds"] > 0 and result["test_neg_elbo"] <= 1e9
-    monkeypatch.setitem(bench.TTQ_TARGETS, "mlp", -1.0)  # never reached
-    assert bench.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))["seconds"] is None
-    runs = [{"seconds": s} for s in (5.0, 1.0, 3.0, None, 4.0)]
-    assert bench.trimmed_ttq(runs) == {"median": 3.5, "min": 3.0, "max": 4.0, "seeds": 5, "reached": 4}
+    monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", 1e9)  # any -ELBO reaches it: stops after epoch 1
+    result = ttq.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))
+    assert result["epochs"] == 1 and result["seconds"] > 0 and result["test_neg_elbo"] <= 1e9 and result["peak_rss_mb"] > 0
+    monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", -1.0)  # never reached
+    assert ttq.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))["seconds"] is None
 
 
 def _harness_row(backend: str, batch: int, plugin: float, ref: float) -> dict:
@@ -136,28 +142,3 @@ def test_a_harness_path_holding_something_else_is_refused_and_kept(tmp_path):
     with pytest.raises(BackendError, match="not a harness document"):
         write_harness([_harness_row("torch", 128, 1.0, 1.0)], path)
     assert path.read_text() == '{"kind": "bench", "results": []}'
-
-
-def test_rounds_pool_their_windows_and_keep_each_rounds_median():
-    from vaebench.bench import merge_rounds
-    from vaebench.timing import summarize
-
-    def result(round_: int, ips: list[float], rss: float, eval_s: dict | None) -> dict:
-        train = {**summarize(ips), "compile_seconds": 1.0 + round_, "steps_per_window": 3}
-        return {
-            "backend": "b",
-            "model": "mlp",
-            "batch_size": 8,
-            "round": round_,
-            "train_images_per_second": train,
-            "eval_pass_seconds": eval_s,
-            "peak_rss_mb": rss,
-            "settings": {"threads": 2},
-        }
-
-    (merged,) = merge_rounds([result(0, [10.0, 12.0, 14.0], 100.0, {"median": 1.0}), result(1, [20.0, 22.0, 24.0], 150.0, None)])
-    train = merged["train_images_per_second"]
-    assert train["samples"] == [10.0, 12.0, 14.0, 20.0, 22.0, 24.0] and train["median"] == 17.0
-    assert train["round_medians"] == [12.0, 22.0] and train["compile_seconds"] == 1.5
-    assert merged["peak_rss_mb"] == 150.0 and merged["eval_pass_seconds"] == {"median": 1.0}
-    assert merged["settings"] == {"threads": 2, "rounds": 2} and "round" not in merged

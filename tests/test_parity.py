@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vaebench import registry
-from vaebench.parity import compare
+from vaebench.paritycheck import compare
 
 
 def _result(seed: float = 0.0, outliers: int = 0) -> dict[str, np.ndarray]:

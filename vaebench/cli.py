@@ -14,6 +14,8 @@ import click
 
 from vaebench import registry
 from vaebench.errors import VaebenchError
+from vaebench.interleave import SCHEDULES
+from vaebench.profiles import PRECISIONS, PROFILES
 from vaebench.spec import DATASETS, DEFAULT_MODEL, MODELS, TrainConfig
 
 
@@ -51,6 +53,9 @@ def cli() -> None:
 @click.option("--threads", type=int, help="Intra-op threads for the framework (default: its own choice).")
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting; repeatable.")
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
+)
 @click.option(
     "--eval-k",
     type=int,
@@ -127,29 +132,35 @@ def eval_(run_dir: str, backend: str | None, k: int, data_dir: str | None, devic
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
     """Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance."""
-    from vaebench.parity import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, run_parity
+    from vaebench.parity import run_parity
+    from vaebench.paritycheck import table, tolerances
 
+    if steps < 1 or batch_size < 1:
+        raise click.BadParameter("--steps and --batch-size must be at least 1")
     backends = names.split(",") if names else sorted(registry.installed())
     rows = run_parity(backends, model, steps, batch_size, log=lambda msg: click.echo(msg, err=True))
-    click.echo(
-        f"model {model}, {steps} Adam steps, batch {batch_size}; tolerances: -ELBO rel {ELBO_RTOL:g}, "
-        f"grid abs {GRID_ATOL:g}, params abs {PARAM_ATOL:g} (99.9% of entries)"
-    )
-    click.echo(f"{'pair':28s} {'-ELBO rel':>10s} {'loss rel':>10s} {'grid abs':>10s} {'params abs':>11s} {'>tol':>7s}  ok")
-    for r in rows:
-        click.echo(
-            f"{r['pair']:28s} {r['elbo_abs']:10.2e} {r['elbo_rel']:10.2e} {r['grid_abs']:10.2e} "
-            f"{r['param_abs']:11.2e} {r['param_outliers']:7.2%}  {'yes' if r['ok'] else 'NO'}"
-        )
+    click.echo(f"model {model}, {steps} Adam steps, batch {batch_size}; tolerances: {tolerances(steps)}")
+    click.echo("\n".join(table(rows)))
     if not all(r["ok"] for r in rows):
         raise SystemExit(1)
 
 
-def _csv(kind: type = str):
-    return lambda _ctx, _param, value: [kind(v) for v in value.split(",")] if value else value
+def _csv(kind: type = str, minimum: int | None = None):
+    def parse(_ctx: object, param: click.Parameter, value: str | None) -> list | None:
+        if not value:
+            return None
+        try:
+            items = [kind(v.strip()) for v in value.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s", param=param) from None
+        if minimum is not None and any(v < minimum for v in items):
+            raise click.BadParameter(f"every value must be at least {minimum}, got {value!r}", param=param)
+        return items
+
+    return parse
 
 
-@cli.command()
+@cli.command(epilog="Example: vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b")
 @click.option(
     "--backends",
     "names",
@@ -157,28 +168,34 @@ def _csv(kind: type = str):
     show_default=True,
     help="Comma-separated backends, or 'all' (every installed one but the slow numpy reference).",
 )
-@click.option("--models", default="seed,mlp", show_default=True, callback=_csv())
-@click.option("--batch-sizes", default="128,512", show_default=True, callback=_csv(int))
-@click.option("--repeats", type=int, default=5, show_default=True, help="Timed windows per measurement.")
-@click.option("--threads", type=int, help="Intra-op threads for every backend (default: every usable core).")
+@click.option("--models", default="conv,mlp", show_default=True, callback=_csv(), help="Comma-separated models.")
+@click.option("--batch-sizes", default="128,512", show_default=True, callback=_csv(int, 1), help="Comma-separated batch sizes.")
+@click.option(
+    "--repeats", type=click.IntRange(min=2), default=10, show_default=True, help="Rounds: timed windows per backend and cell."
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help="Execution profile (README).")
 @click.option(
-    "--ttq-seeds",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Also time to quality on real data over this many seeds (fastest and slowest dropped).",
+    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
 )
-@click.option("--ttq-models", callback=_csv(), help="Models to time to quality (default: all of --models).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-seeds.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile for the backends that have it.")
+@click.option("--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting; repeatable.")
 @click.option(
-    "--rounds",
-    type=click.IntRange(min=1),
-    default=1,
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default="interleaved",
     show_default=True,
-    help="Run the matrix this many times, backend order reversed every other round, windows pooled (evens out drift).",
+    help="interleaved: windows in turn across backends; sequential: each backend's windows back to back.",
 )
+@click.option("--inference/--no-inference", default=True, show_default=True, help="Also time an eval pass and the grid.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder for bench.json and bench.csv. Default: results/bench/<UTC time>."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
+@click.option("--ttq-models", callback=_csv(), help="Also time to quality on real data for these models (needs MNIST).")
+@click.option("--ttq-seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds for --ttq-models.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
 def bench(
     names: str,
     models: list[str],
@@ -186,37 +203,84 @@ def bench(
     repeats: int,
     threads: int | None,
     device: str,
-    out: str,
-    ttq_seeds: int,
+    profile: str,
+    precision: str,
+    compile_: bool,
+    options: tuple[str, ...],
+    schedule: str,
+    inference: bool,
+    out: str | None,
+    overwrite: bool,
     ttq_models: list[str] | None,
+    ttq_seeds: int,
     data_dir: str | None,
-    rounds: int,
 ) -> None:
-    """Steady-state training throughput (and eval, grid, memory): each backend in its own process."""
-    from vaebench.bench import merge_rounds, run_matrix, write_bench
+    """Steady-state training throughput, backends interleaved window by window in one worker process each."""
+    import datetime as dt
 
-    for m in models:
+    from tqdm import tqdm
+
+    from vaebench.bench import run_matrix, write_bench
+    from vaebench.environment import usable_cores
+    from vaebench.ttq import run_ttq
+
+    for m in [*models, *(ttq_models or [])]:
         if m not in MODELS:
             raise click.BadParameter(f"unknown model {m!r}", param_hint="--models")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(out) if out else Path("results/bench") / stamp
+    if (out_dir / "bench.json").exists() and not overwrite:
+        raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
-    click.echo(f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'compile s':>9s} {'peak MB':>8s}")
-    results, ttq = [], []
-    for r in run_matrix(backends, models, batch_sizes, repeats, threads, device, ttq_seeds, data_dir, ttq_models, rounds):
-        if r.get("kind") == "ttq":
-            ttq.append(r)
-            median = f"{r['median']:.1f} s" if r["median"] is not None else "not reached"
-            click.echo(
-                f"{r['backend']:12s} {r['model']:6s} time to test -ELBO {r['runs'][0]['target']}: {median} "
-                f"({r['reached']}/{r['seeds']} seeds reached it)"
-            )
-            continue
+    threads = threads or usable_cores()
+    click.echo(
+        f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
+        f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
+    )
+    cells = len(models) * len(batch_sizes)
+    bar = tqdm(total=cells * len(backends) * repeats, desc="windows", disable=not sys.stderr.isatty(), leave=False)
+    results = []
+    rows = run_matrix(
+        backends,
+        models,
+        batch_sizes,
+        repeats,
+        threads,
+        device,
+        precision,
+        profile,
+        compile_,
+        _options(options),
+        schedule,
+        3 if inference else 0,
+        progress=lambda _name: bar.update(1),
+    )
+    for r in rows:
         t = r["train_images_per_second"]
-        click.echo(
+        bar.write(
             f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
-            f"{t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
+            f"{t['windows']:3d} {r['ratio']['text']:>26s} {t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
         )
         results.append(r)
-    json_path, csv_path = write_bench(merge_rounds(results), Path(out), ttq)
+    bar.close()
+    ttq = []
+    for model in ttq_models or []:
+        for b in backends:
+            for entry in run_ttq(
+                b, model, ttq_seeds, log=click.echo, threads=threads, data_dir=data_dir, device=device, precision=precision
+            ):
+                if entry.get("kind") == "ttq":
+                    ttq.append(entry)
+    method = {
+        "schedule": schedule,
+        "rounds": repeats,
+        "window_seconds": 0.5,
+        "profile": profile,
+        "precision": precision,
+        "ratio_interval": "95% percentile bootstrap over rounds (2000 resamples, seed 0)",
+        "memory": "a fresh worker process per (backend, cell)",
+    }
+    json_path, csv_path = write_bench(results, out_dir, ttq, method)
     click.echo(f"wrote {json_path} and {csv_path}")
 
 

@@ -251,15 +251,25 @@ class Backend(abc.ABC):
 
     Constructed with the run's ``device`` (``auto``, ``cpu`` or ``cuda``),
     ``threads`` (intra-op threads; ``None`` leaves the framework's choice),
-    ``compile`` (the plugin's optional graph compilation) and ``options``
-    (plugin-specific ``key=value`` settings, checked against :attr:`option_defaults`).
+    ``compile`` (the plugin's optional graph compilation), ``options``
+    (plugin-specific ``key=value`` settings, checked against :attr:`option_values`)
+    and ``precision`` (the core's float32 policy, :data:`vaebench.profiles.PRECISIONS`:
+    ``fp32`` strict, or ``tf32`` where a GPU offers it; every plugin must apply it
+    to its framework and report it as ``environment()["precision"]``).
     Constructing it may import the framework; registering it must not.
+
+    :attr:`tunables` lists the settings ``--profile best`` may try, each with
+    its candidate values (``"compile"`` stands for ``--compile``): the core
+    measures every combination on the machine at hand and keeps the fastest
+    (:mod:`vaebench.profiles`), so no plugin hard-codes which is faster.
     """
 
     name: ClassVar[str]
     framework: ClassVar[str]
     ops: ClassVar[Ops]
     option_defaults: ClassVar[dict[str, str]] = {}
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {}
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(
         self,
@@ -267,15 +277,24 @@ class Backend(abc.ABC):
         threads: int | None = None,
         compile: bool = False,
         options: Mapping[str, str] | None = None,
+        precision: str = "fp32",
     ) -> None:
+        from vaebench.profiles import PRECISIONS
+
         self.device = device
         self.threads = threads
         self.compile = compile
+        if precision not in PRECISIONS:
+            raise BackendError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         unknown = sorted(set(options or {}) - set(self.option_defaults))
         if unknown:
             known = ", ".join(f"{k} (default {v})" for k, v in self.option_defaults.items()) or "none"
             raise BackendError(f"backend {self.name!r} has no option {unknown[0]!r}; its options: {known}")
         self.options = {**self.option_defaults, **(options or {})}
+        for key, allowed in self.option_values.items():
+            if self.options[key] not in allowed:
+                raise BackendError(f"{self.name} option {key} must be one of {', '.join(allowed)}, got {self.options[key]!r}")
 
     @abc.abstractmethod
     def environment(self) -> dict[str, Any]:

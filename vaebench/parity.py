@@ -8,10 +8,14 @@ and reports three things, which are then compared pairwise:
 * ``losses``: the batch-mean -ELBO of each of ``steps`` Adam steps on fixed batches;
 * ``params``: every parameter after those steps.
 
-Tolerances (float32 arithmetic, different kernels and summation orders):
--ELBO and losses within ``1e-4`` relative; grid within ``1e-4`` absolute;
-parameters within ``1e-4`` absolute for 99% of entries and ``steps * lr`` for
-all. The last is Adam's nature, not slack: Adam scales each coordinate's step
+Tolerances (float32 arithmetic, different kernels and summation orders),
+stated once, below, and read by the CLI and the tests: -ELBO and every step's
+loss within :data:`ELBO_RTOL` relative; grid within :data:`GRID_ATOL` absolute;
+parameters within :data:`PARAM_ATOL` absolute for all but a fraction
+:data:`PARAM_OUTLIERS` of entries, and within ``steps * lr`` for all. The
+loss trajectory is checked on its own: two backends whose losses part on the
+way are not at parity even if their final weights happen to agree. The
+``steps * lr`` bound is Adam's nature, not slack: Adam scales each coordinate's step
 to about ``lr`` whatever its gradient's size, so a coordinate whose gradient is
 float32 noise (a ReLU unit at its kink: measured here, PyTorch against XLA on
 ``conv``, one unit of the Dense-16 layer, 0.27% of all entries) moves by up to
@@ -21,7 +25,6 @@ float32 noise (a ReLU unit at its kink: measured here, PyTorch against XLA on
 from __future__ import annotations
 
 import io
-import itertools
 import subprocess
 import sys
 import tempfile
@@ -33,14 +36,10 @@ import numpy as np
 from vaebench import registry
 from vaebench.errors import BackendError
 from vaebench.evaluation import grid_points
+from vaebench.paritycheck import compare
 from vaebench.seeding import rng
 from vaebench.spec import AdamConfig, get_model
 from vaebench.weights import init_params
-
-ELBO_RTOL = 1e-4
-GRID_ATOL = 1e-4
-PARAM_ATOL = 1e-4
-PARAM_OUTLIERS = 1e-2
 
 
 def _batches(latent_dim: int, batch_size: int, seed: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -77,35 +76,6 @@ def _in_subprocess(backend: str, model_name: str, steps: int, batch_size: int) -
             raise BackendError(f"parity run of {backend} failed: {lines[-1] if lines else proc.returncode}")
         with np.load(target) as data:
             return {k: data[k] for k in data.files}
-
-
-def compare(results: dict[str, dict[str, np.ndarray]], steps: int, lr: float = 1e-3) -> list[dict[str, Any]]:
-    """Pairwise differences and verdicts."""
-    rows = []
-    for a, b in itertools.combinations(results, 2):
-        ra, rb = results[a], results[b]
-        elbo = np.abs(ra["neg_elbo"].astype(np.float64) - rb["neg_elbo"])
-        grid = np.abs(ra["grid"].astype(np.float64) - rb["grid"])
-        losses = float(np.max(np.abs(ra["losses"] - rb["losses"]) / np.abs(rb["losses"])))
-        diffs = np.concatenate([np.abs(ra[k].astype(np.float64) - rb[k]).ravel() for k in ra if k.startswith("param/")])
-        row = {
-            "pair": f"{a} vs {b}",
-            "elbo_abs": float(elbo.max()),
-            "elbo_rel": float((elbo / np.abs(rb["neg_elbo"])).max()),
-            "grid_abs": float(grid.max()),
-            "loss_rel": losses,
-            "param_abs": float(diffs.max()),
-            "param_outliers": float(np.mean(diffs > PARAM_ATOL)),
-        }
-        row["ok"] = (
-            row["elbo_rel"] <= ELBO_RTOL
-            and row["loss_rel"] <= ELBO_RTOL
-            and row["grid_abs"] <= GRID_ATOL
-            and row["param_outliers"] <= PARAM_OUTLIERS
-            and row["param_abs"] <= steps * lr * (1 + 1e-3)
-        )
-        rows.append(row)
-    return rows
 
 
 def run_parity(backends: list[str], model_name: str, steps: int, batch_size: int, log: Any = print) -> list[dict[str, Any]]:

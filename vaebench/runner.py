@@ -40,6 +40,7 @@ from vaebench.evaluation import evaluate_split, grid_points
 from vaebench.metrics import full_evaluation
 from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
 from vaebench.prefetch import Prefetcher
+from vaebench.profiles import Variant, check_precision
 from vaebench.results import SCHEMA_VERSION, prepare_run_dir, read_metrics, write_metrics
 from vaebench.seeding import rng
 from vaebench.spec import TrainConfig
@@ -223,7 +224,11 @@ def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, 
     dataset = load_dataset(cfg.dataset, data_dir)
     train_images = _check_sizes(cfg, dataset)
     test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
-    backend = backend_cls(device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options)
+    backend = backend_cls(
+        device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision
+    )
+    backend_env = backend.environment()
+    check_precision(cfg.precision, backend_env)
     if overwrite is not None:
         run_dir = prepare_run_dir(Path(run_dir), overwrite)
     model = backend.build(cfg.spec, cfg.adam)
@@ -233,7 +238,13 @@ def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, 
         "status": "running",
         "config": cfg.to_dict(),
         "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
-        "environment": {**host_environment(), "backend": backend.environment(), "plugin": plugin.describe()},
+        "environment": {**host_environment(), "backend": backend_env, "plugin": plugin.describe()},
+        "execution": {
+            "profile": "default",
+            "precision": cfg.precision,
+            "variant": Variant(cfg.compile, cfg.options).to_dict(),
+            "execution": backend_env.get("execution"),
+        },
         "data": {**dataset.describe(), "train_used": len(train_images)},
         "history": [],
         "timing": {"first_step_seconds": None},

@@ -283,6 +283,7 @@ class TrainConfig:
     threads: int | None = None
     compile: bool = False
     options: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
     def resolved(self) -> TrainConfig:
         """A copy with model defaults filled in and every setting checked."""
@@ -305,6 +306,7 @@ class TrainConfig:
             (cfg.eval_k >= 0, "--eval-k must be 0 (no IWAE) or more"),
             (cfg.threads is None or cfg.threads >= 1, "--threads must be at least 1"),
             (cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {cfg.device!r}"),
+            (cfg.precision in ("fp32", "tf32"), f"--precision must be fp32 or tf32, got {cfg.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:

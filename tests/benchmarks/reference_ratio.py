@@ -4,7 +4,7 @@
 
 Both train the same model, cycling through the same four batches; windows
 are interleaved (:func:`vaebench.timing.measure`). The plugin is fed exactly
-as ``vaebench bench`` and the runner feed it (:func:`vaebench.bench.staged_feed`:
+as ``vaebench bench`` and the runner feed it (:func:`vaebench.benchworker.staged_feed`:
 NumPy through the contract, staged on the prefetch thread); the reference gets
 its batches converted to framework tensors up front (its best case), so the
 ratio includes the whole harness overhead.
@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from vaebench import registry
-from vaebench.bench import staged_feed, synthetic_batches, write_harness
+from vaebench.bench import write_harness
+from vaebench.benchworker import staged_feed, synthetic_batches
 from vaebench.spec import AdamConfig, get_model
 from vaebench.timing import measure
 from vaebench.weights import init_params

@@ -82,6 +82,7 @@ class NumpyBackend(Backend):
             "threads": "BLAS default",
             "execution": "eager NumPy, float64",
             "float32_matmul_precision": "float64",
+            "precision": self.precision,
         }
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:

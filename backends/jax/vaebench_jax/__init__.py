@@ -11,29 +11,26 @@ from typing import Any, ClassVar
 
 from vaebench.contract import Backend, Model
 from vaebench.environment import set_xla_threads
-from vaebench.errors import BackendError
 from vaebench.spec import AdamConfig, ModelSpec
 
 
 class JaxBackend(Backend):
-    """JAX on CPU, or CUDA when jax finds a GPU. Options: ``precision`` (``highest``:
-    full float32 matmuls and convolutions, as the contract's tolerances assume;
-    ``default`` lets XLA use TF32/bf16 passes on GPUs)."""
+    """JAX on CPU, or CUDA when jax finds a GPU. Precision is the core's ``--precision``:
+    ``fp32`` sets matmul precision ``highest`` (full float32, as the kit's tolerances
+    assume), ``tf32`` sets ``high`` (TF32 passes on GPUs)."""
 
     name = "jax"
     framework = "jax"
-    option_defaults: ClassVar[dict[str, str]] = {"precision": "highest"}
+    matmul_precision: ClassVar[dict[str, str]] = {"fp32": "highest", "tf32": "high"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         set_xla_threads(self.threads)
-        if self.options["precision"] not in ("highest", "high", "default"):
-            raise BackendError(f"jax option precision must be highest, high or default, got {self.options['precision']!r}")
         from vaebench_jax import model
 
         self._impl = model
         self.jax_device = model.pick_device(self.device)
-        model.jax.config.update("jax_default_matmul_precision", self.options["precision"])
+        model.jax.config.update("jax_default_matmul_precision", self.matmul_precision[self.precision])
 
     @property
     def ops(self) -> Any:  # the contract's Ops, available once JAX is imported

@@ -141,6 +141,7 @@ def environment(backend: Any) -> dict[str, Any]:
         "threads": backend.threads or "xla default (all usable cores)",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "float32_matmul_precision": jax.config.jax_default_matmul_precision,
+        "precision": backend.precision,
         "execution": "jax.jit (whole step, params and Adam state donated)",
     }
 

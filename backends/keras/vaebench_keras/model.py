@@ -78,6 +78,7 @@ def setup_engine(backend: Any) -> str:
                 tf.config.threading.set_intra_op_parallelism_threads(backend.threads)
             except RuntimeError:  # the runtime is already up: keep its setting, environment() reports it
                 pass
+        tf.config.experimental.enable_tensor_float_32_execution(backend.precision == "tf32")
         gpus = tf.config.list_physical_devices("GPU")
         if gpus and backend.device == "cpu":
             tf.config.set_visible_devices([], "GPU")
@@ -85,6 +86,7 @@ def setup_engine(backend: Any) -> str:
     elif ENGINE == "jax":
         import jax
 
+        jax.config.update("jax_default_matmul_precision", "high" if backend.precision == "tf32" else "highest")
         try:
             gpus = jax.devices("gpu")
         except RuntimeError:
@@ -94,6 +96,7 @@ def setup_engine(backend: Any) -> str:
 
         if backend.threads:
             torch.set_num_threads(backend.threads)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = backend.precision == "tf32"
         gpus = [0] if torch.cuda.is_available() else []
     if backend.device == "cuda" and not gpus:
         raise BackendError(f"--device cuda asked for, but Keras' {ENGINE} engine sees no GPU; use --device cpu")
@@ -103,17 +106,17 @@ def setup_engine(backend: Any) -> str:
 
 
 def use_xla(backend: Any, spec: ModelSpec) -> bool:
-    """TensorFlow's XLA switch. ``auto``: on for GPUs; on a CPU, whichever measured faster.
+    """TensorFlow's XLA switch. ``auto`` is Keras' own ``jit_compile="auto"`` rule for a
+    compiled train step: XLA on when TensorFlow sees a GPU, off on a CPU-only machine.
 
-    Measured on a 2-core CPU (images/s, graph / XLA): ``seed`` 167 / 103 at batch 128
-    and 171 / 99 at 512; ``conv`` 1911 / 1653 and 2514 / 1165; ``mlp`` 19157 / 21946
-    and 27046 / 32389. XLA's CPU convolutions lose, its fused dense layers win: so on
-    a CPU, XLA for networks without convolutions only.
+    Which is faster depends on the network and the machine (on a 2-core CPU XLA
+    lost on the convolutional networks and won on ``mlp``), so ``--profile best``
+    measures both rather than encoding a rule here.
     """
     xla = backend.options["xla"]
     if xla != "auto":
         return xla == "1"
-    return backend.device_kind == "cuda" or not any(isinstance(i.layer, Conv2D) for i in spec.layers())
+    return backend.device_kind == "cuda"
 
 
 def environment(backend: Any) -> dict[str, Any]:
@@ -142,6 +145,7 @@ def environment(backend: Any) -> dict[str, Any]:
         "device_name": cpu_model() if backend.device_kind == "cpu" else "GPU",
         "threads": threads,
         "xla": getattr(backend, "xla_used", None) if ENGINE == "tensorflow" else ENGINE == "jax",
+        "precision": backend.precision,
         "execution": execution,
     }
 

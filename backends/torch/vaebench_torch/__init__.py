@@ -245,25 +245,25 @@ class TorchModel(Model):
 
 class TorchBackend(Backend):
     """PyTorch. Options: ``layout`` (``nhwc``: channels-last memory, or ``nchw``),
-    ``fused_adam`` (``1``: the single-kernel Adam, or ``0``: foreach), ``tf32``
-    (``0``: full float32 on CUDA, as the contract's float32 tolerances assume)."""
+    ``fused_adam`` (``1``: the single-kernel Adam, or ``0``: foreach). Precision is
+    the core's ``--precision`` (``fp32``: TF32 off, as the kit's tolerances assume)."""
 
     name = "torch"
     framework = "torch"
     ops = TorchOps()
-    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1", "tf32": "0"}
+    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1"}
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"layout": ("nhwc", "nchw"), "fused_adam": ("1", "0")}
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.options["layout"] not in ("nhwc", "nchw"):
-            raise BackendError(f"torch option layout must be nhwc or nchw, got {self.options['layout']!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise BackendError(f"--device cuda asked for, but torch {torch.__version__} sees no CUDA device; use --device cpu")
         kind = "cuda" if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.torch_device = torch.device(kind)
         if self.threads:
             torch.set_num_threads(self.threads)
-        tf32 = self.options["tf32"] == "1"
+        tf32 = self.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
 
@@ -278,7 +278,7 @@ class TorchBackend(Backend):
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "tf32": self.options["tf32"] == "1",
+            "precision": self.precision,
             "mkldnn": torch.backends.mkldnn.is_available(),
             "execution": "torch.compile" if self.compile else "eager",
             "layout": self.options["layout"],
