@@ -87,7 +87,11 @@ def test_measure_reports_per_step_seconds_and_images_per_second_from_synchronise
     assert results["slow"].images_per_second == pytest.approx([1600.0] * 3)
     assert fast.steps == 1 + 1 + 3 * 5  # compile, one warm-up, three windows of five
     summary = results["fast"].summary()
-    assert summary["median"] == pytest.approx(6400.0) and summary["windows"] == 3 and summary["compile_seconds"] == pytest.approx(0.01)
+    assert (
+        summary["median"] == pytest.approx(6400.0)
+        and summary["windows"] == 3
+        and summary["compile_seconds"] == pytest.approx(0.01)
+    )
 
 
 def test_measure_interleaves_contenders_window_by_window():
@@ -105,7 +109,8 @@ def test_measure_interleaves_contenders_window_by_window():
 
 
 @pytest.mark.parametrize(
-    ("per_step", "target", "steps"), [(0.1, 0.5, 5), (0.3, 0.5, 2), (0.6, 0.5, 1), (0.5, 0.5, 1), (0.01, 1.0, 100), (0.0, 0.5, 500000)]
+    ("per_step", "target", "steps"),
+    [(0.1, 0.5, 5), (0.3, 0.5, 2), (0.6, 0.5, 1), (0.5, 0.5, 1), (0.01, 1.0, 100), (0.0, 0.5, 500000)],
 )
 def test_windows_are_sized_to_the_target_duration(per_step, target, steps):
     assert timing.steps_for(per_step, target) == steps
@@ -175,7 +180,8 @@ def test_ratio_interval_needs_paired_rounds():
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "decimals"), [(0.86, 0.88, 2), (0.7, 1.0, 1), (0.9, 0.91, 3), (0.0, 4.0, 0), (1.0, 1.0, 4), (0.5, 0.5000001, 4)]
+    ("low", "high", "decimals"),
+    [(0.86, 0.88, 2), (0.7, 1.0, 1), (0.9, 0.91, 3), (0.0, 4.0, 0), (1.0, 1.0, 4), (0.5, 0.5000001, 4)],
 )
 def test_decimals_follow_the_intervals_half_width(low, high, decimals):
     assert stats.supported_decimals(low, high) == decimals
@@ -230,7 +236,7 @@ def test_rounds_rotate_the_order_and_only_one_worker_computes_at_a_time():
     log: list = []
     channels = {n: StubChannel(n, 0.1, log) for n in "abc"}
     interleave.run_cell(channels, batch_size=10, rounds=4, settle=0)
-    assert _windows(log) == list("abc" "bca" "cab" "abc")
+    assert _windows(log) == list("abcbcacababc")
     ops = [op for _, op in log]
     assert ops[:3] == ["ready"] * 3 and ops[3:6] == ["compile"] * 3  # compiles one at a time, before any window
     assert ops[-3:] == ["finish"] * 3
@@ -243,7 +249,12 @@ def test_sequential_schedule_gives_each_backend_its_windows_back_to_back():
 
 
 def test_order_rotates_by_one_per_round():
-    assert [interleave.order(list("abc"), r, "interleaved") for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert [interleave.order(list("abc"), r, "interleaved") for r in range(4)] == [
+        list("abc"),
+        list("bca"),
+        list("cab"),
+        list("abc"),
+    ]
     with pytest.raises(ValueError):
         interleave.order(list("ab"), 0, "random")
 
@@ -321,7 +332,8 @@ def _row(**overrides: float) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("key", "limit"), [("elbo_rel", ELBO_RTOL), ("loss_rel", ELBO_RTOL), ("grid_abs", GRID_ATOL), ("param_outliers", PARAM_OUTLIERS)]
+    ("key", "limit"),
+    [("elbo_rel", ELBO_RTOL), ("loss_rel", ELBO_RTOL), ("grid_abs", GRID_ATOL), ("param_outliers", PARAM_OUTLIERS)],
 )
 def test_each_tolerance_holds_at_its_limit_and_fails_past_it(key, limit):
     assert verdict(_row(**{key: limit}), steps=3)
@@ -363,7 +375,11 @@ def test_compare_measures_every_difference():
 
 
 def test_the_table_puts_each_value_under_its_header_and_the_tolerances_come_from_the_constants():
-    row = {**_row(elbo_rel=1.5e-5, loss_rel=2.5e-6, grid_abs=3.5e-7, param_abs=4.5e-4, param_outliers=0.0123), "pair": "x vs y", "ok": True}
+    row = {
+        **_row(elbo_rel=1.5e-5, loss_rel=2.5e-6, grid_abs=3.5e-7, param_abs=4.5e-4, param_outliers=0.0123),
+        "pair": "x vs y",
+        "ok": True,
+    }
     header, line = table([row])
     cols = header.split()
     assert cols == ["pair", "-ELBO", "rel", "loss", "rel", "grid", "abs", "params", "abs", ">atol", "ok"]

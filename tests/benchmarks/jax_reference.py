@@ -32,6 +32,22 @@ class SeedVAE(nn.Module):
         return _loss(logits, x, mu, lv)
 
 
+class ConvVAE(nn.Module):
+    """keras.io's VAE in Flax: stride-2 convolutions and transposed convolutions, 'SAME' padding."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, eps: jax.Array) -> jax.Array:
+        h = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2), padding="SAME")(x))
+        h = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2), padding="SAME")(h))
+        h = nn.relu(nn.Dense(16)(h.reshape(h.shape[0], -1)))
+        mu, lv = nn.Dense(2)(h), nn.Dense(2)(h)
+        h = nn.relu(nn.Dense(7 * 7 * 64)(mu + jnp.exp(0.5 * lv) * eps)).reshape(-1, 7, 7, 64)
+        h = nn.relu(nn.ConvTranspose(64, (3, 3), strides=(2, 2), padding="SAME")(h))
+        h = nn.relu(nn.ConvTranspose(32, (3, 3), strides=(2, 2), padding="SAME")(h))
+        logits = nn.ConvTranspose(1, (3, 3), padding="SAME")(h)
+        return _loss(logits, x, mu, lv)
+
+
 class MlpVAE(nn.Module):
     """pytorch/examples' VAE in Flax."""
 
@@ -53,7 +69,7 @@ def _loss(logits: jax.Array, x: jax.Array, mu: jax.Array, lv: jax.Array) -> jax.
 def make_step(model_name: str, batches: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs)
     put on the device once, up front: the loop's best case, with a new buffer every step as in training."""
-    model = SeedVAE() if model_name == "seed" else MlpVAE()
+    model = {"seed": SeedVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     on_device = [(jnp.asarray(x), jnp.asarray(eps)) for x, eps in batches]
     data = itertools.cycle(on_device)
     params = model.init(jax.random.key(0), *on_device[0])
@@ -72,4 +88,5 @@ def make_step(model_name: str, batches: list[tuple[Any, Any]]) -> tuple[Any, Any
         state[0], state[1], loss = jitted(state[0], state[1], *next(data))
         return loss
 
+    step.num_params = sum(leaf.size for leaf in jax.tree.leaves(params))  # type: ignore[attr-defined]
     return step, jax.block_until_ready

@@ -33,6 +33,20 @@ def _seed(latent: int = 2) -> tuple[Any, Any]:
     return keras.Model([x, eps], [logits, mu, lv]), 784
 
 
+def _conv(latent: int = 2) -> tuple[Any, Any]:
+    x = keras.Input((28, 28, 1))
+    eps = keras.Input((latent,))
+    h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)
+    h = layers.Dense(16, activation="relu")(layers.Flatten()(h))
+    mu, lv = layers.Dense(latent)(h), layers.Dense(latent)(h)
+    d = layers.Reshape((7, 7, 64))(layers.Dense(7 * 7 * 64, activation="relu")(mu + ops.exp(0.5 * lv) * eps))
+    d = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(d)
+    d = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(d)
+    logits = layers.Conv2DTranspose(1, 3, padding="same")(d)
+    return keras.Model([x, eps], [logits, mu, lv]), 784
+
+
 def _mlp(latent: int = 20) -> tuple[Any, Any]:
     x = keras.Input((28, 28, 1))
     eps = keras.Input((latent,))
@@ -45,7 +59,7 @@ def _mlp(latent: int = 20) -> tuple[Any, Any]:
 def make_step(model_name: str, batches: list[tuple[Any, Any]], xla: bool = False) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs),
     each converted to a tensor once, up front: the loop's best case, with a new buffer every step as in training."""
-    model, pixels = _seed() if model_name == "seed" else _mlp()
+    model, pixels = {"seed": _seed, "conv": _conv, "mlp": _mlp}[model_name]()
     opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)
     data = itertools.cycle([(tf.constant(x), tf.constant(eps)) for x, eps in batches])
 
@@ -60,4 +74,8 @@ def make_step(model_name: str, batches: list[tuple[Any, Any]], xla: bool = False
         opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 
-    return (lambda: train(*next(data))), (lambda loss: loss.numpy())
+    def step() -> Any:
+        return train(*next(data))
+
+    step.num_params = model.count_params()  # type: ignore[attr-defined]
+    return step, (lambda loss: loss.numpy())

@@ -36,6 +36,10 @@ REFERENCES = {
 }
 
 
+# steps per window: about half a second on a 2-core CPU for the slowest contender of each model
+STEPS = {"mlp": 40, "conv": 4, "seed": 2}
+
+
 def compare(backend_name: str, model_name: str, batch_size: int, windows: int, steps: int, options: dict | None = None) -> dict:
     """Interleaved timings of the plugin and the reference loop; returns both summaries and the ratio."""
     spec = get_model(model_name).spec
@@ -63,7 +67,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", required=True, choices=sorted(REFERENCES))
-    parser.add_argument("--models", default="mlp,seed")
+    parser.add_argument("--models", default="mlp,conv,seed")
     parser.add_argument("--batch-sizes", default="128,512")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument(
@@ -77,7 +81,7 @@ def main() -> None:
     print(f"{'model':6s} {'batch':>5s}  {'contender':10s} {'img/s median (IQR)':>26s} {'compile s':>9s}  ratio")
     for model_name in args.models.split(","):
         for bs in map(int, args.batch_sizes.split(",")):
-            steps = 40 if model_name == "mlp" else 2
+            steps = STEPS[model_name]
             options = dict(o.split("=", 1) for o in args.option)
             row = compare(args.backend, model_name, bs, args.windows, steps, options)
             for name, r in row["results"].items():

@@ -42,6 +42,31 @@ class SeedVAE(nn.Module):
         return (bce + kld) / x.shape[0]
 
 
+class ConvVAE(nn.Module):
+    """keras.io's VAE in plain PyTorch: stride-2 convolutions and transposed convolutions (symmetric padding
+    gives the same shapes as TensorFlow's 'same', shifted by a pixel, which does not change the cost)."""
+
+    def __init__(self, latent: int = 2) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = nn.Linear(7 * 7 * 64, 16)
+        self.mean, self.logvar = nn.Linear(16, latent), nn.Linear(16, latent)
+        self.dec_fc = nn.Linear(latent, 7 * 7 * 64)
+        self.t1 = nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1)
+        self.t2 = nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
+        self.t3 = nn.ConvTranspose2d(32, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.c2(F.relu(self.c1(x))))
+        h = F.relu(self.fc(h.flatten(1)))
+        mu, lv = self.mean(h), self.logvar(h)
+        h = F.relu(self.dec_fc(mu + torch.exp(0.5 * lv) * eps)).view(-1, 64, 7, 7)
+        logits = self.t3(F.relu(self.t2(F.relu(self.t1(h)))))
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+        return (bce + kld) / x.shape[0]
+
+
 class MlpVAE(nn.Module):
     """pytorch/examples vae/main.py, loss averaged over the batch."""
 
@@ -63,7 +88,7 @@ class MlpVAE(nn.Module):
 def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
     converted to tensors once, up front: the loop's best case, with a new buffer every step as in training."""
-    model = SeedVAE() if model_name == "seed" else MlpVAE()
+    model = {"seed": SeedVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -81,4 +106,5 @@ def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bo
         opt.step()
         return loss.detach()
 
+    step.num_params = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
     return step, lambda loss: loss.item()
