@@ -21,6 +21,8 @@ FRAMEWORK_PINS = {
     "keras": ["keras==3.15.1", "tensorflow-cpu==2.21.0"],
 }
 KERAS_ENGINES = {"keras-jax": FRAMEWORK_PINS["jax"], "keras-torch": FRAMEWORK_PINS["torch"]}
+MUTMUT = "mutmut==3.8.1"  # pinned: mutant numbering and the stats format change between releases
+MAX_SURVIVING = 0.10
 DATA_ENV = {"VAEBENCH_DATA_DIR": os.environ.get("VAEBENCH_DATA_DIR", os.path.abspath("../shared/data/mnist"))}
 
 
@@ -80,3 +82,25 @@ def bench(session: nox.Session, backend: str) -> None:
     install_core(session)
     session.install("-e", f"backends/{backend}")
     session.run("pytest", "tests/benchmarks", "-m", "bench", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the measurement code ([tool.mutmut] in pyproject.toml: stats, timing windows,
+    the interleaving coordinator, the parity verdict). Fails when more than 10% of mutants survive."""
+    import json
+    import shutil
+
+    session.install(MUTMUT)
+    install_core(session)
+    shutil.rmtree("mutants", ignore_errors=True)
+    session.run("mutmut", "run", env=DATA_ENV)
+    session.run("mutmut", "export-cicd-stats")
+    with open("mutants/mutmut-cicd-stats.json") as f:
+        stats = json.load(f)
+    survived = stats["survived"] + stats["no_tests"] + stats["timeout"] + stats["suspicious"]
+    share = survived / max(stats["total"], 1)
+    session.log(f"{stats['killed']} killed, {survived} survived of {stats['total']} mutants ({share:.1%})")
+    if share > MAX_SURVIVING:
+        session.run("mutmut", "results")
+        session.error(f"{share:.1%} of mutants survive (at most {MAX_SURVIVING:.0%}); see `mutmut results` and `mutmut show`")

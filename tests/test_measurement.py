@@ -20,7 +20,11 @@ from vaebench.paritycheck import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, PARAM_OUTLIER
 
 
 class FakeDevice:
-    """A clock that only moves when queued work is synchronised."""
+    """A clock that only moves when queued work is synchronised, up to the step whose result is waited on.
+
+    Like ``block_until_ready(x)`` or ``x.item()``: waiting on step n's output
+    finishes steps 1..n and nothing else; waiting on anything else is a bug.
+    """
 
     def __init__(self, step_seconds: float) -> None:
         self.now = 100.0
@@ -37,7 +41,13 @@ class FakeDevice:
         self.queued += self.step_seconds
         return self.steps
 
-    def sync(self, _token: object) -> None:
+    def sync(self, token: object) -> None:
+        if token != self.steps:
+            raise AssertionError(f"synchronised on {token!r}, not on the last step's result")
+        self.synchronize()
+
+    def synchronize(self) -> None:
+        """Device-wide: wait for everything queued (``torch.cuda.synchronize``)."""
         self.syncs += 1
         self.now += self.queued
         self.queued = 0.0
@@ -55,9 +65,10 @@ def test_a_window_without_sync_would_measure_nothing():
     assert timing.window(dev.step, lambda _t: None, 4, dev.clock) == 0.0  # what a lying harness would see
 
 
-def test_a_window_needs_a_step():
+def test_a_window_may_be_one_step_and_never_zero():
     dev = FakeDevice(0.25)
-    with pytest.raises(ValueError):
+    assert timing.window(dev.step, dev.sync, 1, dev.clock) == 0.25
+    with pytest.raises(ValueError, match="at least one step"):
         timing.window(dev.step, dev.sync, 0, dev.clock)
 
 
@@ -92,6 +103,15 @@ def test_measure_reports_per_step_seconds_and_images_per_second_from_synchronise
         and summary["windows"] == 3
         and summary["compile_seconds"] == pytest.approx(0.01)
     )
+
+
+def test_measure_defaults_and_a_single_warm_up_call():
+    dev = FakeDevice(0.1)
+    timing.measure({"x": (dev.step, dev.sync)}, batch_size=1, clock=dev.clock)
+    assert dev.steps == 1 + 1 + 5 * 5  # defaults: compile, one warm-up (warmup=2 counts the compile), 5 windows of 5
+    dev = FakeDevice(0.1)
+    timing.measure({"x": (dev.step, dev.sync)}, batch_size=1, windows=2, steps=3, warmup=1, clock=dev.clock)
+    assert dev.steps == 1 + 2 * 3  # warmup=1: the compile call is the only warm-up
 
 
 def test_measure_interleaves_contenders_window_by_window():
@@ -129,7 +149,9 @@ def test_summarize_gives_exact_median_quartiles_and_extremes():
     assert even["median"] == 2.5 and even["q1"] == 1.75 and even["q3"] == 4.75
     one = stats.summarize([7.0])
     assert one["median"] == one["q1"] == one["q3"] == one["min"] == one["max"] == 7.0 and one["windows"] == 1
-    with pytest.raises(ValueError):
+    two = stats.summarize([3.0, 1.0])
+    assert (two["q1"], two["median"], two["q3"]) == (1.5, 2.0, 2.5)
+    with pytest.raises(ValueError, match="at least one value"):
         stats.summarize([])
 
 
@@ -137,7 +159,7 @@ def test_images_per_second_is_images_over_seconds():
     assert stats.images_per_second(128, 10, 2.0) == 640.0
     assert stats.images_per_second(1, 1, 0.5) == 2.0
     for bad in (0.0, -1.0):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must take time"):
             stats.images_per_second(128, 1, bad)
 
 
@@ -158,7 +180,7 @@ def test_ratio_interval_is_the_ratio_of_pooled_medians_with_a_bracketing_determi
     a = [[float(v)] for v in 100 + gen.normal(0, 5, 12)]
     b = [[float(v)] for v in 200 + gen.normal(0, 5, 12)]
     point, low, high = stats.ratio_interval(a, b)
-    assert point == pytest.approx(np.median([r[0] for r in a]) / np.median([r[0] for r in b]))
+    assert point == pytest.approx(np.median([x[0] / y[0] for x, y in zip(a, b, strict=True)]))
     assert low < point < high and high - low < 0.1
     assert stats.ratio_interval(a, b) == (point, low, high)  # fixed seed: same windows, same interval
     wide = stats.ratio_interval(a, b, confidence=0.99)
@@ -166,15 +188,37 @@ def test_ratio_interval_is_the_ratio_of_pooled_medians_with_a_bracketing_determi
     assert wide[1] <= low <= narrow[1] and narrow[2] <= high <= wide[2] and narrow[1] < narrow[2]
 
 
-def test_ratio_interval_pools_several_windows_per_round():
-    point, _, _ = stats.ratio_interval([[1.0, 3.0], [5.0, 7.0]], [[2.0, 2.0], [2.0, 2.0]])
-    assert point == 2.0
+def test_ratio_interval_is_the_percentile_bootstrap_over_rounds_with_seed_zero():
+    noise = np.random.default_rng(7).normal(0, 5, (2, 15, 4))  # 15 rounds of 4 windows
+    a = (100 + noise[0]).tolist()
+    b = (200 + noise[1]).tolist()
+    gen = np.random.default_rng(0)
+    picks = gen.integers(0, 15, size=(stats.BOOTSTRAP_RESAMPLES, 15))
+    paired = [np.median(x) / np.median(y) for x, y in zip(a, b, strict=True)]
+    reps = [np.median([paired[j] for j in p]) for p in picks]
+    want = np.quantile(reps, [0.025, 0.975])
+    _, low, high = stats.ratio_interval(a, b)
+    assert (low, high) == pytest.approx(tuple(want))
+    assert stats.ratio_interval(a, b) != stats.ratio_interval(a, b, seed=1)
+
+
+def test_two_rounds_already_give_an_interval_and_every_round_is_drawn():
+    point, low, high = stats.ratio_interval([[1.0], [2.0]], [[1.0], [1.0]])
+    assert point == 1.5 and low == 1.0 and high == 2.0
+
+
+def test_ratio_interval_pairs_rounds_so_drift_between_rounds_cancels():
+    point, low, high = stats.ratio_interval([[1.0, 3.0], [5.0, 7.0], [10.0, 30.0]], [[4.0, 4.0], [8.0, 16.0], [40.0, 40.0]])
+    assert point == 0.5  # per round: 2/4, 6/12, 20/40
+    assert low == high == 0.5
+    drifting = stats.ratio_interval([[10.0], [100.0], [12.0]], [[20.0], [200.0], [6.0]])
+    assert drifting[0] == 0.5  # pooled medians would say 12/20 = 0.6
 
 
 def test_ratio_interval_needs_paired_rounds():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
         stats.ratio_interval([[1.0]], [[1.0], [2.0]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
         stats.ratio_interval([], [])
     assert stats.ratio_interval([[3.0]], [[6.0]]) == (0.5, 0.5, 0.5)
 
@@ -221,7 +265,7 @@ class StubChannel:
             slow = self.drift[len([e for e in self.log if e[1] == "window"]) - 1] if self.drift else 1.0
             return {"seconds": command["steps"] * self.step_seconds * slow, "steps": command["steps"]}
         if op == "inference":
-            return {"eval_pass_seconds": {"median": 1.0}, "grid_decode_seconds": {"median": 0.01}}
+            return {"eval_pass_seconds": {"median": float(command["repeats"])}, "grid_decode_seconds": {"median": 0.01}}
         return {"peak_rss_mb": 10.0, "peak_device_memory_mb": None, "environment": {}, "plugin": {}}
 
     def close(self) -> None:
@@ -236,7 +280,7 @@ def test_rounds_rotate_the_order_and_only_one_worker_computes_at_a_time():
     log: list = []
     channels = {n: StubChannel(n, 0.1, log) for n in "abc"}
     interleave.run_cell(channels, batch_size=10, rounds=4, settle=0)
-    assert _windows(log) == list("abcbcacababc")
+    assert _windows(log) == list("abc" + "abcbcacababc")  # an untimed warm-up round, then rotation
     ops = [op for _, op in log]
     assert ops[:3] == ["ready"] * 3 and ops[3:6] == ["compile"] * 3  # compiles one at a time, before any window
     assert ops[-3:] == ["finish"] * 3
@@ -245,7 +289,10 @@ def test_rounds_rotate_the_order_and_only_one_worker_computes_at_a_time():
 def test_sequential_schedule_gives_each_backend_its_windows_back_to_back():
     log: list = []
     interleave.run_cell({n: StubChannel(n, 0.1, log) for n in "ab"}, batch_size=10, rounds=3, schedule="sequential", settle=0)
-    assert _windows(log) == list("aaabbb")
+    assert _windows(log) == list("ab" + "aaabbb")
+    log.clear()
+    interleave.run_cell({n: StubChannel(n, 0.1, log) for n in "ab"}, batch_size=10, rounds=2, settle=0, warmup_rounds=0)
+    assert _windows(log) == list("abba")
 
 
 def test_order_rotates_by_one_per_round():
@@ -255,29 +302,35 @@ def test_order_rotates_by_one_per_round():
         list("cab"),
         list("abc"),
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown schedule"):
         interleave.order(list("ab"), 0, "random")
 
 
 def test_cell_figures_and_ratios_follow_from_the_windows():
     log: list = []
     channels = {"a": StubChannel("a", 0.1, log), "b": StubChannel("b", 0.4, log)}
-    cell = interleave.run_cell(channels, batch_size=10, rounds=3, inference_repeats=2, settle=0, window_seconds=0.5)
+    seen: list = []
+    cell = interleave.run_cell(
+        channels, batch_size=10, rounds=3, inference_repeats=2, settle=0.001, window_seconds=1.0, progress=seen.append
+    )
+    assert seen == list("abbaab")
     a, b = cell["a"]["train_images_per_second"], cell["b"]["train_images_per_second"]
-    assert a["steps_per_window"] == 5 and b["steps_per_window"] == 2
+    assert a["steps_per_window"] == 10 and b["steps_per_window"] == 3
+    default = interleave.run_cell({"a": StubChannel("a", 0.1, [])}, batch_size=10, rounds=2, settle=0)
+    assert default["a"]["train_images_per_second"]["steps_per_window"] == 5  # half-second windows by default
     assert a["median"] == pytest.approx(100.0) and b["median"] == pytest.approx(25.0)
     assert a["windows"] == 3 and a["rounds"] == [[pytest.approx(100.0)]] * 3
     assert a["compile_seconds"] == 3.0 and b["compile_seconds"] == 4.0
     assert cell["a"]["ratio"]["to"] == "a" and cell["a"]["ratio"]["text"] == "1"
     assert cell["b"]["ratio"]["value"] == pytest.approx(0.25) and cell["b"]["ratio"]["text"] == "0.25"
-    assert cell["a"]["eval_pass_seconds"] == {"median": 1.0} and cell["b"]["peak_rss_mb"] == 10.0
+    assert cell["a"]["eval_pass_seconds"] == {"median": 2.0} and cell["b"]["peak_rss_mb"] == 10.0
     assert ("a", "inference") in log
 
 
 def test_drift_within_a_round_hits_every_backend_alike_so_the_ratio_stays_exact():
     log: list = []
     # the machine slows 3x in rounds 2-3; each round's windows run back to back
-    drift = [1, 1, 3, 3, 3, 3, 1, 1]
+    drift = [1, 1, 1, 1, 3, 3, 3, 3, 1, 1]  # the first two: the untimed warm-up round
     channels = {"a": StubChannel("a", 0.1, log, drift), "b": StubChannel("b", 0.2, log, drift)}
     cell = interleave.run_cell(channels, batch_size=10, rounds=4, settle=0)
     assert cell["b"]["ratio"]["value"] == pytest.approx(0.5)
@@ -289,6 +342,7 @@ def test_no_inference_unless_asked():
     log: list = []
     cell = interleave.run_cell({"a": StubChannel("a", 0.1, log)}, batch_size=10, rounds=2, settle=0)
     assert ("a", "inference") not in log and cell["a"]["eval_pass_seconds"] is None
+    assert "grid_decode_seconds" in cell["a"] and cell["a"]["grid_decode_seconds"] is None
 
 
 # -- the runner's throughput arithmetic ---------------------------------------------
@@ -309,13 +363,10 @@ def test_runner_images_per_second_is_timed_images_over_timed_seconds(monkeypatch
         dev.step()
         return real_step(staged)
 
-    def synchronize():
-        dev.sync(None)
-
     model.train_staged = step
-    model.synchronize = synchronize
+    model.synchronize = dev.synchronize
     real_fetch = model.fetch
-    model.fetch = lambda values: (dev.sync(None), real_fetch(values))[1]
+    model.fetch = lambda values: (dev.synchronize(), real_fetch(values))[1]
     monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=dev.clock))
     images = load_dataset("mnist", tiny_dir).train_images
     timing_state: dict = {"first_step_seconds": None}
@@ -341,7 +392,9 @@ def test_each_tolerance_holds_at_its_limit_and_fails_past_it(key, limit):
 
 
 def test_parameters_may_move_by_up_to_steps_times_lr():
-    assert verdict(_row(param_abs=3e-3), steps=3, lr=1e-3)
+    assert verdict(_row(param_abs=3e-3 * (1 + 1e-3)), steps=3, lr=1e-3)
+    assert verdict(_row(param_abs=3e-3), steps=3)  # lr defaults to the core's 1e-3
+    assert not verdict(_row(param_abs=3.1e-3), steps=3)
     assert not verdict(_row(param_abs=3.1e-3), steps=3, lr=1e-3)
     assert not verdict(_row(param_abs=3e-3), steps=2, lr=1e-3)
 
@@ -358,6 +411,21 @@ def _result(losses: list[float], params: np.ndarray | None = None) -> dict[str, 
 def test_parting_loss_trajectories_fail_parity_even_when_final_weights_agree():
     rows = compare({"a": _result([500.0, 450.0, 400.0]), "b": _result([500.0, 470.0, 400.0])}, steps=3)
     assert rows[0]["loss_rel"] == pytest.approx(20 / 470) and rows[0]["param_abs"] == 0.0 and not rows[0]["ok"]
+
+
+def test_compare_uses_steps_and_lr_and_counts_outliers_strictly_past_atol():
+    moved = np.zeros(1000)
+    moved[:5] = 2.5e-2  # 0.5% of entries: within PARAM_OUTLIERS, so only the steps * lr bound decides
+    a, b = _result([1.0, 1.0]), _result([1.0, 1.0], moved)
+    assert compare({"a": a, "b": b}, steps=3, lr=1e-2)[0]["ok"]
+    assert not compare({"a": a, "b": b}, steps=3)[0]["ok"]  # default lr 1e-3: 3e-3 at most
+    edge = np.zeros(1000)
+    edge[:20] = PARAM_ATOL  # exactly at the tolerance: not outliers
+    assert compare({"a": _result([1.0], np.zeros(1000)), "b": _result([1.0], edge)}, steps=1)[0]["param_outliers"] == 0.0
+    same = _result([1.0], np.full(1000, 0.5))
+    same["grid"] = same["grid"] + 0.5
+    (row,) = compare({"a": same, "b": {k: v.copy() for k, v in same.items()}}, steps=1)
+    assert row["grid_abs"] == 0.0 and row["param_abs"] == 0.0 and row["ok"]
 
 
 def test_compare_measures_every_difference():
@@ -384,6 +452,7 @@ def test_the_table_puts_each_value_under_its_header_and_the_tolerances_come_from
     cols = header.split()
     assert cols == ["pair", "-ELBO", "rel", "loss", "rel", "grid", "abs", "params", "abs", ">atol", "ok"]
     assert line.split() == ["x", "vs", "y", "1.50e-05", "2.50e-06", "3.50e-07", "4.50e-04", "1.23%", "yes"]
+    assert table([{**row, "ok": False}])[1].endswith("  NO")
     text = tolerances(5)
     assert f"{ELBO_RTOL:g}" in text and f"{GRID_ATOL:g}" in text and f"{PARAM_ATOL:g}" in text
     assert f"{PARAM_OUTLIERS:.0%}" in text and "0.005" in text

@@ -33,6 +33,7 @@ from vaebench.profiles import PRECISIONS, PROFILES
 
 BENCH_SCHEMA = 2
 TUNE_WINDOWS = 3
+WINDOW_SECONDS = 1.0  # per timing window; window-to-window noise on a shared machine shrinks with longer windows
 MEMORY_METHOD = "a fresh worker process per (backend, cell): peak RSS and device memory are that cell's own"
 
 

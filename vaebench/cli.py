@@ -220,7 +220,7 @@ def bench(
 
     from tqdm import tqdm
 
-    from vaebench.bench import run_matrix, write_bench
+    from vaebench.bench import WINDOW_SECONDS, run_matrix, write_bench
     from vaebench.environment import usable_cores
     from vaebench.ttq import run_ttq
 
@@ -274,10 +274,11 @@ def bench(
     method = {
         "schedule": schedule,
         "rounds": repeats,
-        "window_seconds": 0.5,
+        "window_seconds": WINDOW_SECONDS,
+        "warmup_rounds": 1,
         "profile": profile,
         "precision": precision,
-        "ratio_interval": "95% percentile bootstrap over rounds (2000 resamples, seed 0)",
+        "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
         "memory": "a fresh worker process per (backend, cell)",
     }
     json_path, csv_path = write_bench(results, out_dir, ttq, method)

@@ -54,11 +54,13 @@ def run_cell(
     settle: float = SETTLE_SECONDS,
     progress: Callable[[str], None] | None = None,
     window_seconds: float | None = None,
+    warmup_rounds: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Time every channel's windows as ``schedule`` says; returns per backend its windows and summary.
 
     Each backend's windows are sized to about ``window_seconds`` from its own
-    probe step (one step at least). The result per backend holds
+    probe step (one step at least); ``warmup_rounds`` untimed rounds come
+    first. The result per backend holds
     ``train_images_per_second`` (:func:`vaebench.stats.summarize` plus
     ``compile_seconds``, ``steps_per_window`` and ``rounds``: the windows by
     round), ``ratio`` to the fastest backend of the cell with its 95% bootstrap
@@ -76,13 +78,18 @@ def run_cell(
     }
     by_round: dict[str, list[list[float]]] = {name: [[] for _ in range(rounds)] for name in names}
 
-    def one_window(name: str, r: int) -> None:
+    def one_window(name: str, r: int | None) -> None:
         reply = channels[name].call({"op": "window", "steps": steps[name]})
-        by_round[name][r].append(images_per_second(batch_size, reply["steps"], reply["seconds"]))
-        if progress:
-            progress(name)
+        if r is not None:
+            by_round[name][r].append(images_per_second(batch_size, reply["steps"], reply["seconds"]))
+            if progress:
+                progress(name)
         if settle:
             time.sleep(settle)
+
+    for _ in range(warmup_rounds):  # untimed: the first windows after a compile still pay for warm-up
+        for name in names:
+            one_window(name, None)
 
     if schedule == "sequential":
         for name in names:

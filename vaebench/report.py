@@ -8,6 +8,7 @@ such and left out of the figures.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 from pathlib import Path
@@ -274,20 +275,25 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
         atomic_write_bytes(out_dir / name, data)
     atomic_write_bytes(out_dir / "report.md", "\n".join(md).encode())
     html_body = []
+    in_pre = False
     for line in md:
-        if line.startswith("![") and "](" in line:
+        # Only lines outside code blocks are markup, and only the ones this function wrote; everything
+        # else (table rows holding folder names, models, backends read from files) is escaped text.
+        if line == "```":
+            html_body.append("</pre>" if in_pre else "<pre>")
+            in_pre = not in_pre
+        elif not in_pre and line.startswith("![") and line.endswith(")") and line[line.index("(") + 1 : -1] in figures:
             name = line[line.index("(") + 1 : -1]
             html_body.append(
-                f'<img src="data:image/png;base64,{base64.b64encode(figures[name]).decode()}" style="max-width:100%">'
+                f'<img src="data:image/png;base64,{base64.b64encode(figures[name]).decode()}" alt="{html.escape(name)}" '
+                'style="max-width:100%">'
             )
-        elif line.startswith("## "):
-            html_body.append(f"<h2>{line[3:]}</h2>")
-        elif line.startswith("# "):
-            html_body.append(f"<h1>{line[2:]}</h1>")
-        elif line == "```":
-            html_body.append("<pre>" if html_body.count("<pre>") == html_body.count("</pre>") else "</pre>")
+        elif not in_pre and line.startswith("## "):
+            html_body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif not in_pre and line.startswith("# "):
+            html_body.append(f"<h1>{html.escape(line[2:])}</h1>")
         else:
-            html_body.append(line.replace("&", "&amp;").replace("<", "&lt;"))
-    html = "<!doctype html><meta charset='utf-8'><title>vaebench report</title><body style='font-family:sans-serif'>\n"
-    atomic_write_bytes(out_dir / "report.html", (html + "\n".join(html_body) + "\n</body>\n").encode())
+            html_body.append(html.escape(line, quote=False))
+    page = "<!doctype html><meta charset='utf-8'><title>vaebench report</title><body style='font-family:sans-serif'>\n"
+    atomic_write_bytes(out_dir / "report.html", (page + "\n".join(html_body) + "\n</body>\n").encode())
     return out_dir / "report.md", out_dir / "report.html"

@@ -6,10 +6,11 @@ tested with exact values (``tests/test_measurement.py``) and mutation-tested
 
 * :func:`summarize`: median, quartiles, extremes and the windows themselves,
   so windows of several rounds can be pooled and summarised again.
-* :func:`ratio_interval`: a backend's throughput as a ratio to the fastest,
-  with a 95% percentile bootstrap over *rounds*. Windows of one round were
-  measured back to back (interleaved), so a round is the unit of resampling:
-  machine drift moves a whole round, and resampling rounds keeps that pairing.
+* :func:`ratio_interval`: a backend's throughput as a ratio to the fastest:
+  the median of per-round ratios, with a 95% percentile bootstrap over
+  *rounds*. Windows of one round were measured back to back (interleaved), so
+  a round is the unit of pairing and of resampling: machine drift that moves a
+  whole round cancels in its ratio.
 * :func:`format_ratio`: a ratio printed only to the digits its interval supports.
 * :func:`ttq_summary`: time to quality over seeds, median and full range, and
   how many seeds reached the target (nothing is trimmed: with 5 seeds, trimming
@@ -59,33 +60,29 @@ def images_per_second(batch_size: int, steps: int, seconds: float) -> float:
 
 def ratio_interval(
     rounds: Sequence[Sequence[float]],
-    baseline: Sequence[float],
+    baseline: Sequence[Sequence[float]],
     resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """``median(rounds)/median(baseline)`` and its percentile bootstrap interval, resampling paired rounds.
+    """A contender's throughput over the baseline's: the median of the per-round ratios, and its bootstrap interval.
 
     ``rounds[i]`` and ``baseline[i]`` are the windows of round ``i`` of the two
-    contenders (one each when windows are interleaved one per round). Each
-    bootstrap replicate draws rounds with replacement and takes the ratio of
-    the medians of the pooled windows. The seed is fixed, so the same windows
-    always give the same interval.
+    contenders, measured back to back. Each round gives one paired ratio (the
+    medians of its windows), so drift that moves a whole round cancels. Each
+    bootstrap replicate draws rounds with replacement and takes the median of
+    their ratios; the interval is the replicates' percentiles. The seed is
+    fixed, so the same windows always give the same interval.
     """
     if len(rounds) != len(baseline) or not rounds:
         raise ValueError("ratio_interval needs the same, non-zero number of rounds for both contenders")
-    a = [list(r) for r in rounds]
-    b = [list(r) for r in baseline]
-    point = statistics.median([v for r in a for v in r]) / statistics.median([v for r in b for v in r])
-    if len(a) < 2:
+    paired = np.array([statistics.median(a) / statistics.median(b) for a, b in zip(rounds, baseline, strict=True)])
+    point = float(np.median(paired))
+    if len(paired) < 2:
         return point, point, point
     gen = np.random.default_rng(seed)
-    picks = gen.integers(0, len(a), size=(resamples, len(a)))
-    replicates = np.empty(resamples)
-    for i, pick in enumerate(picks):
-        num = np.median(np.concatenate([a[j] for j in pick]))
-        den = np.median(np.concatenate([b[j] for j in pick]))
-        replicates[i] = num / den
+    picks = gen.integers(0, len(paired), size=(resamples, len(paired)))
+    replicates = np.median(paired[picks], axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
     return point, float(low), float(high)
