@@ -142,3 +142,17 @@ def test_a_harness_path_holding_something_else_is_refused_and_kept(tmp_path):
     with pytest.raises(BackendError, match="not a harness document"):
         write_harness([_harness_row("torch", 128, 1.0, 1.0)], path)
     assert path.read_text() == '{"kind": "bench", "results": []}'
+
+
+def test_bench_arguments_are_checked_before_anything_runs(tmp_path):
+    for args, needle in [
+        (["--batch-sizes", "abc"], "comma-separated list of ints"),
+        (["--batch-sizes", "0"], "at least 1"),
+        (["--repeats", "1"], "--repeats"),
+        (["--threads", "0"], "--threads"),
+        (["--no-throughput"], "nothing to do"),
+        (["--models", "nope"], "unknown model"),
+    ]:
+        result = CliRunner().invoke(cli, ["bench", "--backends", "numpy", "--out", str(tmp_path / "b"), *args])
+        assert result.exit_code == 2 and needle in result.output, (args, result.output)
+    assert not (tmp_path / "b").exists()

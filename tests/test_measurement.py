@@ -338,6 +338,14 @@ def test_drift_within_a_round_hits_every_backend_alike_so_the_ratio_stays_exact(
     assert cell["a"]["train_images_per_second"]["min"] < cell["a"]["train_images_per_second"]["max"]
 
 
+def test_the_fastest_is_chosen_by_paired_rounds_not_by_pooled_medians():
+    # b beats a in three rounds of five; a's pooled median (200) is still above b's (150)
+    by_round = {"a": [[100.0], [100.0], [200.0], [200.0], [200.0]], "b": [[105.0], [105.0], [210.0], [150.0], [150.0]]}
+    ratios = interleave.cell_ratios(by_round)
+    assert ratios["a"]["to"] == ratios["b"]["to"] == "b" and ratios["b"]["text"] == "1"
+    assert ratios["a"]["value"] == pytest.approx(100 / 105)
+
+
 def test_no_inference_unless_asked():
     log: list = []
     cell = interleave.run_cell({"a": StubChannel("a", 0.1, log)}, batch_size=10, rounds=2, settle=0)

@@ -190,6 +190,9 @@ def _csv(kind: type = str, minimum: int | None = None):
 )
 @click.option("--inference/--no-inference", default=True, show_default=True, help="Also time an eval pass and the grid.")
 @click.option(
+    "--throughput/--no-throughput", default=True, show_default=True, help="Time the matrix (off: time to quality only)."
+)
+@click.option(
     "--out", type=click.Path(file_okay=False), help="Folder for bench.json and bench.csv. Default: results/bench/<UTC time>."
 )
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
@@ -209,6 +212,7 @@ def bench(
     options: tuple[str, ...],
     schedule: str,
     inference: bool,
+    throughput: bool,
     out: str | None,
     overwrite: bool,
     ttq_models: list[str] | None,
@@ -220,7 +224,7 @@ def bench(
 
     from tqdm import tqdm
 
-    from vaebench.bench import WINDOW_SECONDS, run_matrix, write_bench
+    from vaebench.bench import WINDOW_SECONDS, run_matrix, split_options, write_bench
     from vaebench.environment import usable_cores
     from vaebench.ttq import run_ttq
 
@@ -237,6 +241,10 @@ def bench(
         f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
         f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
     )
+    if not throughput:
+        models, batch_sizes = [], []
+        if not ttq_models:
+            raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
     cells = len(models) * len(batch_sizes)
     bar = tqdm(total=cells * len(backends) * repeats, desc="windows", disable=not sys.stderr.isatty(), leave=False)
     results = []
@@ -264,11 +272,12 @@ def bench(
         results.append(r)
     bar.close()
     ttq = []
+    per_backend = split_options(_options(options), backends)
     for model in ttq_models or []:
         for b in backends:
-            for entry in run_ttq(
-                b, model, ttq_seeds, log=click.echo, threads=threads, data_dir=data_dir, device=device, precision=precision
-            ):
+            settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision}
+            settings.update(compile=compile_ and "compile" in registry.load(b)[0].tunables, options=per_backend[b])
+            for entry in run_ttq(b, model, ttq_seeds, log=click.echo, **settings):
                 if entry.get("kind") == "ttq":
                     ttq.append(entry)
     method = {

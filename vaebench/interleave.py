@@ -125,8 +125,23 @@ def summarize_cell(
             **dict(inference.get(name, {"eval_pass_seconds": None, "grid_decode_seconds": None})),
             **dict(finished[name]),
         }
-    fastest = max(out, key=lambda n: out[n]["train_images_per_second"]["median"])
-    for name in out:
+    for name, ratio in cell_ratios(by_round).items():
+        out[name]["ratio"] = ratio
+    return out
+
+
+def cell_ratios(by_round: Mapping[str, list[list[float]]]) -> dict[str, dict[str, Any]]:
+    """Every backend's paired ratio to the cell's fastest, with its interval.
+
+    The fastest is the backend with the highest paired ratio to an arbitrary
+    anchor (the first), so it is chosen by the same per-round pairing the
+    ratios use rather than by pooled medians, which drift can reorder.
+    """
+    names = list(by_round)
+    anchor = by_round[names[0]]
+    fastest = max(names, key=lambda n: ratio_interval(by_round[n], anchor)[0])
+    out = {}
+    for name in names:
         point, low, high = ratio_interval(by_round[name], by_round[fastest])
-        out[name]["ratio"] = {"to": fastest, "value": point, "low": low, "high": high, "text": format_ratio(point, low, high)}
+        out[name] = {"to": fastest, "value": point, "low": low, "high": high, "text": format_ratio(point, low, high)}
     return out

@@ -122,6 +122,7 @@ def run_ttq(
         "target": TTQ_TARGETS[model_name],
         "profile": "default",
         "precision": settings.get("precision", "fp32"),
+        "variant": {"compile": bool(settings.get("compile")), "options": dict(settings.get("options") or {})},
         "runs": runs,
         **ttq_summary([r["seconds"] for r in runs]),
     }

@@ -216,3 +216,14 @@ class BackendTests:
         env = backend.environment()
         assert env["device"] in ("cpu", "cuda")
         assert env.get("framework") and env.get("device_name")
+        assert env.get("precision") == backend.precision == "fp32", "every plugin applies and reports the core's precision"
+        assert env.get("execution"), "every row names the execution mode that produced it"
+
+    def test_tunables_are_options_the_plugin_accepts(self, backend):
+        # ``--profile best`` builds every combination of these; each must be a valid setting of this plugin
+        for key, values in type(backend).tunables.items():
+            assert values, f"tunable {key!r} lists no values"
+            if key != "compile":
+                assert key in type(backend).option_defaults, f"tunable {key!r} is not one of the plugin's options"
+                allowed = type(backend).option_values.get(key)
+                assert allowed is None or set(values) <= set(allowed)

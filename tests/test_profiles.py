@@ -1,0 +1,108 @@
+"""Execution profiles and the precision policy: declared, checked, recorded."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vaebench.bench import _tune, split_options
+from vaebench.benchworker import CellRequest
+from vaebench.cli import cli
+from vaebench.errors import ConfigError
+from vaebench.profiles import Variant, check_precision, variants
+
+TORCH_LIKE = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
+
+
+def test_default_profile_runs_exactly_what_was_asked():
+    assert variants(TORCH_LIKE, "default") == [Variant(False, {})]
+    assert variants(TORCH_LIKE, "default", True, {"layout": "nchw"}) == [Variant(True, {"layout": "nchw"})]
+
+
+def test_best_profile_tries_every_combination_of_the_tunables():
+    got = variants(TORCH_LIKE, "best")
+    assert len(got) == 4 and {(v.compile, v.options["layout"]) for v in got} == {
+        (False, "nhwc"),
+        (False, "nchw"),
+        (True, "nhwc"),
+        (True, "nchw"),
+    }
+
+
+def test_best_profile_keeps_what_the_user_fixed():
+    assert variants(TORCH_LIKE, "best", options={"layout": "nchw"}) == [
+        Variant(False, {"layout": "nchw"}),
+        Variant(True, {"layout": "nchw"}),
+    ]
+    assert variants(TORCH_LIKE, "best", compile=True) == [Variant(True, {"layout": "nhwc"}), Variant(True, {"layout": "nchw"})]
+    assert variants({}, "best") == [Variant(False, {})]
+    with pytest.raises(ValueError, match="unknown profile"):
+        variants(TORCH_LIKE, "fastest")
+
+
+def test_variant_labels_and_json():
+    assert Variant().label() == "plugin defaults"
+    assert Variant(True, {"layout": "nchw"}).label() == "compile, layout=nchw"
+    assert Variant(True, {"xla": "1"}).to_dict() == {"compile": True, "options": {"xla": "1"}}
+
+
+def test_tf32_is_refused_where_it_would_change_nothing():
+    check_precision("fp32", {"device": "cpu"})
+    check_precision("tf32", {"device": "cuda"})
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        check_precision("tf32", {"device": "cpu"})
+
+
+def test_a_run_records_profile_and_precision_and_refuses_tf32_on_a_cpu(tmp_path, tiny_dir):
+    args = ["run", "--backend", "numpy", "--model", "mlp", "--epochs", "1", "-q", "--data-dir", str(tiny_dir)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
+    execution = json.loads((tmp_path / "ok" / "metrics.json").read_text())["execution"]
+    assert execution["profile"] == "default" and execution["precision"] == "fp32"
+    assert execution["variant"] == {"compile": False, "options": {}} and execution["execution"]
+    refused = CliRunner().invoke(cli, [*args, "--precision", "tf32", "--out", str(tmp_path / "no")])
+    assert refused.exit_code != 0 and "needs a GPU" in str(refused.exception)
+    assert not (Path(tmp_path) / "no" / "metrics.json").exists()
+
+
+def test_bench_options_go_to_the_backends_that_have_them():
+    assert split_options({"numpy:x": "1"}, ["numpy"]) == {"numpy": {"x": "1"}}
+    with pytest.raises(ConfigError, match="not benchmarked"):
+        split_options({"torch:layout": "nchw"}, ["numpy"])
+    with pytest.raises(ConfigError, match="no benchmarked backend has option"):
+        split_options({"layout": "nchw"}, ["numpy"])
+
+
+class _TuningStub:
+    def __init__(self, n: int) -> None:
+        self.n, self.closed, self.calls = n, False, []
+
+    def ready(self) -> dict:
+        return {"ready": True, "variants": self.n}
+
+    def call(self, command: dict) -> dict:
+        self.calls.append(command)
+        return {"choice": {"compile": True, "options": {"layout": "nchw"}}, "candidates": [{"label": "x", "median": 1.0}]}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_tuning_fixes_the_request_to_the_measured_choice_in_a_worker_that_then_exits():
+    stub = _TuningStub(4)
+    request = CellRequest("torch", "mlp", 128, 2, profile="best")
+    fixed, record = _tune(request, lambda _r: stub)
+    assert stub.closed and stub.calls == [{"op": "tune", "windows": 3}]
+    assert fixed.profile == "default" and fixed.compile and fixed.options == {"layout": "nchw"}
+    assert record["candidates"] and fixed.model == "mlp" and fixed.batch_size == 128
+    single = _TuningStub(1)
+    same, none = _tune(request, lambda _r: single)
+    assert none is None and single.calls == [] and single.closed and not same.compile
+
+
+def test_cell_requests_travel_as_json():
+    request = CellRequest("keras", "conv", 512, 2, "cpu", "fp32", "best", False, {"xla": "1"})
+    assert CellRequest.from_json(request.to_json()) == request
+    with pytest.raises(TypeError):
+        CellRequest.from_json('{"backend": "x", "nonsense": 1}')
