@@ -268,6 +268,12 @@ class StubChannel:
             return {"eval_pass_seconds": {"median": float(command["repeats"])}, "grid_decode_seconds": {"median": 0.01}}
         return {"peak_rss_mb": 10.0, "peak_device_memory_mb": None, "environment": {}, "plugin": {}}
 
+    def pause(self) -> None:
+        self.log.append((self.name, "pause"))
+
+    def resume(self) -> None:
+        self.log.append((self.name, "resume"))
+
     def close(self) -> None:
         self.closed = True
 
@@ -284,6 +290,13 @@ def test_rounds_rotate_the_order_and_only_one_worker_computes_at_a_time():
     ops = [op for _, op in log]
     assert ops[:3] == ["ready"] * 3 and ops[3:6] == ["compile"] * 3  # compiles one at a time, before any window
     assert ops[-3:] == ["finish"] * 3
+    running = {n: True for n in "abc"}
+    for name, op in log:  # replay: when a window is timed, every other worker is frozen
+        if op in ("pause", "resume"):
+            running[name] = op == "resume"
+        elif op == "window":
+            assert running[name] and not any(running[o] for o in "abc" if o != name), log
+    assert all(running.values())  # thawed again for inference and finish
 
 
 def test_sequential_schedule_gives_each_backend_its_windows_back_to_back():

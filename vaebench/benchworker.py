@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -262,8 +263,19 @@ class WorkerProcess:
         self.proc.stdin.flush()
         return self._read()
 
+    def pause(self) -> None:
+        """Freeze the whole process (SIGSTOP): no thread of an idle worker may spin, prefetch or collect garbage."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let the process run again (SIGCONT)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def close(self) -> None:
         if self.proc.poll() is None:
+            self.resume()
             self.proc.kill()
         self.proc.wait()
         self.errors.close()

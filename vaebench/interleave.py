@@ -4,7 +4,9 @@ For one (model, batch size) cell, every backend gets a worker process
 (:mod:`vaebench.benchworker`) with the same thread count. Workers start and
 build in parallel (nothing is timed then), compile one at a time, and then only
 one worker computes at a time: the coordinator asks each in turn for one
-timing window and waits for its answer before asking the next. Rounds go
+timing window and waits for its answer before asking the next, and every
+other worker is frozen meanwhile (SIGSTOP), so no idle thread pool, prefetch
+thread or garbage collector competes for the cores. Rounds go
 A B C, B C A, C A B, ...: the order rotates every round, so neither machine
 drift nor going first lands on one backend. Each worker times its own window
 with its framework's synchronisation; the coordinator only schedules.
@@ -33,6 +35,10 @@ class Channel(Protocol):
     def ready(self) -> dict[str, Any]: ...
 
     def call(self, command: dict[str, Any]) -> dict[str, Any]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -79,7 +85,9 @@ def run_cell(
     by_round: dict[str, list[list[float]]] = {name: [[] for _ in range(rounds)] for name in names}
 
     def one_window(name: str, r: int | None) -> None:
+        channels[name].resume()
         reply = channels[name].call({"op": "window", "steps": steps[name]})
+        channels[name].pause()
         if r is not None:
             by_round[name][r].append(images_per_second(batch_size, reply["steps"], reply["seconds"]))
             if progress:
@@ -87,6 +95,8 @@ def run_cell(
         if settle:
             time.sleep(settle)
 
+    for name in names:  # from here on only the worker whose window it is runs at all
+        channels[name].pause()
     for _ in range(warmup_rounds):  # untimed: the first windows after a compile still pay for warm-up
         for name in names:
             one_window(name, None)
@@ -99,6 +109,8 @@ def run_cell(
         for r in range(rounds):
             for name in order(names, r, schedule):
                 one_window(name, r)
+    for name in names:
+        channels[name].resume()
     inference = (
         {name: channels[name].call({"op": "inference", "repeats": inference_repeats}) for name in names}
         if inference_repeats
