@@ -156,3 +156,27 @@ def test_bench_arguments_are_checked_before_anything_runs(tmp_path):
         result = CliRunner().invoke(cli, ["bench", "--backends", "numpy", "--out", str(tmp_path / "b"), *args])
         assert result.exit_code == 2 and needle in result.output, (args, result.output)
     assert not (tmp_path / "b").exists()
+
+
+def test_nothing_from_a_file_or_folder_name_reaches_report_html_unescaped(tmp_path):
+    from vaebench.report import write_report
+    from vaebench.stats import summarize
+
+    evil = "## <script>alert(1)</script>"
+    row = {
+        "backend": "<img src=x onerror=alert(1)>",
+        "model": evil,
+        "batch_size": 8,
+        "train_images_per_second": {**summarize([1.0, 2.0]), "compile_seconds": 0.1},
+        "ratio": {"text": "1"},
+        "settings": {"profile": "default", "precision": "fp32", "schedule": "interleaved"},
+        "eval_pass_seconds": None,
+        "grid_decode_seconds": None,
+        "peak_rss_mb": 1.0,
+        "source": str(tmp_path / "![x](y)" / "bench.json"),
+        "machine": "# <b>cpu</b>",
+    }
+    _, html_path = write_report([row], [], tmp_path / "rep")
+    page = html_path.read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>" not in page
+    assert "&lt;script&gt;" in page and page.count("<img ") == 1  # the throughput figure, nothing else

@@ -210,8 +210,9 @@ def _method_lines(results: list[dict]) -> list[str]:
         lines += [
             "Interleaved: for each (model, batch) cell every backend ran in a live worker process of its own, with the",
             "same thread count, and only one computed at a time: timing windows were handed out in turn, the order",
-            "rotated every round, so machine drift landed on every backend alike. Ratios are to the cell's fastest",
-            "backend, with a 95% bootstrap interval over rounds, printed to the digits the interval supports.",
+            "rotated every round and every other worker frozen, so machine drift landed on every backend alike.",
+            "Ratios are to the cell's fastest backend: the median of per-round paired ratios, with a 95% bootstrap",
+            "interval over rounds, printed to the digits the interval supports.",
         ]
     lines += [
         "Memory: peak RSS of a fresh worker process per (backend, cell); no row carries another row's peak.",

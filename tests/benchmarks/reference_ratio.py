@@ -50,6 +50,8 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
     with staged_feed(model, batches) as plugin:
         contenders = {"plugin": plugin}
         for label, module, kwargs in REFERENCES[backend_name]:
+            if "xla" in kwargs and (options or {}).get("xla") in ("0", "1") and kwargs["xla"] != (options["xla"] == "1"):
+                continue  # the plugin's XLA setting is fixed: hold it to the hand-written loop with the same setting
             contenders[label] = importlib.import_module(module).make_step(model_name, batches, **kwargs)
         results = {name: r.summary() for name, r in measure(contenders, batch_size, windows=windows, steps=steps).items()}
     best = max((name for name in results if name != "plugin"), key=lambda name: results[name]["median"])
