@@ -51,7 +51,6 @@ from vaebench.evaluation import grid_points
 from vaebench.prefetch import Prefetcher
 from vaebench.profiles import check_precision, variants
 from vaebench.spec import AdamConfig, get_model
-from vaebench.stats import summarize
 from vaebench.timing import Step, Sync, measure, steps_for, timed_call, window
 from vaebench.weights import init_params
 
@@ -287,13 +286,6 @@ def main() -> None:
     os.dup2(2, 1)  # anything a framework prints goes to stderr, not into the protocol
     sys.stdout = sys.stderr
     serve(CellRequest.from_json(sys.argv[1]), sys.stdin, replies)
-
-
-def summarize_windows(batch_size: int, windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """:func:`vaebench.stats.summarize` of images/s over ``window`` replies."""
-    from vaebench.stats import images_per_second
-
-    return summarize([images_per_second(batch_size, w["steps"], w["seconds"]) for w in windows])
 
 
 if __name__ == "__main__":

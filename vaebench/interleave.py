@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from vaebench.stats import format_ratio, images_per_second, ratio_interval, summarize
-from vaebench.timing import steps_for
+from vaebench.timing import WINDOW_SECONDS, steps_for
 
 SCHEDULES = ("interleaved", "sequential")
 SETTLE_SECONDS = 0.02  # a pause between windows, so a finished worker's spinning threads have gone idle
@@ -59,7 +59,7 @@ def run_cell(
     inference_repeats: int = 0,
     settle: float = SETTLE_SECONDS,
     progress: Callable[[str], None] | None = None,
-    window_seconds: float | None = None,
+    window_seconds: float = WINDOW_SECONDS,
     warmup_rounds: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Time every channel's windows as ``schedule`` says; returns per backend its windows and summary.
@@ -78,10 +78,7 @@ def run_cell(
     compiled = {}
     for name in names:  # one at a time: a compile is timed alone, too
         compiled[name] = channels[name].call({"op": "compile"})
-    steps = {
-        name: steps_for(c["probe_seconds"], *(() if window_seconds is None else (window_seconds,)))
-        for name, c in compiled.items()
-    }
+    steps = {name: steps_for(c["probe_seconds"], window_seconds) for name, c in compiled.items()}
     by_round: dict[str, list[list[float]]] = {name: [[] for _ in range(rounds)] for name in names}
 
     def one_window(name: str, r: int | None) -> None:
