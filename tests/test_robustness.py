@@ -153,7 +153,7 @@ def test_resume_refuses_what_is_not_a_resumable_run(tmp_path, tiny_dir):
 def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_dir):
     """An --out that cannot be created (here: below a file; as root, permissions would not stop it)."""
     (tmp_path / "afile").write_text("x")
-    proc = _run(["run", "--model", "mlp", "--data-dir", str(tiny_dir), "--out", str(tmp_path / "afile" / "r")])
+    proc = _run(["run", "-b", "numpy", "--model", "mlp", "--data-dir", str(tiny_dir), "--out", str(tmp_path / "afile" / "r")])
     assert proc.returncode == 2 and "cannot create" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
 

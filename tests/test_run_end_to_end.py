@@ -82,7 +82,7 @@ def test_eval_scores_one_backends_weights_with_every_backend(tiny_dir, tmp_path)
     args = [*f"run --backend {trainer} --model conv --epochs 1 --batch-size 32 -q".split(), "--data-dir", str(tiny_dir)]
     assert CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False).exit_code == 0
     scores = {}
-    for name in (b for b in ("torch", "jax", "keras") if b in INSTALLED):
+    for name in (b for b in ("numpy", "torch", "jax", "keras") if b in INSTALLED):
         result = CliRunner().invoke(cli, ["eval", str(out), "--backend", name, "--k", "16", "--data-dir", str(tiny_dir), "-q"])
         assert result.exit_code == 0, result.output
         scores[name] = json.loads((out / "metrics.json").read_text())["evaluations"][name]

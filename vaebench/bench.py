@@ -27,7 +27,7 @@ from vaebench import registry
 from vaebench.benchworker import CellRequest, WorkerProcess
 from vaebench.environment import host_environment, usable_cores
 from vaebench.errors import BackendError, ConfigError
-from vaebench.fileio import atomic_write_bytes, atomic_write_json
+from vaebench.fileio import atomic_write_bytes, atomic_write_json, read_json
 from vaebench.interleave import SCHEDULES, Channel, run_cell
 from vaebench.profiles import PRECISIONS, PROFILES
 
@@ -219,10 +219,7 @@ def write_harness(rows: list[dict], path: Path) -> Path:
     path = Path(path)
     doc: dict[str, Any] = {"schema_version": BENCH_SCHEMA, "kind": "harness", "environment": host_environment(), "results": []}
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BackendError(f"{path} exists but is not readable JSON ({exc}); move it away or pick another --json") from None
+        old = read_json(path, "move it away or pick another --json")
         if not isinstance(old, dict) or old.get("kind") != "harness" or not isinstance(old.get("results"), list):
             raise BackendError(f"{path} is not a harness document; pick another --json")
         doc["results"] = old["results"]

@@ -10,9 +10,9 @@ resumed epoch regenerates and skips the batches already trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ import numpy as np
 
 from vaebench.contract import Model
 from vaebench.errors import VaebenchError
-from vaebench.fileio import atomic_write_bytes
+from vaebench.fileio import atomic_write_bytes, read_npz
+from vaebench.results import EPOCH_SCHEMA
+from vaebench.schema import NUM, check
 
 CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_VERSION = 1
@@ -41,8 +43,9 @@ class Position:
 
 def save_checkpoint(run_dir: Path, model: Model, position: Position) -> None:
     """Write weights, Adam state and ``position`` atomically to ``run_dir/checkpoint.npz``."""
-    arrays = {f"param/{k}": v for k, v in model.export_weights().items()}
-    arrays.update({f"adam/{k}": v for k, v in model.export_optimizer_state().items()})
+    # exact: in the backend's own precision (float64 for numpy), so a resumed run continues bit for bit
+    arrays = {f"param/{k}": v for k, v in model.export_weights(exact=True).items()}
+    arrays.update({f"adam/{k}": v for k, v in model.export_optimizer_state(exact=True).items()})
     meta = json.dumps({"version": CHECKPOINT_VERSION, **asdict(position)}, allow_nan=False)
     arrays["meta"] = np.frombuffer(meta.encode(), np.uint8)
     buffer = io.BytesIO()
@@ -50,18 +53,39 @@ def save_checkpoint(run_dir: Path, model: Model, position: Position) -> None:
     atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
 
 
+META_SCHEMA = {
+    "version": int,
+    "epoch": int,
+    "step": int,
+    "losses": [NUM],
+    "seconds": NUM,
+    "history": [EPOCH_SCHEMA],
+    "timing": dict,
+}
+
+
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Position]:
-    """``(weights, adam_state, position)`` from ``run_dir/checkpoint.npz``."""
+    """``(weights, adam_state, position)`` from ``run_dir/checkpoint.npz``, every part checked."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise VaebenchError(f"{run_dir} has no {CHECKPOINT} (it stopped before its first epoch ended); start it again")
+    fix = "the run cannot be resumed; start it again with --overwrite"
+    data = read_npz(path, fix)
     try:
-        with np.load(path) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            params = {k[6:]: data[k] for k in data.files if k.startswith("param/")}
-            adam = {k[5:]: data[k] for k in data.files if k.startswith("adam/")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise VaebenchError(f"{path} is unreadable ({exc}); the run cannot be resumed") from None
-    if meta.pop("version", None) != CHECKPOINT_VERSION:
-        raise VaebenchError(f"{path} was written by an incompatible vaebench (checkpoint version); start the run again")
+        meta = json.loads(bytes(data["meta"]).decode())
+    except (KeyError, UnicodeDecodeError, ValueError, RecursionError):
+        raise VaebenchError(f"{path} has no readable position (meta); {fix}") from None
+    if not isinstance(meta, dict) or meta.get("version") != CHECKPOINT_VERSION:
+        raise VaebenchError(f"{path} was written by an incompatible vaebench (checkpoint version); {fix}")
+    check(meta, META_SCHEMA, f"{path} (meta)", fix)
+    known = {f.name for f in dataclasses.fields(Position)}
+    extra = sorted(set(meta) - known - {"version"})
+    if extra:
+        raise VaebenchError(f"{path} has unknown position fields {extra[:3]}; {fix}")
+    params = {k[6:]: v for k, v in data.items() if k.startswith("param/")}
+    adam = {k[5:]: v for k, v in data.items() if k.startswith("adam/")}
+    for name, value in {**params, **adam}.items():
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise VaebenchError(f"{path}: {name} is not finite floating point; {fix}")
+    meta.pop("version")
     return params, adam, Position(**meta)

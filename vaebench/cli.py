@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from vaebench import registry
-from vaebench.errors import VaebenchError
+from vaebench.errors import Terminated, VaebenchError
 from vaebench.interleave import SCHEDULES
 from vaebench.profiles import PRECISIONS, PROFILES
 from vaebench.spec import DATASETS, DEFAULT_MODEL, MODELS, TrainConfig
@@ -68,6 +68,11 @@ def cli() -> None:
     type=click.Path(file_okay=False, exists=True),
     help="Continue an interrupted run from its checkpoint, with its own settings (only --data-dir and -q apply).",
 )
+@click.option(
+    "--accept-data-change",
+    is_flag=True,
+    help="With --resume: continue although the data's SHA-256 differs from the run's (recorded in metrics.json).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
@@ -77,9 +82,17 @@ def run(**kw: object) -> None:
     quiet = bool(kw["quiet"])
     log = (lambda _msg: None) if quiet else click.echo
     if kw["resume"]:
-        metrics = resume_run(Path(kw["resume"]), data_dir=kw["data_dir"], progress=not quiet, log=log)
+        metrics = resume_run(
+            Path(kw["resume"]),
+            data_dir=kw["data_dir"],
+            progress=not quiet,
+            log=log,
+            accept_data_change=bool(kw["accept_data_change"]),
+        )
         click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
         return
+    if kw["accept_data_change"]:
+        raise click.UsageError("--accept-data-change applies only with --resume")
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options"}
     config = TrainConfig(
@@ -97,10 +110,9 @@ def run(**kw: object) -> None:
         log=log,
     )
     final = metrics["final"]["test_neg_elbo"]
-    click.echo(
-        f"test -ELBO {final:.2f} nats; wrote {out}/ (metrics.json, weights.npz, grid.png, samples.png, "
-        "reconstructions.png, latent.png, curves.png)"
-    )
+    names = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
+    wrote = [n for n in names if (out / n).exists()]
+    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
 
 
 @cli.command(name="eval")
@@ -109,15 +121,28 @@ def run(**kw: object) -> None:
 @click.option("--k", "k", type=int, default=5000, show_default=True, help="Importance samples per test image (0: skip IWAE).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--quiet", "-q", is_flag=True)
-def eval_(run_dir: str, backend: str | None, k: int, data_dir: str | None, device: str, quiet: bool) -> None:
-    """Evaluate a finished run's weights (any backend): -ELBO, IWAE NLL, active units, KL per dimension."""
+@click.option("--accept-data-change", is_flag=True, help="Evaluate on test files whose SHA-256 differs from the run's.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines; only the result.")
+def eval_(
+    run_dir: str, backend: str | None, k: int, data_dir: str | None, device: str, accept_data_change: bool, quiet: bool
+) -> None:
+    """Evaluate a finished run's weights (any backend): -ELBO, IWAE NLL, active units, KL per dimension.
+
+    The test files are read from where the run recorded them unless --data-dir says otherwise.
+    """
     from vaebench.runner import evaluate_run
 
     if k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
     result = evaluate_run(
-        Path(run_dir), backend, k, data_dir, device, progress=not quiet, log=(lambda _msg: None) if quiet else click.echo
+        Path(run_dir),
+        backend,
+        k,
+        data_dir,
+        device,
+        progress=not quiet,
+        log=(lambda _msg: None) if quiet else click.echo,
+        accept_data_change=accept_data_change,
     )
     line = f"test -ELBO {result['test_neg_elbo']:.2f} nats (recon {result['test_recon']:.2f} + KL {result['test_kl']:.2f})"
     if "test_nll" in result:
@@ -316,6 +341,26 @@ def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
         click.echo(f"wrote {md} and {html}")
 
 
+def _device_line(name: str) -> str:
+    """The device ``name`` would use, asked in a process of its own: Keras engines cannot share one."""
+    import subprocess
+
+    code = (
+        "import sys; from vaebench import registry; from vaebench.errors import VaebenchError\n"
+        "try:\n    env = registry.load(sys.argv[1])[0]().environment()\n"
+        "    print(f\"device     {env.get('device')}: {env.get('device_name')}\")\n"
+        "except VaebenchError as exc:\n    print(f'unusable   {exc}')"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "unusable   importing the framework took over 5 minutes"
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return f"unusable   the import failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
+    return lines[-1]
+
+
 @cli.command()
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:
@@ -325,22 +370,25 @@ def backends(devices: bool) -> None:
         versions = ", ".join(f"{k} {v}" for k, v in info.framework_versions().items())
         click.echo(f"{name:12s} installed  {info.distribution} {info.version}  [{versions}]")
         if devices:
-            try:
-                env = registry.load(name)[0]().environment()
-                click.echo(f"{'':12s} device     {env.get('device')}: {env.get('device_name')}")
-            except VaebenchError as exc:
-                click.echo(f"{'':12s} unusable   {exc}")
+            click.echo(f"{'':12s} {_device_line(name)}")
     for name, how in registry.KNOWN.items():
         if name not in plugins:
             click.echo(f"{name:12s} missing    {how}")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main() -> None:
-    """Entry point: run the click group, turning user errors into one line."""
+    """Entry point: run the click group, turning user errors and signals into one line."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)  # the training loop installs its own, which checkpoints
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C outside the training loop into Abort
+        click.echo("interrupted; no file was left half-written", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -348,9 +396,10 @@ def main() -> None:
     except VaebenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted: the run folder's metrics.json says status 'interrupted'", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        click.echo("interrupted; no file was left half-written", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

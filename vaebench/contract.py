@@ -87,6 +87,9 @@ def _check(name: str, array: Any, shape: tuple[int | None, ...]) -> np.ndarray:
 class Model(abc.ABC):
     """One VAE built by a backend from a :class:`ModelSpec`, with its Adam state."""
 
+    #: The precision the backend holds its weights and Adam state in; checkpoints keep it.
+    state_dtype: ClassVar[type] = np.float32
+
     def __init__(self, spec: ModelSpec, adam: AdamConfig) -> None:
         self.spec = spec
         self.adam = adam
@@ -102,15 +105,20 @@ class Model(abc.ABC):
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
         """Replace all parameters with canonical ``params`` and reset Adam's state."""
         check_params(self.spec, params)
-        self._load_weights({k: np.asarray(v, np.float32) for k, v in params.items()})
+        self._load_weights({k: np.asarray(v, self.state_dtype) for k, v in params.items()})
 
-    def export_weights(self) -> Params:
-        """Current parameters as canonical float32 NumPy arrays (copies)."""
+    def export_weights(self, exact: bool = False) -> Params:
+        """Current parameters as canonical float32 NumPy arrays (copies).
+
+        ``exact=True`` keeps the backend's own precision (:attr:`state_dtype`),
+        which is what a checkpoint needs to resume bit for bit.
+        """
         params = self._export_weights()
         check_params(self.spec, params)
-        return params
+        dtype = self.state_dtype if exact else np.float32
+        return {k: np.asarray(v, dtype) for k, v in params.items()}
 
-    def export_optimizer_state(self) -> dict[str, np.ndarray]:
+    def export_optimizer_state(self, exact: bool = False) -> dict[str, np.ndarray]:
         """Adam's state, canonically: ``step`` (number of updates so far, a 0-d array) and, for
         every parameter ``p``, ``p/m`` and ``p/v`` (first and second moments, in ``p``'s canonical layout).
 
@@ -119,12 +127,13 @@ class Model(abc.ABC):
         """
         state = self._export_optimizer_state()
         self._check_optimizer_state(state)
-        return state
+        dtype = self.state_dtype if exact else np.float32
+        return {k: np.asarray(v, dtype) for k, v in state.items()}
 
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace Adam's state with one from :meth:`export_optimizer_state` (any backend's)."""
         self._check_optimizer_state(state)
-        self._load_optimizer_state({k: np.asarray(v, np.float32) for k, v in state.items()})
+        self._load_optimizer_state({k: np.asarray(v, self.state_dtype) for k, v in state.items()})
 
     def _check_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         shapes = {"step": ()} | {f"{k}/{s}": v for k, v in self.spec.param_shapes().items() for s in ("m", "v")}

@@ -72,8 +72,16 @@ SHA256 = {
 }
 
 SYSTEM_DIR = Path("/usr/share/datasets")
-MAX_ITEMS = 10_000_000  # no IDX file of these data sets comes near; bounds what a header can claim
+MAX_ITEMS = 1_000_000  # MNIST-like sets hold 10k-814k items (EMNIST byclass the most); bounds what a header can claim
+MAX_INFLATION = 64  # real image IDX files inflate 3-6x from gzip; more than this is a decompression bomb
 _CHUNK = 1 << 20
+
+
+def _fix(path: Path) -> str:
+    """What to do about a bad file: only a file in vaebench's own cache is vaebench's to download again."""
+    if Path(path).parent.name in MIRRORS and Path(path).parent == cache_dir(Path(path).parent.name):
+        return "delete it and vaebench will download it again"
+    return "replace it with a good copy of the data set"
 
 
 def read_idx(path: Path, ndim: int, item_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
@@ -82,10 +90,14 @@ def read_idx(path: Path, ndim: int, item_shape: tuple[int, ...] | None = None) -
     Returns the array and the SHA-256 of the uncompressed bytes. Checks the
     magic number (``0x0000 08 ndim``), the item shape, and that the payload has
     exactly the bytes the header declares, reading in chunks so a header that
-    claims more than the file holds never allocates the claim.
+    claims more than the file holds never allocates the claim. The claim itself
+    is bounded before anything is read: by :data:`MAX_ITEMS`, by the file's size
+    for a plain file, and by :data:`MAX_INFLATION` times it for a gzip one, and
+    decompression stops at the declared size plus one byte.
     """
-    fix = "replace it with a good copy, or delete it and let vaebench download it"
+    fix = _fix(path)
     try:
+        on_disk = os.path.getsize(path)
         with _open(path) as fh:
             digest = hashlib.sha256()
             header = fh.read(4 + 4 * ndim)
@@ -100,6 +112,11 @@ def read_idx(path: Path, ndim: int, item_shape: tuple[int, ...] | None = None) -
             size = int(np.prod(dims, dtype=np.int64))
             if dims[0] > MAX_ITEMS:
                 raise DataError(f"{path} declares {dims[0]} items, more than any such data set has; {fix}")
+            if size + len(header) > on_disk * MAX_INFLATION + _CHUNK:
+                raise DataError(
+                    f"{path} declares {size} data bytes, over {MAX_INFLATION}x its {on_disk} bytes on disk: "
+                    f"not image data (a decompression bomb?); {fix}"
+                )
             payload = bytearray()  # grows with what the file really holds, never with what it claims
             while len(payload) < size:
                 chunk = fh.read(min(_CHUNK, size - len(payload)))
@@ -136,8 +153,9 @@ class Dataset:
 
     @property
     def canonical(self) -> bool:
-        """Whether every file matches the published data set byte for byte."""
-        return self.sha256 == SHA256.get(self.name)
+        """Whether every file read matches the published data set byte for byte."""
+        published = SHA256.get(self.name, {})
+        return bool(self.sha256) and all(published.get(k) == v for k, v in self.sha256.items())
 
     def describe(self) -> dict:
         """Provenance for ``metrics.json``."""
@@ -226,14 +244,24 @@ def download_dataset(dataset: str, target: Path) -> dict[str, Path]:
     return files
 
 
-def load_dataset(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
-    """Locate, read and validate ``dataset``; all four files must agree."""
+def load_dataset(
+    dataset: str = "mnist", data_dir: str | os.PathLike | None = None, download: bool = True, train: bool = True
+) -> Dataset:
+    """Locate, read and validate ``dataset``; all files read must agree.
+
+    ``train=False`` reads only the test split (what evaluation needs): the
+    training arrays are then empty and have no digest.
+    """
     files = locate(dataset, data_dir, download)
-    arrays, digests = {}, {}
+    splits = ("train", "test") if train else ("test",)
+    arrays = {f"train_{k}": np.zeros((0, 28, 28) if k == "images" else (0,), np.uint8) for k in ("images", "labels")}
+    digests = {}
     for key, path in files.items():
+        if key.split("_")[0] not in splits:
+            continue
         images = key.endswith("images")
         arrays[key], digests[key] = read_idx(path, 3 if images else 1, (28, 28) if images else None)
-    for split in ("train", "test"):
+    for split in splits:
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
             raise DataError(
@@ -242,7 +270,26 @@ def load_dataset(dataset: str = "mnist", data_dir: str | os.PathLike | None = No
             )
         if n_img == 0:
             raise DataError(f"{files[f'{split}_images']} holds no images")
-    return Dataset(dataset, **arrays, source=str(files["train_images"].parent), sha256=digests)
+    return Dataset(dataset, **arrays, source=str(files["test_images"].parent), sha256=digests)
+
+
+def check_same_data(recorded: dict, found: Dataset, what: str, accept: bool) -> list[str]:
+    """The files of ``found`` whose SHA-256 differs from what a run ``recorded``; refused unless ``accept``.
+
+    A run's numbers mean something only on the data they were measured on: a
+    resumed run that silently switched data sets would carry the old provenance
+    over new numbers (or the reverse).
+    """
+    old = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if not isinstance(old, dict):
+        return []
+    changed = sorted(k for k, digest in found.sha256.items() if k in old and old[k] != digest)
+    if changed and not accept:
+        raise DataError(
+            f"{found.source} holds different data than this run was trained on ({', '.join(changed)} differ); "
+            f"{what} with the run's own data (it came from {recorded.get('source')}), or pass --accept-data-change"
+        )
+    return changed
 
 
 class Batch(NamedTuple):

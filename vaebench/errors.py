@@ -40,10 +40,17 @@ class DivergedError(VaebenchError):
 class RunInterruptedError(VaebenchError):
     """SIGINT or SIGTERM stopped a run; its checkpoint lets it resume. Exit code 128 + signal."""
 
-    def __init__(self, signum: int | None, run_dir: object, epoch: int, step: int) -> None:
+    def __init__(self, signum: int | None, run_dir: object, epoch: int = 0, step: int = 0, where: str | None = None) -> None:
         import signal
 
         name = signal.Signals(signum).name if signum else "a signal"
-        where = f"in epoch {epoch} after step {step}" if step else f"before epoch {epoch} (or the final evaluation)"
+        where = where or (f"in epoch {epoch} after step {step}" if step else f"before epoch {epoch}")
         super().__init__(f"interrupted by {name} {where}; checkpoint saved. Resume with: vaebench run --resume {run_dir}")
         self.exit_code = 128 + (signum or 2)
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a training loop (loading, evaluating): unwinds like Ctrl-C, so files are closed, exit 143.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it.
+    """

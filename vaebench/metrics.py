@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ def iwae_nll(
     seed: int,
     rows: int = DEFAULT_ROWS,
     progress: bool = False,
+    tick: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Per-image importance-weighted NLL in nats (float64), ``k`` samples each.
 
@@ -46,7 +48,8 @@ def iwae_nll(
     at most ``rows * 784 * 4`` bytes of images (12.8 MB at 4096) plus the
     backend's activations for one such batch, and ``k`` float64 log-weights per
     image of the chunk in flight. Every call has the same number of rows (the
-    last one padded), so a compiling backend compiles once.
+    last one padded), so a compiling backend compiles once. ``tick`` is called
+    between chunks and may raise to stop (the runner's signal check).
     """
     from tqdm.auto import tqdm
 
@@ -58,6 +61,8 @@ def iwae_nll(
     out = np.empty(len(images))
     bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=None if progress else True, leave=False)
     for start in range(0, len(images), per_chunk):
+        if tick:
+            tick()
         x = to_float(images[start : start + per_chunk])
         mean, logvar = (a.astype(np.float64) for a in model.encode(x))
         std = np.exp(0.5 * logvar)
@@ -106,6 +111,7 @@ def full_evaluation(
     batch_size: int = 1000,
     progress: bool = False,
     log: Any = None,
+    tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Test -ELBO (with its split), IWAE NLL at ``k``, active units and KL per dimension.
 
@@ -118,7 +124,7 @@ def full_evaluation(
     if k > 0:
         if log:
             log(f"importance-weighted NLL with k={k} on {len(test_images)} test images")
-        nll = iwae_nll(model, test_images, k, seed, progress=progress)
+        nll = iwae_nll(model, test_images, k, seed, progress=progress, tick=tick)
         result.update(
             test_nll=float(nll.mean()), test_nll_sem=float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
         )

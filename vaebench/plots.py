@@ -14,10 +14,17 @@ import numpy as np
 from vaebench.fileio import atomic_write_bytes
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg canvas, with mathtext off.
+
+    Titles and labels carry backend names and folder names from the user; with
+    mathtext on, a name such as ``$\\frac`` would be parsed as TeX and crash the
+    picture. vaebench writes no maths into its pictures.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -32,7 +39,7 @@ def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -43,7 +50,7 @@ def save_grid(decoded: np.ndarray, path: Path, title: str, axis: np.ndarray | No
     latent coordinates of the columns (and, reversed, of the rows) for a 2-D
     latent, or ``None`` for prior samples.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = round(np.sqrt(len(decoded)))
     mosaic = tile(decoded, n, n)
     fig, ax = plt.subplots(figsize=(8.5, 8.5))
@@ -65,7 +72,7 @@ def save_grid(decoded: np.ndarray, path: Path, title: str, axis: np.ndarray | No
 
 def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, path: Path, title: str) -> None:
     """Test images (odd rows) above their reconstructions (even rows), 16 a row."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = 16
     rows = len(originals) // cols
     pairs = np.stack(
@@ -85,7 +92,7 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
 
 def save_latent(means: np.ndarray, labels: np.ndarray, path: Path, title: str, extent: tuple[float, float] | None) -> None:
     """Test-set posterior means (first two dimensions) coloured by label, the grid's extent dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 7))
     second = means[:, 1] if means.shape[1] > 1 else np.zeros(len(means))
     points = ax.scatter(means[:, 0], second, c=labels, cmap="tab10", s=3, alpha=0.6, vmin=-0.5, vmax=9.5)
@@ -102,7 +109,7 @@ def save_latent(means: np.ndarray, labels: np.ndarray, path: Path, title: str, e
 
 def save_curves(history: list[dict], path: Path, title: str) -> None:
     """Train and test -ELBO per epoch, and against cumulative training wall-clock seconds."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     seconds = np.cumsum([h["epoch_seconds"] for h in history])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vaebench.bench import BENCH_SCHEMA
 from vaebench.errors import VaebenchError
-from vaebench.fileio import atomic_write_bytes
-from vaebench.plots import _pyplot
+from vaebench.fileio import atomic_write_bytes, read_json
+from vaebench.plots import pyplot
 from vaebench.results import METRICS, read_metrics
+from vaebench.schema import NUM, Maybe, check
 
 
 def ttq_table(entries: list[dict]) -> list[str]:
@@ -33,11 +34,65 @@ def ttq_table(entries: list[dict]) -> list[str]:
     return lines
 
 
+_TIMES = {"median": NUM, "q1": NUM, "q3": NUM, "min": NUM, "max": NUM, "windows": int, "compile_seconds": NUM}
+THROUGHPUT_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "batch_size": int,
+    "train_images_per_second": _TIMES,
+    "peak_rss_mb": NUM,
+    "peak_device_memory_mb": Maybe(NUM),
+    "ratio": Maybe({"text": str}),
+    "eval_pass_seconds": Maybe({"median": NUM}),
+    "grid_decode_seconds": Maybe({"median": NUM}),
+    "settings": Maybe(dict),
+}
+TTQ_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "median": Maybe(NUM),
+    "min": Maybe(NUM),
+    "max": Maybe(NUM),
+    "reached": int,
+    "seeds": int,
+    "target": Maybe(NUM),
+    "runs": Maybe([{"target": NUM}]),
+}
+_SIDE = {"median": NUM, "q1": NUM, "q3": NUM}
+HARNESS_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "batch_size": int,
+    "fastest_reference": str,
+    "ratio": NUM,
+    "results": {"plugin": _SIDE},
+}
+BENCH_VERSIONS = (1, BENCH_SCHEMA)  # version 1: measured sequentially, no ratio intervals
+
+
+def _bench_doc(file: Path) -> dict:
+    """A ``bench.json`` or harness document, checked before any of it is used."""
+    fix = "point compare at a bench.json written by vaebench bench, or a run folder"
+    doc = read_json(file, fix)
+    if not isinstance(doc, dict) or doc.get("kind") not in ("bench", "harness"):
+        raise VaebenchError(f"{file} is not a vaebench bench.json or harness document; {fix}")
+    if doc.get("schema_version") not in BENCH_VERSIONS:
+        raise VaebenchError(
+            f"{file} has schema version {doc.get('schema_version')!r}; this vaebench reads {BENCH_VERSIONS}; {fix}"
+        )
+    rows = HARNESS_SCHEMA if doc["kind"] == "harness" else THROUGHPUT_SCHEMA
+    check(doc, {"results": [rows], "time_to_quality": Maybe([TTQ_SCHEMA]), "environment": Maybe(dict)}, file, fix)
+    for i, r in enumerate(doc["results"] if doc["kind"] == "harness" else []):
+        check(r["results"].get(r["fastest_reference"]), _SIDE, f"{file} results[{i}].results.{r['fastest_reference']}", fix)
+    return doc
+
+
 def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
     """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``).
 
     Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``, and so do the
-    rows of harness documents (``reference_ratio.py --json``), marked ``kind == "harness"``.
+    rows of harness documents (``reference_ratio.py --json``), marked ``kind == "harness"``. Every
+    file is checked against its schema first: a malformed one is one error naming it.
     """
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
@@ -46,18 +101,15 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             runs.append((path, read_metrics(path)))
             continue
         file = path / "bench.json" if path.is_dir() else path
-        try:
-            doc = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise VaebenchError(f"{path} is neither a run folder nor a bench.json ({exc})") from None
-        machine = doc.get("environment", {}).get("cpu_model", "?")
-        if doc.get("kind") == "harness":
+        if not file.is_file():
+            raise VaebenchError(f"{path} is neither a run folder nor a bench.json")
+        doc = _bench_doc(file)
+        machine = str((doc.get("environment") or {}).get("cpu_model", "?"))
+        if doc["kind"] == "harness":
             bench.extend({**r, "kind": "harness", "source": str(file), "machine": machine} for r in doc["results"])
             continue
-        if doc.get("kind") != "bench":
-            raise VaebenchError(f"{file} is not a vaebench bench.json")
         bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
-        bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality", []))
+        bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality") or [])
     return bench, runs
 
 
@@ -126,6 +178,11 @@ def bench_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _num(value: float | None) -> float:
+    """A number to format: ``None`` (JSON's stand-in for NaN, or absent) prints as ``nan``."""
+    return float("nan") if value is None else float(value)
+
+
 def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
     """Final quality and speed of each run; unfinished runs flagged."""
     lines = [
@@ -136,11 +193,10 @@ def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
         cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
         epoch_s = np.median([h["epoch_seconds"] for h in hist]) if hist else float("nan")
         ips = np.median([h["train_images_per_second"] for h in hist if h.get("train_images_per_second")] or [np.nan])
-        nll = final.get("test_nll")
+        elbo, nll, au = final.get("test_neg_elbo"), final.get("test_nll"), final.get("active_units")
         lines.append(
             f"{path.name[:40]:40s} {cfg['backend']:12s} {cfg['model']:6s} {len(hist):6d} "
-            f"{final.get('test_neg_elbo', float('nan')):10.2f} {nll if nll is not None else float('nan'):8.2f} "
-            f"{final.get('active_units', ''):>4} {epoch_s:8.1f} {ips:8.0f}  {m['status']}"
+            f"{_num(elbo):10.2f} {_num(nll):8.2f} {'' if au is None else au:>4} {epoch_s:8.1f} {ips:8.0f}  {m['status']}"
         )
     return lines
 
@@ -148,12 +204,12 @@ def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
 def _throughput_figure(results: list[dict]) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     keys = sorted({(r["model"], r["batch_size"]) for r in results})
     backends = sorted({r["backend"] for r in results})
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
@@ -172,7 +228,7 @@ def _throughput_figure(results: list[dict]) -> bytes:
 
 
 def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for _path, m in runs:
         hist = m["history"]
@@ -190,7 +246,7 @@ def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
 
 
 def _grids_figure(runs: list[tuple[Path, dict]]) -> bytes | None:
-    plt = _pyplot()
+    plt = pyplot()
     have = [(p, m) for p, m in runs if (p / "grid.png").exists()]
     if not have:
         return None

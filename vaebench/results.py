@@ -1,22 +1,82 @@
-"""The run folder and its ``metrics.json``: one schema, written atomically.
+"""The run folder: its ``metrics.json`` (one schema, written atomically) and its lock.
 
 ``metrics.json`` is rewritten after every epoch (status ``running``) and at the
 end (``completed``), so a crash never leaves a file that looks finished.
+
+Whoever writes into a run folder holds it: :func:`claim_run_dir` takes an
+``fcntl`` lock on ``<run>/.lock`` (released by the kernel if the holder dies, so
+it can never go stale) and writes the holder's PID, host and start time into it,
+so a second ``run``, ``--resume`` or ``eval`` on a held folder is refused with a
+line naming the holder. With ``--overwrite`` the old run's files are moved out
+of the way under that lock before anything new is written, so a new run that
+dies early can never be resumed on the old one's checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
+import fcntl
+import os
+import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vaebench.errors import ConfigError, VaebenchError
-from vaebench.fileio import atomic_write_json
+from vaebench.fileio import atomic_write_json, read_json, remove_orphans
+from vaebench.schema import NUM, Maybe, check
 
 SCHEMA_VERSION = 1
 METRICS = "metrics.json"
+LOCK = ".lock"
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+# What a run writes; --overwrite clears a folder only if it holds nothing else.
+RUN_FILES = frozenset(
+    {METRICS, "checkpoint.npz", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png"}
+)
+_TRASH = ".replaced-"
+
+CONFIG_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "dataset": str,
+    "epochs": int,
+    "batch_size": int,
+    "latent_dim": int,
+    "lr": NUM,
+    "seed": int,
+    "binarize": bool,
+    "device": str,
+    "limit_train": Maybe(int),
+    "eval_batch_size": int,
+    "eval_k": int,
+    "threads": Maybe(int),
+    "compile": bool,
+    "options": dict,
+    "precision": Maybe(str),
+}
+EPOCH_SCHEMA = {
+    "epoch": int,
+    "train_neg_elbo": Maybe(NUM),
+    "test_neg_elbo": Maybe(NUM),
+    "test_recon": Maybe(NUM),
+    "test_kl": Maybe(NUM),
+    "epoch_seconds": NUM,
+    "train_images_per_second": Maybe(NUM),
+}
+METRICS_SCHEMA = {
+    "schema_version": int,
+    "status": str,
+    "config": CONFIG_SCHEMA,
+    "history": [EPOCH_SCHEMA],
+    "timing": Maybe(dict),
+    "data": Maybe({"sha256": Maybe(dict), "source": Maybe(str)}),
+    "final": Maybe({"test_neg_elbo": Maybe(NUM), "test_nll": Maybe(NUM), "active_units": Maybe(int)}),
+    "evaluations": Maybe(dict),
+    "resumed": Maybe([dict]),
+}
 
 
 def default_run_dir(backend: str, model: str, root: Path = Path("results/runs")) -> Path:
@@ -25,17 +85,87 @@ def default_run_dir(backend: str, model: str, root: Path = Path("results/runs"))
     return root / f"{stamp}-{backend}-{model}"
 
 
-def prepare_run_dir(path: Path, overwrite: bool = False) -> Path:
-    """Create ``path`` for a new run, refusing one that holds another run's results."""
-    if (path / METRICS).exists() and not overwrite:
+class RunLock:
+    """An exclusive ``flock`` on ``<folder>/.lock``, naming its holder inside the file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`ConfigError` naming whoever holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VaebenchError(f"cannot lock {self.path.parent}: {exc.strerror or exc}; choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.path.parent} is in use by another vaebench ({holder}); wait for it to end, or use another --out"
+            ) from None
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with contextlib.suppress(OSError):  # the lock holds even if its note cannot be written
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let go (the file stays: deleting it would race with the next holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _clear(path: Path, overwrite: bool) -> None:
+    """Make a held folder ready for a new run: refuse, or move the old run's files out and delete them."""
+    for leftover in path.glob(f"{_TRASH}*"):  # an earlier --overwrite killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    remove_orphans(path)
+    present = sorted(p.name for p in path.iterdir() if p.name != LOCK)
+    ours = [n for n in present if n in RUN_FILES]
+    if not ours:
+        return
+    if not overwrite:
         raise ConfigError(f"{path} already holds a run; choose another --out or pass --overwrite")
+    foreign = [n for n in present if n not in RUN_FILES]
+    if foreign:
+        raise ConfigError(
+            f"--overwrite would delete files vaebench did not write in {path} ({', '.join(foreign[:3])}); "
+            "move them away or choose another --out"
+        )
+    trash = path / f"{_TRASH}{os.getpid()}"
+    trash.mkdir()
+    # metrics.json first: from then on the folder is not a run any more, whatever a crash leaves behind
+    for name in sorted(ours, key=lambda n: n != METRICS):
+        os.replace(path / name, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim_run_dir(path: Path, new: bool = True, overwrite: bool = False) -> Iterator[Path]:
+    """Hold ``path`` for the duration: a new run's folder (created, and cleared under ``overwrite``) or,
+    with ``new=False``, an existing run being resumed or evaluated."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder")
+    if new:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VaebenchError(f"cannot create {path}: {exc.strerror or exc}; choose another --out") from None
+    lock = RunLock(path).acquire()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VaebenchError(f"cannot create {path}: {exc.strerror or exc}") from None
-    return path
+        if new:
+            _clear(path, overwrite)
+        else:
+            remove_orphans(path)
+        yield path
+    finally:
+        lock.release()
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -44,14 +174,16 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """Read a run's ``metrics.json``, checking it is one this version understands."""
+    """Read a run's ``metrics.json``, checking it is one this version understands, with the structure it needs."""
     path = Path(run_dir) / METRICS
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VaebenchError(f"{run_dir} is not a vaebench run (no {METRICS})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VaebenchError(f"cannot read {path}: {exc}") from None
-    if metrics.get("schema_version") != SCHEMA_VERSION:
-        raise VaebenchError(f"{path} has schema version {metrics.get('schema_version')}, this vaebench reads {SCHEMA_VERSION}")
+    if not path.is_file():
+        raise VaebenchError(f"{run_dir} is not a vaebench run (no {METRICS})")
+    fix = "restore it from a backup, or start the run again with --overwrite"
+    metrics = read_json(path, fix)
+    if not isinstance(metrics, dict) or metrics.get("schema_version") != SCHEMA_VERSION:
+        version = metrics.get("schema_version") if isinstance(metrics, dict) else None
+        raise VaebenchError(f"{path} has schema version {version!r}, this vaebench reads {SCHEMA_VERSION}; {fix}")
+    check(metrics, METRICS_SCHEMA, path, fix)
+    if metrics["status"] not in STATUSES:
+        raise VaebenchError(f"{path} has an unknown status {metrics['status'][:40]!r}; {fix}")
     return metrics

@@ -33,15 +33,24 @@ import numpy as np
 from vaebench import registry
 from vaebench.checkpoint import Position, load_checkpoint, save_checkpoint
 from vaebench.contract import Model
-from vaebench.data import Batch, Dataset, binarize_fixed, load_dataset, steps_per_epoch, to_float, train_batches
+from vaebench.data import (
+    Batch,
+    Dataset,
+    binarize_fixed,
+    check_same_data,
+    load_dataset,
+    steps_per_epoch,
+    to_float,
+    train_batches,
+)
 from vaebench.environment import host_environment
-from vaebench.errors import ConfigError, DivergedError, RunInterruptedError
+from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated, VaebenchError
 from vaebench.evaluation import evaluate_split, grid_points
 from vaebench.metrics import full_evaluation
 from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
 from vaebench.prefetch import Prefetcher
 from vaebench.profiles import Variant, check_precision
-from vaebench.results import SCHEMA_VERSION, prepare_run_dir, read_metrics, write_metrics
+from vaebench.results import SCHEMA_VERSION, claim_run_dir, read_metrics, write_metrics
 from vaebench.seeding import rng
 from vaebench.spec import TrainConfig
 from vaebench.weights import init_params, load_params, save_params
@@ -119,7 +128,7 @@ def train_epoch(
             last = next((v for v in reversed(losses + values[: bad[0]].tolist()) if np.isfinite(v)), float("nan"))
             raise DivergedError(
                 f"training diverged at epoch {epoch}, step {step - len(values) + bad[0] + 1}: loss {values[bad[0]]} "
-                f"(last finite {last:.3f}); the last good checkpoint is kept; try a lower --lr"
+                f"(last finite {last:.3f})"
             )
         losses.extend(values.tolist())
         pending.clear()
@@ -178,25 +187,37 @@ def _check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
 
 
 def write_pictures(
-    model: Model, dataset: Dataset, test_images: np.ndarray, cfg: TrainConfig, run_dir: Path, history: list[dict], title: str
+    model: Model,
+    dataset: Dataset,
+    test_images: np.ndarray,
+    cfg: TrainConfig,
+    run_dir: Path,
+    history: list[dict],
+    title: str,
+    tick: Callable[[], None] = lambda: None,
 ) -> None:
     """The run's pictures, each titled with backend, model, epoch and test -ELBO.
 
     ``grid.png`` (the blog's 20x20 manifold, or prior samples for a latent above 2),
     ``samples.png`` (decoded prior samples), ``reconstructions.png``, ``latent.png``
-    (test posterior means by label), ``curves.png`` (-ELBO per epoch and per second).
+    (test posterior means by label), ``curves.png`` (-ELBO per epoch and per second,
+    when there is an epoch). ``tick`` runs between pictures and may raise to stop.
     """
     z = grid_points(cfg.latent_dim, cfg.seed)
     axis = np.unique(z[:, 0]) if cfg.latent_dim == 2 else None
     save_grid(model.decode(z), run_dir / "grid.png", title, axis)
+    tick()
     prior = rng(cfg.seed, "samples").standard_normal((100, cfg.latent_dim), dtype=np.float32)
     save_grid(model.decode(prior), run_dir / "samples.png", title, None)
+    tick()
     originals = to_float(test_images[:32])
     mean, _ = model.encode(originals)
     save_reconstructions(originals, model.decode(mean), run_dir / "reconstructions.png", title + " (decoded posterior means)")
+    tick()
     means = np.concatenate([model.encode(to_float(test_images[i : i + 1000]))[0] for i in range(0, len(test_images), 1000)])
     extent = (float(axis[0]), float(axis[-1])) if axis is not None else None
     save_latent(means, dataset.test_labels, run_dir / "latent.png", title, extent)
+    tick()
     if history:
         save_curves(history, run_dir / "curves.png", title)
 
@@ -218,8 +239,8 @@ class _Session:
     metrics: dict[str, Any]
 
 
-def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, overwrite: bool | None) -> _Session:
-    """Load plugin and data, build the model; ``overwrite=None`` means resuming into ``run_dir``."""
+def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None) -> _Session:
+    """Load plugin and data, build the model. Touches no file: what can fail on the user's input fails first."""
     backend_cls, plugin = registry.load(cfg.backend)
     dataset = load_dataset(cfg.dataset, data_dir)
     train_images = _check_sizes(cfg, dataset)
@@ -229,8 +250,6 @@ def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, 
     )
     backend_env = backend.environment()
     check_precision(cfg.precision, backend_env)
-    if overwrite is not None:
-        run_dir = prepare_run_dir(Path(run_dir), overwrite)
     model = backend.build(cfg.spec, cfg.adam)
     spec = cfg.spec
     metrics: dict[str, Any] = {
@@ -268,40 +287,75 @@ def train_and_evaluate(
     (after every epoch), and at the end ``weights.npz`` (canonical layout), the
     pictures of :func:`write_pictures` and, in ``metrics.json``,
     ``evaluations[<backend>]``: active units, KL per dimension and, with
-    ``eval_k > 0``, the importance-weighted test NLL.
+    ``eval_k > 0``, the importance-weighted test NLL. The folder is held
+    (:func:`~vaebench.results.claim_run_dir`) from before the first write to the end.
     """
-    session = _open_session(config.resolved(), Path(run_dir), data_dir, overwrite)
-    session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
-    write_metrics(session.run_dir, session.metrics)
-    return _train(session, Position(epoch=0), progress, log)
+    session = _open_session(config.resolved(), Path(run_dir), data_dir)
+    with claim_run_dir(session.run_dir, new=True, overwrite=overwrite):
+        session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
+        write_metrics(session.run_dir, session.metrics)
+        return _train(session, Position(epoch=0), progress, log)
+
+
+def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> str | Path | None:
+    """``data_dir`` if given, else the folder the run's data came from if it is still there (else ``None``)."""
+    source = (metrics.get("data") or {}).get("source")
+    if data_dir is None and isinstance(source, str) and Path(source).is_dir():
+        return source
+    return data_dir
 
 
 def resume_run(
-    run_dir: Path, data_dir: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print
+    run_dir: Path,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    accept_data_change: bool = False,
 ) -> dict[str, Any]:
-    """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings."""
+    """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings and data.
+
+    The data is looked for where the run recorded it (unless ``data_dir`` says
+    otherwise) and must have the SHA-256 the run recorded; ``accept_data_change``
+    continues anyway and records the change under ``data.changes``.
+    """
     run_dir = Path(run_dir)
-    old = read_metrics(run_dir)
-    if old.get("status") == "completed":
-        raise ConfigError(f"{run_dir} is already completed; nothing to resume")
-    params, adam, position = load_checkpoint(run_dir)
-    session = _open_session(config_of(old), run_dir, data_dir, overwrite=None)
-    session.model.load_weights(params)
-    session.model.load_optimizer_state(adam)
-    session.metrics.update(history=position.history, timing=position.timing)
-    session.metrics["resumed"] = [*old.get("resumed", []), {"epoch": position.epoch, "step": position.step}]
-    log(f"resuming {run_dir} after epoch {position.epoch}" + (f", step {position.step}" if position.step else ""))
-    write_metrics(run_dir, session.metrics)
-    return _train(session, position, progress, log)
+    with claim_run_dir(run_dir, new=False):
+        old = read_metrics(run_dir)
+        if old["status"] == "completed":
+            raise ConfigError(f"{run_dir} is already completed; nothing to resume")
+        params, adam, position = load_checkpoint(run_dir)
+        session = _open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir))
+        changed = check_same_data(old.get("data") or {}, session.dataset, "resume", accept_data_change)
+        if changed:
+            data = dict(old["data"])
+            change = {"epoch": position.epoch, "step": position.step, **session.metrics["data"]}
+            data["changes"] = [*data.get("changes", []), change]
+            session.metrics["data"] = data
+            log(f"warning: resuming on different data ({', '.join(changed)} changed); recorded under data.changes")
+        session.model.load_weights(params)
+        session.model.load_optimizer_state(adam)
+        session.metrics.update(history=position.history, timing=position.timing)
+        session.metrics["resumed"] = [*old.get("resumed", []), {"epoch": position.epoch, "step": position.step}]
+        log(f"resuming {run_dir} after epoch {position.epoch}" + (f", step {position.step}" if position.step else ""))
+        write_metrics(run_dir, session.metrics)
+        return _train(session, position, progress, log)
 
 
-def config_of(metrics: dict[str, Any]) -> TrainConfig:
-    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records."""
+def config_of(metrics: dict[str, Any], where: object = "metrics.json") -> TrainConfig:
+    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records (refused, in one line, if it cannot be one)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    try:
+        return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    except (KeyError, TypeError, ValueError, VaebenchError) as exc:
+        raise ConfigError(f"{where}: its recorded config is not a valid run ({exc}); start the run again") from None
 
 
 def _train(session: _Session, start: Position, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Epochs from ``start``, then :func:`_finish`; whatever stops it, ``metrics.json`` says why.
+
+    SIGINT and SIGTERM are caught for the whole of it, final evaluation and
+    pictures included: they stop the run at the next step, chunk or picture.
+    """
     cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
     timing = metrics["timing"]
     stop = StopFlag()
@@ -322,6 +376,8 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
                 t0 = time.perf_counter()
                 entry.update(_split(evaluate_split(model, session.test_images, cfg.eval_batch_size, cfg.seed)))
                 entry["eval_seconds"] = time.perf_counter() - t0
+                if not np.isfinite(entry["test_neg_elbo"]):
+                    raise DivergedError(f"training diverged in epoch {epoch}: test -ELBO is {entry['test_neg_elbo']}")
                 metrics["history"].append(entry)
                 save_checkpoint(run_dir, model, Position(epoch, 0, [], 0.0, metrics["history"], timing))
                 write_metrics(run_dir, metrics)
@@ -333,31 +389,42 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
                 )
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
-        _finish(session, progress, log)
+            _finish(session, progress, log, stop)
     except RunInterruptedError:
         metrics["status"] = "interrupted"
         write_metrics(run_dir, metrics)
         raise
     except DivergedError as exc:
-        metrics.update(status="diverged", error=str(exc))
+        done = metrics["history"]
+        kept = f"the checkpoint of epoch {done[-1]['epoch']} is kept" if done else "no epoch finished, so there is no checkpoint"
+        error = DivergedError(f"{exc}; {kept}; try a lower --lr")
+        metrics.update(status="diverged", error=str(error))
         write_metrics(run_dir, metrics)
-        raise
-    except KeyboardInterrupt:
-        metrics["status"] = "interrupted"
-        write_metrics(run_dir, metrics)
-        raise
-    except Exception as exc:
-        metrics.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise error from None
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt | Terminated)
+        metrics.update(status="interrupted" if interrupted else "failed")
+        if not interrupted:
+            metrics["error"] = f"{type(exc).__name__}: {exc}"
         write_metrics(run_dir, metrics)
         raise
     return metrics
 
 
-def _finish(session: _Session, progress: bool, log: Callable[[str], None]) -> None:
-    """Weights, the full evaluation, pictures, and status ``completed``."""
+def _finish(session: _Session, progress: bool, log: Callable[[str], None], stop: StopFlag) -> None:
+    """Weights, the full evaluation, pictures, and status ``completed``; a signal stops it between any two parts."""
     cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
+
+    def tick() -> None:
+        if stop.signum is not None:
+            raise RunInterruptedError(stop.signum, run_dir, where="during the final evaluation")
+
     save_params(model.export_weights(), run_dir / "weights.npz")
-    evaluation = full_evaluation(model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log)
+    tick()
+    evaluation = full_evaluation(model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log, tick=tick)
+    tick()
+    if not np.isfinite(evaluation["test_neg_elbo"]):
+        raise DivergedError(f"the final weights give a test -ELBO of {evaluation['test_neg_elbo']}")
     metrics["evaluations"][cfg.backend] = evaluation
     final = {key: evaluation[key] for key in ("test_neg_elbo", "test_recon", "test_kl")}
     if "test_nll" in evaluation:
@@ -365,7 +432,7 @@ def _finish(session: _Session, progress: bool, log: Callable[[str], None]) -> No
         log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")
     final["active_units"] = evaluation["active_units"]
     title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
-    write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title)
+    write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title, tick)
     metrics.update(status="completed", final=final)
     write_metrics(run_dir, metrics)
 
@@ -378,27 +445,39 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    accept_data_change: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a finished run's ``weights.npz`` with any backend; store it under ``evaluations[<backend>]``.
 
     Weights are canonical, so a run trained by one backend can be scored by
     another: on the same test images and the same evaluation noise, the -ELBO
-    agrees to float32 tolerance.
+    agrees to float32 tolerance. Only the test files are read, from where the
+    run recorded them unless ``data_dir`` says otherwise, and they must be the
+    ones the run was scored on (``accept_data_change`` overrides, and is
+    recorded). The evaluation itself holds no lock, so several can run at
+    once; each adds its result to a fresh read of ``metrics.json`` under the
+    folder's lock, so none is lost.
     """
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
-    if metrics.get("status") != "completed":
-        raise ConfigError(f"{run_dir} is not a completed run (status {metrics.get('status')!r}); nothing to evaluate")
-    cfg = config_of(metrics)
+    if metrics["status"] != "completed":
+        raise ConfigError(f"{run_dir} is not a completed run (status {metrics['status']!r}); nothing to evaluate")
+    cfg = config_of(metrics, run_dir / "metrics.json")
     name = backend_name or cfg.backend
     backend_cls, plugin = registry.load(name)
-    dataset = load_dataset(cfg.dataset, data_dir)
+    params = load_params(run_dir / "weights.npz")
+    dataset = load_dataset(cfg.dataset, recorded_data_dir(metrics, data_dir), train=False)
+    changed = check_same_data(metrics.get("data") or {}, dataset, "evaluate", accept_data_change)
     test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
     backend = backend_cls(device=device, options=cfg.options if name == cfg.backend else None)
     model = backend.build(cfg.spec, cfg.adam)
-    model.load_weights(load_params(run_dir / "weights.npz"))
+    model.load_weights(params)
     evaluation = full_evaluation(model, test_images, k, cfg.seed, cfg.eval_batch_size, progress, log)
     evaluation.update(environment=backend.environment(), plugin=plugin.describe())
-    metrics.setdefault("evaluations", {})[name] = evaluation
-    write_metrics(run_dir, metrics)
+    if changed:
+        evaluation["data"] = dataset.describe()
+    with claim_run_dir(run_dir, new=False):
+        metrics = read_metrics(run_dir)
+        metrics.setdefault("evaluations", {})[name] = evaluation
+        write_metrics(run_dir, metrics)
     return evaluation

@@ -16,6 +16,7 @@ permute before flattening (a free view on channels-last memory).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -300,7 +301,7 @@ class TrainConfig:
             (cfg.epochs >= 0, f"--epochs must be 0 or more, got {cfg.epochs}"),
             (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
             (cfg.latent_dim >= 1, f"--latent-dim must be at least 1, got {cfg.latent_dim}"),
-            (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+            (math.isfinite(cfg.lr) and cfg.lr > 0, f"--lr must be a positive number, got {cfg.lr}"),
             (cfg.limit_train is None or cfg.limit_train >= 1, "--limit-train must be at least 1"),
             (cfg.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (cfg.eval_k >= 0, "--eval-k must be 0 (no IWAE) or more"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vaebench.errors import ShapeError, VaebenchError
-from vaebench.fileio import atomic_write_bytes
+from vaebench.fileio import atomic_write_bytes, read_npz
 from vaebench.seeding import rng
 from vaebench.spec import ModelSpec
 
@@ -65,9 +65,16 @@ def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
 
 
 def load_params(path: Path) -> Params:
-    """Read canonical parameters written by :func:`save_params`."""
-    try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise VaebenchError(f"cannot read weights {path}: {exc}") from None
+    """Read canonical parameters written by :func:`save_params`: float arrays, every value finite.
+
+    Non-finite weights come from a run that diverged; scoring them would print
+    ``nan`` tables, so they are refused here with the file's name.
+    """
+    fix = "it is not a trained vaebench model; train the run again"
+    params = read_npz(Path(path), fix)
+    for name, value in params.items():
+        if value.dtype.kind != "f":
+            raise VaebenchError(f"{path}: weight {name!r} is {value.dtype}, not floating point; {fix}")
+        if not np.isfinite(value).all():
+            raise VaebenchError(f"{path}: weight {name!r} holds NaN or infinite values (a diverged run?); {fix}")
+    return params

@@ -26,6 +26,8 @@ from vaebench.testing.numpy_model import NumpyModel
 class NumpyTrainModel(NumpyModel):
     """:class:`NumpyModel` plus a train step and Adam state."""
 
+    state_dtype = np.float64
+
     def _load_weights(self, params: dict[str, np.ndarray]) -> None:
         self.params = {k: v.astype(np.float64) for k, v in params.items()}
         self.step = 0
@@ -33,13 +35,11 @@ class NumpyTrainModel(NumpyModel):
         self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def _export_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.astype(np.float32) for k, v in self.params.items()}
+        return {k: v.copy() for k, v in self.params.items()}
 
     def _export_optimizer_state(self) -> dict[str, np.ndarray]:
-        state = {
-            f"{k}/{name}": moments[k].astype(np.float32) for k in self.params for name, moments in (("m", self.m), ("v", self.v))
-        }
-        return {"step": np.asarray(self.step, np.float32), **state}
+        state = {f"{k}/{name}": moments[k].copy() for k in self.params for name, moments in (("m", self.m), ("v", self.v))}
+        return {"step": np.asarray(self.step, np.float64), **state}
 
     def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         self.step = int(state["step"])
