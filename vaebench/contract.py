@@ -25,7 +25,9 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
+from vaebench.environment import Environment
 from vaebench.errors import BackendError, ShapeError
+from vaebench.layouts import Layout, convert, kernel_permutations
 from vaebench.spec import AdamConfig, ModelSpec
 from vaebench.weights import Params, check_params
 
@@ -89,10 +91,17 @@ class Model(abc.ABC):
 
     #: The precision the backend holds its weights and Adam state in; checkpoints keep it.
     state_dtype: ClassVar[type] = np.float32
+    #: How the framework lays out kernels (:mod:`vaebench.layouts`); the hooks see that layout.
+    layout: ClassVar[Layout] = {}
+    #: Where the model runs (``cpu`` or ``cuda``) and the array library under it (``torch``, ``jax``,
+    #: ``tensorflow``, ``numpy``): what the core needs to ask about device memory.
+    device_kind: str = "cpu"
+    engine: str = "numpy"
 
     def __init__(self, spec: ModelSpec, adam: AdamConfig) -> None:
         self.spec = spec
         self.adam = adam
+        self._perms = kernel_permutations(self.layout, spec)
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         return _check("images x", x, (None, *self.spec.input_shape))
@@ -105,7 +114,7 @@ class Model(abc.ABC):
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
         """Replace all parameters with canonical ``params`` and reset Adam's state."""
         check_params(self.spec, params)
-        self._load_weights({k: np.asarray(v, self.state_dtype) for k, v in params.items()})
+        self._load_weights(convert(self._perms, {k: np.asarray(v, self.state_dtype) for k, v in params.items()}, False))
 
     def export_weights(self, exact: bool = False) -> Params:
         """Current parameters as canonical float32 NumPy arrays (copies).
@@ -113,10 +122,10 @@ class Model(abc.ABC):
         ``exact=True`` keeps the backend's own precision (:attr:`state_dtype`),
         which is what a checkpoint needs to resume bit for bit.
         """
-        params = self._export_weights()
+        params = convert(self._perms, self._export_weights(), to_canonical=True)
         check_params(self.spec, params)
         dtype = self.state_dtype if exact else np.float32
-        return {k: np.asarray(v, dtype) for k, v in params.items()}
+        return {k: np.array(v, dtype) for k, v in params.items()}  # copies: never alias live weights
 
     def export_optimizer_state(self, exact: bool = False) -> dict[str, np.ndarray]:
         """Adam's state, canonically: ``step`` (number of updates so far, a 0-d array) and, for
@@ -125,15 +134,16 @@ class Model(abc.ABC):
         With :meth:`load_optimizer_state` this lets a run resume bit-for-bit and
         move between backends mid-training.
         """
-        state = self._export_optimizer_state()
+        state = convert(self._perms, self._export_optimizer_state(), to_canonical=True)
         self._check_optimizer_state(state)
         dtype = self.state_dtype if exact else np.float32
-        return {k: np.asarray(v, dtype) for k, v in state.items()}
+        return {k: np.array(v, dtype) for k, v in state.items()}
 
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace Adam's state with one from :meth:`export_optimizer_state` (any backend's)."""
         self._check_optimizer_state(state)
-        self._load_optimizer_state({k: np.asarray(v, self.state_dtype) for k, v in state.items()})
+        state = {k: np.asarray(v, self.state_dtype) for k, v in state.items()}
+        self._load_optimizer_state(convert(self._perms, state, to_canonical=False))
 
     def _check_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         shapes = {"step": ()} | {f"{k}/{s}": v for k, v in self.spec.param_shapes().items() for s in ("m", "v")}
@@ -213,11 +223,14 @@ class Model(abc.ABC):
 
         Process RSS is the memory figure on a CPU; on a GPU the allocator's own
         peak is the one that decides whether a batch size fits, so bench reports both.
+        The plugin says where it runs (:attr:`device_kind`) and on which engine
+        (:attr:`engine`); the query itself is the core's (:func:`vaebench.engines.peak_gpu_memory_mb`).
         """
-        return self._peak_device_memory_mb()
+        if self.device_kind != "cuda":
+            return None
+        from vaebench.engines import peak_gpu_memory_mb
 
-    def _peak_device_memory_mb(self) -> float | None:
-        return None
+        return peak_gpu_memory_mb(self.engine)
 
     # -- what a plugin implements ------------------------------------------
     @abc.abstractmethod
@@ -274,8 +287,6 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
-    framework: ClassVar[str]
-    ops: ClassVar[Ops]
     option_defaults: ClassVar[dict[str, str]] = {}
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {}
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -305,9 +316,16 @@ class Backend(abc.ABC):
             if self.options[key] not in allowed:
                 raise BackendError(f"{self.name} option {key} must be one of {', '.join(allowed)}, got {self.options[key]!r}")
 
-    @abc.abstractmethod
     def environment(self) -> dict[str, Any]:
-        """Framework versions, the device used and its name, thread count, settings."""
+        """Framework versions, the device used and its name, thread count, settings: the same keys for every plugin."""
+        env = self._environment()
+        if not isinstance(env, Environment):
+            raise BackendError(f"backend {self.name!r}: _environment() must return vaebench.environment.Environment")
+        return env.to_dict()
+
+    @abc.abstractmethod
+    def _environment(self) -> Environment:
+        """The plugin's facts, filled into the core's :class:`~vaebench.environment.Environment`."""
 
     @abc.abstractmethod
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:

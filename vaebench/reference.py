@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from vaebench.contract import LossTerms
-from vaebench.loss import numpy_ops, reparameterize, vae_terms
+from vaebench.loss import numpy_ops, vae_terms
 from vaebench.loss import recon_nll as loss_recon_nll
 from vaebench.spec import Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
@@ -91,12 +91,6 @@ def evaluate(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, e
         np.asarray(x, np.float64),
         np.asarray(eps, np.float64),
     )
-
-
-def sample_z(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    """The latent sample the loss uses for ``x`` with noise ``eps``."""
-    mean, logvar = encode(spec, params, x)
-    return reparameterize(numpy_ops, mean, logvar, np.asarray(eps, np.float64))
 
 
 def recon_nll(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, z: np.ndarray) -> np.ndarray:

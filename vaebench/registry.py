@@ -9,7 +9,9 @@ the plugin's version.
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -106,8 +108,40 @@ def load(name: str) -> tuple[type[Backend], PluginInfo]:
         raise BackendError(f"backend {name!r} ({info.distribution}) failed to import: {exc}; reinstall with: {fix}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendError(f"entry point {name} = {info.value} is not a vaebench.contract.Backend subclass")
-    missing = [attr for attr in ("name", "framework", "ops") if not hasattr(cls, attr)]
+    missing = [attr for attr in ("name",) if not isinstance(getattr(cls, attr, None), str)]
     if missing or getattr(cls, "__abstractmethods__", None):
         gaps = missing + sorted(getattr(cls, "__abstractmethods__", ()))
         raise BackendError(f"backend {name!r} ({info.distribution}) does not implement the contract: missing {', '.join(gaps)}")
+    for hook in HOOKS:
+        problem = signature_problem(getattr(Backend, hook), getattr(cls, hook))
+        if problem:
+            raise BackendError(
+                f"backend {name!r} ({info.distribution}): {cls.__name__}.{hook} {problem}; "
+                f"the contract's is {hook}{inspect.signature(getattr(Backend, hook))}"
+            )
     return cls, info
+
+
+#: The Backend methods the core calls on a plugin: an override must accept what the core passes.
+HOOKS = ("__init__", "_environment", "build")
+
+
+def signature_problem(contract: Callable, plugin: Callable) -> str | None:
+    """Why ``plugin`` cannot be called as the core calls ``contract`` (``None`` when it can).
+
+    As pluggy checks a hook implementation's arguments when it registers, this
+    runs when the plugin loads, so a malformed plugin fails with its name and
+    distribution instead of a ``TypeError`` in the middle of a run.
+    """
+    if plugin is contract:
+        return None
+    ours, theirs = inspect.signature(contract).parameters, inspect.signature(plugin).parameters
+    kinds = {p.kind for p in theirs.values()}
+    named = {n for n, p in theirs.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        lacking = [n for n, p in ours.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in named]
+        if lacking:
+            return f"does not accept {', '.join(lacking)}"
+    required = [n for n, p in theirs.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    extra = [n for n in required if n not in ours]
+    return f"requires {', '.join(extra)}, which the core never passes" if extra else None

@@ -95,6 +95,11 @@ class LayerInfo:
     padding: tuple[int, int] = (0, 0)
 
     @property
+    def key(self) -> str:
+        """The name with ``/`` replaced by ``_``: what frameworks accept as a module or parameter name."""
+        return self.name.replace("/", "_")
+
+    @property
     def param_shapes(self) -> dict[str, Shape]:
         """Canonical parameter shapes of this layer, keyed ``<name>/kernel`` etc."""
         layer = self.layer

@@ -16,9 +16,8 @@ import numpy as np
 
 from vaebench import reference
 from vaebench.contract import Backend, Model
-from vaebench.environment import cpu_model
+from vaebench.environment import Environment, cpu_model
 from vaebench.errors import BackendError
-from vaebench.loss import numpy_ops
 from vaebench.spec import AdamConfig, ModelSpec
 from vaebench.testing.numpy_model import NumpyModel
 
@@ -64,8 +63,6 @@ class NumpyBackend(Backend):
     """NumPy, float64, CPU: the reference implementation of the contract."""
 
     name = "numpy"
-    framework = "numpy"
-    ops = numpy_ops
     option_defaults: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -73,17 +70,17 @@ class NumpyBackend(Backend):
         if self.device == "cuda":
             raise BackendError("the numpy backend runs on the CPU only; use --device cpu")
 
-    def environment(self) -> dict[str, Any]:
-        return {
-            "framework": "numpy",
-            "numpy": np.__version__,
-            "device": "cpu",
-            "device_name": cpu_model(),
-            "threads": "BLAS default",
-            "execution": "eager NumPy, float64",
-            "float32_matmul_precision": "float64",
-            "precision": self.precision,
-        }
+    def _environment(self) -> Environment:
+        return Environment(
+            framework="numpy",
+            versions={"numpy": np.__version__},
+            device="cpu",
+            device_name=cpu_model(),
+            threads="BLAS default",
+            precision=self.precision,
+            float32_matmul_precision="float64",
+            execution="eager NumPy, float64",
+        )
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
         return NumpyTrainModel(spec, adam)

@@ -7,10 +7,11 @@ and only then imports :mod:`vaebench_jax.model`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
+from vaebench import engines
 from vaebench.contract import Backend, Model
-from vaebench.environment import set_xla_threads
+from vaebench.environment import Environment
 from vaebench.spec import AdamConfig, ModelSpec
 
 
@@ -20,23 +21,18 @@ class JaxBackend(Backend):
     assume), ``tf32`` sets ``high`` (TF32 passes on GPUs)."""
 
     name = "jax"
-    framework = "jax"
-    matmul_precision: ClassVar[dict[str, str]] = {"fp32": "highest", "tf32": "high"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        set_xla_threads(self.threads)
+        engines.prepare("jax", self.threads)  # before the first import of jax
         from vaebench_jax import model
 
         self._impl = model
-        self.jax_device = model.pick_device(self.device)
-        model.jax.config.update("jax_default_matmul_precision", self.matmul_precision[self.precision])
+        hint = "install vaebench-jax[cuda] on a CUDA machine, or use --device cpu"
+        self.device_kind = engines.resolve_device(self.device, "jax", f"jax {model.jax.__version__}", hint)
+        engines.configure("jax", self.threads, self.precision)
 
-    @property
-    def ops(self) -> Any:  # the contract's Ops, available once JAX is imported
-        return self._impl.JaxOps
-
-    def environment(self) -> dict[str, Any]:
+    def _environment(self) -> Environment:
         return self._impl.environment(self)
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:

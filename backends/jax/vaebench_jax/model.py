@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import flax.linen as nn
@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vaebench import engines
 from vaebench.contract import Model
-from vaebench.environment import cpu_model
-from vaebench.errors import BackendError
+from vaebench.environment import Environment
+from vaebench.layouts import adam_state
 from vaebench.loss import recon_nll, vae_terms
-from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.spec import AdamConfig, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 
 class JaxOps:
@@ -47,13 +48,9 @@ class JaxOps:
         return jnp.sum(x, axis=-1)
 
 
-def _key(info: LayerInfo) -> str:
-    return info.name.replace("/", "_")
-
-
 def _layer(info: LayerInfo) -> nn.Module:
     """The Flax layer of a spec layer; Flax is NHWC, so shapes pass through unchanged."""
-    layer, key = info.layer, _key(info)
+    layer, key = info.layer, info.key
     if isinstance(layer, Dense):
         return nn.Dense(layer.units, name=key)
     k, s, (before, after) = layer.kernel, layer.stride, info.padding
@@ -84,16 +81,11 @@ class Chain(nn.Module):
         return x
 
 
-def _to_flax(info: LayerInfo, kernel: np.ndarray) -> np.ndarray:
-    """Canonical kernel -> Flax layout; only transposed convolutions differ ((h, w, out, in))."""
-    return kernel.transpose(0, 1, 3, 2) if isinstance(info.layer, Conv2D) and info.layer.transpose else kernel
-
-
 class Networks:
     """The VAE as pure functions of a flat ``{layer_key: {kernel, bias}}`` dict."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        self.infos = {_key(i): i for i in spec.layers() if i.param_shapes}
+        self.infos = {i.key: i for i in spec.layers() if i.param_shapes}
         self.trunk = Chain(tuple(spec.encoder_layers()))
         self.mean, self.logvar = (Chain((h,)) for h in spec.head_layers())
         self.decoder = Chain(tuple(spec.decoder_layers()))
@@ -112,46 +104,37 @@ class Networks:
         return jnp.mean(self.terms(params, x, eps).neg_elbo)
 
 
-def pick_device(device: str) -> jax.Device:
-    """``cuda``: the first GPU (or a clear error); ``auto``: GPU if any, else CPU."""
-    try:
-        gpus = jax.devices("gpu")
-    except RuntimeError:
-        gpus = []
-    if device == "cuda" and not gpus:
-        raise BackendError(
-            f"--device cuda asked for, but jax {jax.__version__} sees no GPU; "
-            "install vaebench-jax[cuda] on a CUDA machine, or use --device cpu"
-        )
-    return gpus[0] if gpus and device != "cpu" else jax.devices("cpu")[0]
+def device(kind: str) -> jax.Device:
+    """The first GPU for ``cuda``, else the CPU."""
+    return jax.devices("gpu")[0] if kind == "cuda" else jax.devices("cpu")[0]
 
 
-def environment(backend: Any) -> dict[str, Any]:
+def environment(backend: Any) -> Environment:
     """Versions, device and the settings that change numbers or speed."""
-    dev = backend.jax_device
-    return {
-        "framework": "jax",
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "device": "cuda" if dev.platform == "gpu" else "cpu",
-        "device_name": dev.device_kind if dev.platform == "gpu" else cpu_model(),
-        "devices": [str(d) for d in jax.devices()],
-        "threads": backend.threads or "xla default (all usable cores)",
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "float32_matmul_precision": jax.config.jax_default_matmul_precision,
-        "precision": backend.precision,
-        "execution": "jax.jit (whole step, params and Adam state donated)",
-    }
+    versions = {"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", jax.__version__)}
+    return Environment(
+        framework="jax",
+        versions={**versions, "flax": flax.__version__, "optax": optax.__version__},
+        device=backend.device_kind,
+        device_name=engines.device_name("jax", backend.device_kind),
+        threads=engines.threads("jax", backend.threads),
+        precision=backend.precision,
+        float32_matmul_precision=engines.matmul_precision("jax"),
+        execution="jax.jit (whole step, params and Adam state donated)",
+        extra={"devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")},
+    )
 
 
 class JaxModel(Model):
     """Parameters and Adam state live on the device; every step is one jitted call."""
 
+    layout: ClassVar[dict[str, tuple[int, ...]]] = {"conv_transpose": (0, 1, 3, 2)}  # Flax: (h, w, out, in)
+    engine = "jax"
+
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
         super().__init__(spec, adam)
-        self.device = backend.jax_device
+        self.device_kind = backend.device_kind
+        self.device = device(backend.device_kind)
         self.nets = Networks(spec)
         self.tx = optax.adam(adam.lr, b1=adam.beta1, b2=adam.beta2, eps=adam.eps)
         nets, tx = self.nets, self.tx
@@ -172,46 +155,33 @@ class JaxModel(Model):
     def _put(self, a: np.ndarray) -> jax.Array:
         return jax.device_put(a, self.device)
 
+    # -- weights and Adam state (arrays arrive and leave in Flax's layout) --
+    def _tree(self, arrays: dict[str, np.ndarray], suffix: str = "") -> dict:
+        """Canonical ``<layer>/kernel`` names -> Flax's ``{layer_key: {kernel, bias}}``."""
+        return {k: {p: arrays[f"{i.name}/{p}{suffix}"] for p in ("kernel", "bias")} for k, i in self.nets.infos.items()}
+
+    def _flat(self, tree: dict) -> dict[str, np.ndarray]:
+        return {f"{i.name}/{p}": np.asarray(tree[k][p]) for k, i in self.nets.infos.items() for p in ("kernel", "bias")}
+
     def _load_weights(self, params: dict[str, np.ndarray]) -> None:
-        tree = {
-            key: {"kernel": _to_flax(info, params[f"{info.name}/kernel"]), "bias": params[f"{info.name}/bias"]}
-            for key, info in self.nets.infos.items()
-        }
-        self.params = jax.device_put(tree, self.device)
+        self.params = jax.device_put(self._tree(params), self.device)
         self.opt_state = jax.device_put(self.tx.init(self.params), self.device)  # committed: one compile, not two
 
     def _export_weights(self) -> dict[str, np.ndarray]:
-        host = jax.device_get(self.params)
-        out = {}
-        for key, info in self.nets.infos.items():
-            out[f"{info.name}/kernel"] = np.ascontiguousarray(_to_flax(info, np.asarray(host[key]["kernel"])))
-            out[f"{info.name}/bias"] = np.array(host[key]["bias"])
-        return out
+        return self._flat(jax.device_get(self.params))
 
     def _adam_index(self) -> int:
         return next(i for i, part in enumerate(self.opt_state) if isinstance(part, optax.ScaleByAdamState))
 
     def _export_optimizer_state(self) -> dict[str, np.ndarray]:
         adam = jax.device_get(self.opt_state[self._adam_index()])
-        out = {"step": np.asarray(adam.count, np.float32)}
-        for key, info in self.nets.infos.items():
-            for ours, tree in (("m", adam.mu), ("v", adam.nu)):
-                out[f"{info.name}/kernel/{ours}"] = np.ascontiguousarray(_to_flax(info, np.asarray(tree[key]["kernel"])))
-                out[f"{info.name}/bias/{ours}"] = np.array(tree[key]["bias"])
-        return out
+        m, v = self._flat(adam.mu), self._flat(adam.nu)
+        return adam_state(adam.count, ((key, m[key], v[key]) for key in m))
 
     def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        def tree(moment: str) -> dict:
-            return {
-                key: {
-                    "kernel": _to_flax(info, state[f"{info.name}/kernel/{moment}"]),
-                    "bias": state[f"{info.name}/bias/{moment}"],
-                }
-                for key, info in self.nets.infos.items()
-            }
-
         i = self._adam_index()
-        adam = optax.ScaleByAdamState(count=np.asarray(state["step"], np.int32), mu=tree("m"), nu=tree("v"))
+        count = np.asarray(state["step"], np.int32)
+        adam = optax.ScaleByAdamState(count=count, mu=self._tree(state, "/m"), nu=self._tree(state, "/v"))
         self.opt_state = jax.device_put((*self.opt_state[:i], adam, *self.opt_state[i + 1 :]), self.device)
 
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> jax.Array:
@@ -236,7 +206,3 @@ class JaxModel(Model):
 
     def _synchronize(self) -> None:
         jax.block_until_ready((self.params, self.opt_state))
-
-    def _peak_device_memory_mb(self) -> float | None:
-        stats = self.device.memory_stats() if self.device.platform == "gpu" else None
-        return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None

@@ -15,8 +15,9 @@ import os
 import sys
 from typing import Any, ClassVar
 
+from vaebench import engines
 from vaebench.contract import Backend, Model
-from vaebench.environment import set_xla_threads
+from vaebench.environment import Environment
 from vaebench.errors import BackendError
 from vaebench.spec import AdamConfig, ModelSpec
 
@@ -29,7 +30,6 @@ class KerasBackend(Backend):
     measures ``0`` against ``1`` on the machine at hand instead of trusting a rule."""
 
     name = "keras"
-    framework = "keras"
     engine: ClassVar[str] = "tensorflow"
     option_defaults: ClassVar[dict[str, str]] = {"xla": "auto"}
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("auto", "0", "1")}
@@ -52,18 +52,13 @@ class KerasBackend(Backend):
             ) from None
         os.environ["KERAS_BACKEND"] = self.engine
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for our users
-        if self.engine == "jax":
-            set_xla_threads(self.threads)
+        engines.prepare(self.engine, self.threads)  # before the engine's first import
         from vaebench_keras import model
 
         self._impl = model
         self.device_kind = model.setup_engine(self)
 
-    @property
-    def ops(self) -> Any:  # the contract's Ops, available once Keras is imported
-        return self._impl.KerasOps
-
-    def environment(self) -> dict[str, Any]:
+    def _environment(self) -> Environment:
         return self._impl.environment(self)
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:

@@ -17,17 +17,19 @@ few percent of a step. :class:`CoreAdam` is Keras' Adam with the core's formula.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
+from vaebench import engines
 from vaebench.contract import Model
-from vaebench.environment import cpu_model
+from vaebench.environment import Environment
 from vaebench.errors import BackendError
+from vaebench.layouts import adam_state
 from vaebench.loss import recon_nll, vae_terms
-from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.spec import AdamConfig, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
 ENGINE = keras.backend.backend()
 
@@ -69,40 +71,16 @@ class CoreAdam(keras.optimizers.Adam):
 
 
 def setup_engine(backend: Any) -> str:
-    """Apply threads and device choice to the engine; return ``cpu`` or ``cuda``."""
-    if ENGINE == "tensorflow":
+    """Apply threads, precision and the device choice to the engine; return ``cpu`` or ``cuda``."""
+    engines.configure(ENGINE, backend.threads, backend.precision)
+    kind = engines.resolve_device(backend.device, ENGINE, f"Keras' {ENGINE} engine")
+    if ENGINE == "tensorflow" and kind == "cpu" and engines.gpu_available(ENGINE):
         import tensorflow as tf
 
-        if backend.threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(backend.threads)
-            except RuntimeError:  # the runtime is already up: keep its setting, environment() reports it
-                pass
-        tf.config.experimental.enable_tensor_float_32_execution(backend.precision == "tf32")
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus and backend.device == "cpu":
-            tf.config.set_visible_devices([], "GPU")
-            gpus = []
-    elif ENGINE == "jax":
-        import jax
-
-        jax.config.update("jax_default_matmul_precision", "high" if backend.precision == "tf32" else "highest")
-        try:
-            gpus = jax.devices("gpu")
-        except RuntimeError:
-            gpus = []
-    else:
-        import torch
-
-        if backend.threads:
-            torch.set_num_threads(backend.threads)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = backend.precision == "tf32"
-        gpus = [0] if torch.cuda.is_available() else []
-    if backend.device == "cuda" and not gpus:
-        raise BackendError(f"--device cuda asked for, but Keras' {ENGINE} engine sees no GPU; use --device cpu")
+        tf.config.set_visible_devices([], "GPU")
     if ENGINE == "torch" and backend.compile:
         raise BackendError("--compile is not supported by keras-torch (Keras drives torch eagerly); drop it")
-    return "cuda" if gpus and backend.device != "cpu" else "cpu"
+    return kind
 
 
 def use_xla(backend: Any, spec: ModelSpec) -> bool:
@@ -119,43 +97,32 @@ def use_xla(backend: Any, spec: ModelSpec) -> bool:
     return backend.device_kind == "cuda"
 
 
-def environment(backend: Any) -> dict[str, Any]:
+def environment(backend: Any) -> Environment:
     """Keras and engine versions, device, and how the step ran."""
     import importlib
 
-    engine = importlib.import_module(ENGINE)
+    xla = getattr(backend, "xla_used", None) if ENGINE == "tensorflow" else ENGINE == "jax"
     if ENGINE == "tensorflow":
-        import tensorflow as tf
-
-        threads = tf.config.threading.get_intra_op_parallelism_threads() or "tensorflow default (all usable cores)"
-        xla = getattr(backend, "xla_used", None)
         execution = "tf.function, XLA " + {True: "on", False: "off", None: f"{backend.options['xla']} (set at build)"}[xla]
     elif ENGINE == "jax":
-        threads = backend.threads or "xla default (all usable cores)"
         execution = "jax.jit of Keras stateless_call + stateless_apply, state donated"
     else:
-        threads = engine.get_num_threads()
         execution = "eager"
-    return {
-        "framework": "keras",
-        "keras": keras.__version__,
-        "engine": ENGINE,
-        ENGINE: engine.__version__,
-        "device": backend.device_kind,
-        "device_name": cpu_model() if backend.device_kind == "cpu" else "GPU",
-        "threads": threads,
-        "xla": getattr(backend, "xla_used", None) if ENGINE == "tensorflow" else ENGINE == "jax",
-        "precision": backend.precision,
-        "execution": execution,
-    }
-
-
-def _key(info: LayerInfo) -> str:
-    return info.name.replace("/", "_")
+    return Environment(
+        framework="keras",
+        versions={"keras": keras.__version__, ENGINE: importlib.import_module(ENGINE).__version__},
+        device=backend.device_kind,
+        device_name=engines.device_name(ENGINE, backend.device_kind),
+        threads=engines.threads(ENGINE, backend.threads),
+        precision=backend.precision,
+        float32_matmul_precision=engines.matmul_precision(ENGINE),
+        execution=execution,
+        extra={"engine": ENGINE, "xla": xla},
+    )
 
 
 def _layer(info: LayerInfo) -> keras.layers.Layer:
-    layer, key = info.layer, _key(info)
+    layer, key = info.layer, info.key
     if isinstance(layer, Dense):
         return keras.layers.Dense(layer.units, activation=layer.activation, name=key)
     if isinstance(layer, Flatten):
@@ -166,23 +133,22 @@ def _layer(info: LayerInfo) -> keras.layers.Layer:
     return cls(layer.filters, layer.kernel, strides=layer.stride, padding="same", activation=layer.activation, name=key)
 
 
-def _to_keras(info: LayerInfo, kernel: np.ndarray) -> np.ndarray:
-    """Canonical kernel -> Keras layout; only Conv2DTranspose differs ((h, w, out, in))."""
-    return kernel.transpose(0, 1, 3, 2) if isinstance(info.layer, Conv2D) and info.layer.transpose else kernel
-
-
 class KerasModel(Model):
-    """The spec as three functional Keras models sharing layers: encoder, decoder, and the loss net."""
+    """The spec as functional Keras models sharing layers: encoder, decoder, the training loss, the evaluation terms."""
+
+    layout: ClassVar[dict[str, tuple[int, ...]]] = {"conv_transpose": (0, 1, 3, 2)}  # Conv2DTranspose: (h, w, out, in)
+    engine = ENGINE
 
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
         super().__init__(spec, adam)
-        self.layers: dict[str, tuple[LayerInfo, keras.layers.Layer]] = {}
+        self.device_kind = backend.device_kind
+        self.layers: dict[str, keras.layers.Layer] = {}  # canonical layer name -> layer with weights
 
         def chain(infos: list[LayerInfo], x: Any) -> Any:
             for info in infos:
                 layer = _layer(info)
                 if info.param_shapes:
-                    self.layers[_key(info)] = (info, layer)
+                    self.layers[info.name] = layer
                 x = layer(x)
             return x
 
@@ -195,26 +161,29 @@ class KerasModel(Model):
         self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
         terms = vae_terms(KerasOps, self.encoder, self.decoder, x_net, eps_net)
-        self.net = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae")
+        self.net = keras.Model([x_net, eps_net], terms.neg_elbo, name="vae")  # what training differentiates
+        self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
         self.nll = keras.Model([x_net, z_in], recon_nll(KerasOps, self.decoder(z_in), x_net), name="recon_nll")
-        xla = use_xla(backend, spec) if ENGINE == "tensorflow" else ENGINE == "jax"
-        backend.xla_used = xla
-        for m in (self.net, self.encoder, self.probs, self.nll):
-            m.compile(jit_compile=xla)
+        self.xla = use_xla(backend, spec) if ENGINE == "tensorflow" else ENGINE == "jax"
+        backend.xla_used = self.xla
+        for m in (self.net, self.terms, self.encoder, self.probs, self.nll):
+            m.compile(jit_compile=self.xla)
         self.optimizer = CoreAdam(adam.lr, beta_1=adam.beta1, beta_2=adam.beta2, epsilon=adam.eps)
         self.optimizer.build(self.net.trainable_variables)
-        self.backend = backend
-        self._step = {"tensorflow": _tf_step, "jax": _jax_step, "torch": _torch_step}[ENGINE](self, xla)
+        self._step = STEPS[ENGINE](self)
 
     def loss(self, x: Any, eps: Any, training: bool = True) -> Any:
-        """The batch-mean -ELBO through the Keras net (column 0 of its output)."""
-        return keras.ops.mean(self.net([x, eps], training=training)[:, 0])
+        """The batch-mean -ELBO through the Keras net."""
+        return keras.ops.mean(self.net([x, eps], training=training))
+
+    # -- weights and Adam state (arrays arrive and leave in Keras' layout) --
+    def _variables(self) -> list[tuple[str, Any]]:
+        return [(f"{n}/{p}", getattr(layer, p)) for n, layer in self.layers.items() for p in ("kernel", "bias")]
 
     def _load_weights(self, params: dict[str, np.ndarray]) -> None:
         self._step.pull()
-        for info, layer in self.layers.values():
-            layer.kernel.assign(_to_keras(info, params[f"{info.name}/kernel"]))
-            layer.bias.assign(params[f"{info.name}/bias"])
+        for key, var in self._variables():
+            var.assign(params[key])
         for var in self.optimizer.variables:  # a fresh Adam (step count, moments), without retracing the step
             if not var.path.endswith("learning_rate"):
                 var.assign(keras.ops.zeros(var.shape, var.dtype))
@@ -222,37 +191,25 @@ class KerasModel(Model):
 
     def _export_weights(self) -> dict[str, np.ndarray]:
         self._step.pull()
-        out = {}
-        for info, layer in self.layers.values():
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            out[f"{info.name}/kernel"] = np.ascontiguousarray(_to_keras(info, kernel))
-            out[f"{info.name}/bias"] = np.array(keras.ops.convert_to_numpy(layer.bias))
-        return out
+        return {key: keras.ops.convert_to_numpy(var) for key, var in self._variables()}
 
-    def _slots(self) -> list[tuple[str, LayerInfo, Any, Any, Any]]:
-        opt, out = self.optimizer, []
-        for info, layer in self.layers.values():
-            for name, var in (("kernel", layer.kernel), ("bias", layer.bias)):
-                index = opt._get_variable_index(var)  # Keras' own lookup for its slot variables
-                out.append((f"{info.name}/{name}", info, var, opt._momentums[index], opt._velocities[index]))
-        return out
+    def _slots(self) -> list[tuple[str, Any, Any]]:
+        """``(canonical name, m, v)``: Adam's slot variables, found with Keras' own lookup."""
+        opt = self.optimizer
+        indices = [(key, opt._get_variable_index(var)) for key, var in self._variables()]
+        return [(key, opt._momentums[i], opt._velocities[i]) for key, i in indices]
 
     def _export_optimizer_state(self) -> dict[str, np.ndarray]:
         self._step.pull()
-        out = {"step": np.asarray(keras.ops.convert_to_numpy(self.optimizer.iterations), np.float32)}
-        for key, info, _, m, v in self._slots():
-            convert = (lambda a, info=info: _to_keras(info, a)) if key.endswith("kernel") else (lambda a: a)
-            out[f"{key}/m"] = np.ascontiguousarray(convert(keras.ops.convert_to_numpy(m)))
-            out[f"{key}/v"] = np.ascontiguousarray(convert(keras.ops.convert_to_numpy(v)))
-        return out
+        numpy = keras.ops.convert_to_numpy
+        return adam_state(numpy(self.optimizer.iterations), ((k, numpy(m), numpy(v)) for k, m, v in self._slots()))
 
     def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         self._step.pull()
         self.optimizer.iterations.assign(int(state["step"]))
-        for key, info, _, m, v in self._slots():
-            convert = (lambda a, info=info: _to_keras(info, a)) if key.endswith("kernel") else (lambda a: a)
-            m.assign(convert(state[f"{key}/m"]))
-            v.assign(convert(state[f"{key}/v"]))
+        for key, m, v in self._slots():
+            m.assign(state[f"{key}/m"])
+            v.assign(state[f"{key}/v"])
         self._step.push()
 
     def _stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
@@ -266,7 +223,7 @@ class KerasModel(Model):
 
     def _evaluate(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         self._step.pull()
-        out = self.net.predict_on_batch([x, eps])
+        out = self.terms.predict_on_batch([x, eps])
         return out[:, 0], out[:, 1], out[:, 2]
 
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,31 +242,15 @@ class KerasModel(Model):
     def _synchronize(self) -> None:
         self._step.sync()
 
-    def _peak_device_memory_mb(self) -> float | None:
-        if self.backend.device_kind != "cuda":
-            return None
-        if ENGINE == "tensorflow":
-            import tensorflow as tf
-
-            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        if ENGINE == "jax":
-            import jax
-
-            stats = jax.devices("gpu")[0].memory_stats() or {}
-            return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-
 
 class _Step:
-    """A compiled step plus how to move state between it and the Keras variables."""
+    """A compiled step plus how to move state between it and the Keras variables (the defaults: nothing to move)."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any]) -> None:
-        self.fn = fn
+    def __init__(self, model: KerasModel) -> None:
+        self.model, self.variables = model, model.net.trainable_variables
 
     def __call__(self, x: Any, eps: Any) -> Any:
-        return self.fn(x, eps)
+        raise NotImplementedError
 
     def stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
         """The batch as the step takes it (on the prefetch thread); NumPy unless the engine gains by converting."""
@@ -325,47 +266,61 @@ class _Step:
         """Wait for queued device work."""
 
 
-def _tf_step(model: KerasModel, xla: bool) -> _Step:
-    import tensorflow as tf
+class _TfStep(_Step):
+    """``tf.GradientTape`` under one ``tf.function`` (XLA as the backend decided)."""
 
-    variables = model.net.trainable_variables
+    def __init__(self, model: KerasModel) -> None:
+        import tensorflow as tf
 
-    @tf.function(jit_compile=xla)
-    def step(x: Any, eps: Any) -> Any:
-        with tf.GradientTape() as tape:
-            loss = model.loss(x, eps)
-        model.optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+        super().__init__(model)
+        self.tf = tf
 
-    out = _Step(step)
-    # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop
-    # (reference_ratio.py): NumPy into the tf.function 0.87-0.93x at batch 128, tf.constant on the step's
-    # thread 0.93x; staged ahead, median of 7 runs 0.970x at 128 and 0.971x at 512 (runs 0.83-1.01x on
-    # this noisy machine). The compiled step called on ready tensors ran at 1.00-1.01x.
-    out.stage = lambda x, eps: (tf.constant(x), tf.constant(eps))
-    sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
-    if sync is not None and model.backend.device_kind == "cuda":
-        out.sync = sync
-    return out
+        @tf.function(jit_compile=model.xla)
+        def step(x: Any, eps: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = model.loss(x, eps)
+            model.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
+            return loss
+
+        self.fn = step
+        self.device_sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
+
+    def __call__(self, x: Any, eps: Any) -> Any:
+        return self.fn(x, eps)
+
+    def stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
+        # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop
+        # (reference_ratio.py): NumPy into the tf.function 0.87-0.93x at batch 128, tf.constant on the step's
+        # thread 0.93x; staged ahead, median of 7 runs 0.970x at 128 and 0.971x at 512 (runs 0.83-1.01x on
+        # this noisy machine). The compiled step called on ready tensors ran at 1.00-1.01x.
+        return self.tf.constant(x), self.tf.constant(eps)
+
+    def sync(self) -> None:
+        if self.device_sync is not None and self.model.device_kind == "cuda":
+            self.device_sync()
 
 
-def _torch_step(model: KerasModel, xla: bool) -> _Step:
-    import torch
+class _TorchStep(_Step):
+    """``loss.backward()`` and Keras' optimizer on torch tensors, eagerly."""
 
-    variables = model.net.trainable_variables
+    def __init__(self, model: KerasModel) -> None:
+        import torch
 
-    def step(x: Any, eps: Any) -> Any:
+        super().__init__(model)
+        self.torch = torch
+
+    def __call__(self, x: Any, eps: Any) -> Any:
+        model = self.model
         loss = model.loss(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(eps))
         model.net.zero_grad()
         loss.backward()
-        with torch.no_grad():
-            model.optimizer.apply([v.value.grad for v in variables], variables)
+        with self.torch.no_grad():
+            model.optimizer.apply([v.value.grad for v in self.variables], self.variables)
         return loss.detach()
 
-    out = _Step(step)
-    if model.backend.device_kind == "cuda":
-        out.sync = torch.cuda.synchronize
-    return out
+    def sync(self) -> None:
+        if self.model.device_kind == "cuda":
+            self.torch.cuda.synchronize()
 
 
 class _JaxStep(_Step):
@@ -374,7 +329,8 @@ class _JaxStep(_Step):
     def __init__(self, model: KerasModel) -> None:
         import jax
 
-        self.jax, self.model = jax, model
+        super().__init__(model)
+        self.jax = jax
         net, opt = model.net, model.optimizer
         self.vars = (net.trainable_variables, net.non_trainable_variables, opt.variables)
 
@@ -383,7 +339,7 @@ class _JaxStep(_Step):
 
             def loss_fn(trainable: Any) -> Any:
                 out, nt = net.stateless_call(trainable, non_trainable, [x, eps], training=True)
-                return keras.ops.mean(out[:, 0]), nt
+                return keras.ops.mean(out), nt
 
             (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
             trainable, opt_vars = opt.stateless_apply(opt_vars, grads, trainable)
@@ -415,5 +371,4 @@ class _JaxStep(_Step):
         self.jax.block_until_ready(self.state)
 
 
-def _jax_step(model: KerasModel, xla: bool) -> _Step:
-    return _JaxStep(model)
+STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}

@@ -29,5 +29,5 @@ def test_unknown_option_and_missing_cuda_are_clear():
     import torch
 
     if not torch.cuda.is_available():
-        with pytest.raises(BackendError, match="no CUDA device"):
+        with pytest.raises(BackendError, match="sees no GPU; use --device cpu"):
             TorchBackend(device="cuda")

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebench import engines
 from vaebench.contract import Backend, Model
-from vaebench.environment import cpu_model
-from vaebench.errors import BackendError
+from vaebench.environment import Environment
+from vaebench.layouts import adam_state
 from vaebench.loss import recon_nll, vae_terms
 from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
 
@@ -59,26 +60,13 @@ def _module(info: LayerInfo) -> nn.Module | None:
     return None
 
 
-def _to_torch(info: LayerInfo, kernel: np.ndarray) -> np.ndarray:
-    """Canonical kernel -> torch weight layout (the one place layouts are converted)."""
-    if isinstance(info.layer, Dense):
-        return kernel.T  # (in, out) -> (out, in)
-    return kernel.transpose((2, 3, 0, 1) if info.layer.transpose else (3, 2, 0, 1))
-
-
-def _from_torch(info: LayerInfo, weight: np.ndarray) -> np.ndarray:
-    if isinstance(info.layer, Dense):
-        return weight.T
-    return weight.transpose((2, 3, 0, 1) if info.layer.transpose else (2, 3, 1, 0))
-
-
 class Net(nn.Module):
     """A chain of spec layers; tensors between them are NCHW (maybe channels-last memory)."""
 
     def __init__(self, layers: list[LayerInfo]) -> None:
         super().__init__()
         self.infos = layers
-        self.mods = nn.ModuleDict({i.name.replace("/", "_"): m for i in layers if (m := _module(i)) is not None})
+        self.mods = nn.ModuleDict({i.key: m for i in layers if (m := _module(i)) is not None})
 
     def apply_layer(self, info: LayerInfo, x: torch.Tensor) -> torch.Tensor:
         layer = info.layer
@@ -89,7 +77,7 @@ class Net(nn.Module):
         before, after = info.padding
         if isinstance(layer, Conv2D) and before != after and not layer.transpose:
             x = F.pad(x, (before, after, before, after))
-        x = self.mods[info.name.replace("/", "_")](x)
+        x = self.mods[info.key](x)
         if isinstance(layer, Conv2D) and before != after and layer.transpose:
             x = x[:, :, before : before + info.out_shape[0], before : before + info.out_shape[1]]
         return torch.relu(x) if layer.activation == "relu" else x
@@ -115,30 +103,38 @@ class VAE(nn.Module):
         return self.heads.apply_layer(mean_info, h), self.heads.apply_layer(logvar_info, h)
 
     def terms(self, x: torch.Tensor, eps: torch.Tensor) -> Any:
-        return vae_terms(TorchBackend.ops, self.encode, self.decoder, x, eps)
+        return vae_terms(TorchOps, self.encode, self.decoder, x, eps)
 
     def loss(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return self.terms(x, eps).neg_elbo.mean()
 
-    def named_layers(self) -> list[tuple[LayerInfo, nn.Module]]:
+    def parameters_by_name(self) -> list[tuple[str, nn.Parameter]]:
+        """Every parameter under its canonical name (``<layer>/kernel``, ``<layer>/bias``)."""
         return [
-            (i, net.mods[i.name.replace("/", "_")])
+            (f"{i.name}/{name}", param)
             for net in (self.trunk, self.heads, self.decoder)
             for i in net.infos
-            if i.name.replace("/", "_") in net.mods
+            if i.key in net.mods
+            for name, param in (("kernel", net.mods[i.key].weight), ("bias", net.mods[i.key].bias))
         ]
 
 
 class TorchModel(Model):
     """A :class:`~vaebench.contract.Model` running eagerly or under ``torch.compile``."""
 
+    # torch stores Linear as (out, in), Conv2d as (out, in, h, w), ConvTranspose2d as (in, out, h, w)
+    layout: ClassVar[dict[str, tuple[int, ...]]] = {"dense": (1, 0), "conv": (3, 2, 0, 1), "conv_transpose": (2, 3, 0, 1)}
+    engine = "torch"
+
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: TorchBackend) -> None:
         super().__init__(spec, adam)
-        self.device = backend.torch_device
+        self.device_kind = backend.device_kind
+        self.device = torch.device(backend.device_kind)
         self.channels_last = backend.options["layout"] == "nhwc"
         self.net = VAE(spec).to(self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.params = self.net.parameters_by_name()
         self.loss_fn = torch.compile(self.net.loss) if backend.compile else self.net.loss
         self.fused = backend.options["fused_adam"] == "1"
         self._new_optimizer()
@@ -161,52 +157,32 @@ class TorchModel(Model):
     def _vec(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, non_blocking=True)
 
+    # -- weights and Adam state (arrays arrive and leave in torch's layout) --
     def _load_weights(self, params: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
-            for info, mod in self.net.named_layers():
-                w = torch.from_numpy(np.ascontiguousarray(_to_torch(info, params[f"{info.name}/kernel"])))
-                mod.weight.copy_(w)
-                mod.bias.copy_(torch.from_numpy(params[f"{info.name}/bias"]))
+            for key, param in self.params:
+                param.copy_(torch.from_numpy(params[key]))
         self._new_optimizer()
 
     def _export_weights(self) -> dict[str, np.ndarray]:
-        out = {}
-        for info, mod in self.net.named_layers():
-            out[f"{info.name}/kernel"] = np.ascontiguousarray(_from_torch(info, mod.weight.detach().cpu().numpy()))
-            out[f"{info.name}/bias"] = mod.bias.detach().cpu().numpy().copy()
-        return out
-
-    def _params(self) -> list[tuple[str, LayerInfo, nn.Parameter]]:
-        return [
-            (f"{i.name}/{n}", i, p) for i, mod in self.net.named_layers() for n, p in (("kernel", mod.weight), ("bias", mod.bias))
-        ]
+        return {key: param.detach().cpu().numpy() for key, param in self.params}
 
     def _export_optimizer_state(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"step": np.zeros((), np.float32)}
-        for key, info, param in self._params():
-            st = self.opt.state.get(param) or {}
-            convert = (lambda a, info=info: _from_torch(info, a)) if key.endswith("kernel") else (lambda a: a)
-            for ours, theirs in (("m", "exp_avg"), ("v", "exp_avg_sq")):
-                value = st[theirs].detach().cpu().numpy() if theirs in st else np.zeros(tuple(param.shape), np.float32)
-                out[f"{key}/{ours}"] = np.array(convert(value), order="C")  # a copy: never alias live state
-            if "step" in st:
-                out["step"] = np.asarray(float(st["step"]), np.float32)
-        return out
+        states = [(key, param, self.opt.state.get(param) or {}) for key, param in self.params]
+        step = next((float(st["step"]) for _, _, st in states if "step" in st), 0.0)
+
+        def host(st: dict, name: str, param: nn.Parameter) -> np.ndarray:
+            return st[name].detach().cpu().numpy() if name in st else np.zeros(tuple(param.shape), np.float32)
+
+        return adam_state(step, ((k, host(st, "exp_avg", p), host(st, "exp_avg_sq", p)) for k, p, st in states))
 
     def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         self._new_optimizer()
-        for key, info, param in self._params():
-            convert = (lambda a, info=info: _to_torch(info, a)) if key.endswith("kernel") else (lambda a: a)
-            moments = {
-                t: torch.tensor(np.ascontiguousarray(convert(state[f"{key}/{o}"])), device=param.device)
-                for o, t in (("m", "exp_avg"), ("v", "exp_avg_sq"))
-            }
-            moments = {
-                t: m.contiguous(memory_format=torch.channels_last) if param.dim() == 4 and self.channels_last else m
-                for t, m in moments.items()
-            }
+        for key, param in self.params:
+            # empty_like keeps the parameter's memory format (channels-last), as the fused kernel expects
+            m, v = (torch.empty_like(param).copy_(torch.from_numpy(state[f"{key}/{s}"])) for s in ("m", "v"))
             step = torch.tensor(float(state["step"]), dtype=torch.float32, device=param.device if self.fused else "cpu")
-            self.opt.state[param] = {"step": step, **moments}
+            self.opt.state[param] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
 
     def _train_step(self, x: np.ndarray, eps: np.ndarray) -> torch.Tensor:
         loss = self.loss_fn(self._images(x), self._vec(eps))
@@ -233,14 +209,11 @@ class TorchModel(Model):
 
     @torch.inference_mode()
     def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return recon_nll(TorchBackend.ops, self.net.decoder(self._vec(z)), self._images(x)).cpu().numpy()
+        return recon_nll(TorchOps, self.net.decoder(self._vec(z)), self._images(x)).cpu().numpy()
 
     def _synchronize(self) -> None:
-        if self.device.type == "cuda":
+        if self.device_kind == "cuda":
             torch.cuda.synchronize(self.device)
-
-    def _peak_device_memory_mb(self) -> float | None:
-        return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
 
 
 class TorchBackend(Backend):
@@ -249,41 +222,32 @@ class TorchBackend(Backend):
     the core's ``--precision`` (``fp32``: TF32 off, as the kit's tolerances assume)."""
 
     name = "torch"
-    framework = "torch"
-    ops = TorchOps()
     option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1"}
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {"layout": ("nhwc", "nchw"), "fused_adam": ("1", "0")}
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"--device cuda asked for, but torch {torch.__version__} sees no CUDA device; use --device cpu")
-        kind = "cuda" if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.torch_device = torch.device(kind)
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        tf32 = self.precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        self.device_kind = engines.resolve_device(self.device, "torch", f"torch {torch.__version__}")
+        engines.configure("torch", self.threads, self.precision)
 
-    def environment(self) -> dict[str, Any]:
-        cuda = self.torch_device.type == "cuda"
-        return {
-            "framework": "torch",
-            "torch": torch.__version__,
-            "device": self.torch_device.type,
-            "device_name": torch.cuda.get_device_name(self.torch_device) if cuda else cpu_model(),
-            "cuda": torch.version.cuda,
-            "threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(),
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "precision": self.precision,
-            "mkldnn": torch.backends.mkldnn.is_available(),
-            "execution": "torch.compile" if self.compile else "eager",
-            "layout": self.options["layout"],
-            "fused_adam": self.options["fused_adam"] == "1",
-        }
+    def _environment(self) -> Environment:
+        return Environment(
+            framework="torch",
+            versions={"torch": torch.__version__, "cuda": str(torch.version.cuda)},
+            device=self.device_kind,
+            device_name=engines.device_name("torch", self.device_kind),
+            threads=engines.threads("torch", self.threads),
+            precision=self.precision,
+            float32_matmul_precision=engines.matmul_precision("torch"),
+            execution="torch.compile" if self.compile else "eager",
+            extra={
+                "interop_threads": torch.get_num_interop_threads(),
+                "mkldnn": torch.backends.mkldnn.is_available(),
+                "layout": self.options["layout"],
+                "fused_adam": self.options["fused_adam"] == "1",
+            },
+        )
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> TorchModel:
         return TorchModel(spec, adam, self)
