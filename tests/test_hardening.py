@@ -25,13 +25,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaebench import fileio, runner
+from vaebench import fileio, pictures, runner
 from vaebench.cli import cli
 from vaebench.data import FILES, MAX_ITEMS, read_idx
 from vaebench.errors import DataError, VaebenchError
 from vaebench.fileio import atomic_write_json, read_json, read_npz
 from vaebench.plots import save_grid
-from vaebench.results import RunLock, read_metrics
+from vaebench.results import RunLock, config_of, read_metrics
 from vaebench.testing import idx_bytes, make_tiny_dataset
 from vaebench.weights import load_params, save_params
 
@@ -271,14 +271,14 @@ def test_sigterm_during_the_final_evaluation_marks_the_run_interrupted_and_it_re
 
 def test_a_signal_while_the_pictures_are_drawn_stops_cleanly(tiny_dir, tmp_path, monkeypatch):
     drawn = []
-    original = runner.save_reconstructions
+    original = pictures.save_reconstructions
 
     def reconstructions(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # a real signal, to the handler the run installed
         drawn.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "save_reconstructions", reconstructions)
+    monkeypatch.setattr(pictures, "save_reconstructions", reconstructions)
     out = tmp_path / "r"
     result = CliRunner().invoke(cli, [*QUICK.split(), "--data-dir", str(tiny_dir), "--out", str(out)])
     assert drawn and result.exit_code != 0
@@ -458,7 +458,7 @@ def test_fuzzed_metrics_json_fails_only_with_the_cores_error(tmp_path, doc):
     from vaebench.report import runs_table  # a document that passes has every key its readers use
 
     try:
-        runner.config_of(metrics, tmp_path)
+        config_of(metrics, tmp_path)
     except VaebenchError:
         pass
     runs_table([(tmp_path, metrics)])

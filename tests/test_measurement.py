@@ -370,8 +370,9 @@ def test_no_inference_unless_asked():
 def test_runner_images_per_second_is_timed_images_over_timed_seconds(monkeypatch, tiny_dir):
     from vaebench import runner
     from vaebench.data import load_dataset
+    from vaebench.numpy_backend import NumpyBackend
+    from vaebench.signals import StopFlag
     from vaebench.spec import TrainConfig
-    from vaebench.testing.numpy_backend import NumpyBackend
     from vaebench.weights import init_params
 
     cfg = TrainConfig(backend="numpy", model="mlp", batch_size=16, epochs=1).resolved()
@@ -391,7 +392,7 @@ def test_runner_images_per_second_is_timed_images_over_timed_seconds(monkeypatch
     monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=dev.clock))
     images = load_dataset("mnist", tiny_dir).train_images
     timing_state: dict = {"first_step_seconds": None}
-    entry = runner.train_epoch(model, images, cfg, 1, timing_state, False, runner.StopFlag())
+    entry = runner.train_epoch(model, images, cfg, 1, timing_state, False, StopFlag())
     steps = len(images) // 16
     assert timing_state["first_step_seconds"] == pytest.approx(0.01)
     assert entry["epoch_seconds"] == pytest.approx(steps * 0.01)

@@ -2,8 +2,8 @@
 
 import pytest
 
+from vaebench.numpy_backend import NumpyBackend
 from vaebench.testing.kit import BackendTests
-from vaebench.testing.numpy_backend import NumpyBackend
 
 
 class TestNumpyBackend(BackendTests):

@@ -130,7 +130,7 @@ def eval_(
 
     The test files are read from where the run recorded them unless --data-dir says otherwise.
     """
-    from vaebench.runner import evaluate_run
+    from vaebench.rescore import evaluate_run
 
     if k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
@@ -376,15 +376,11 @@ def backends(devices: bool) -> None:
             click.echo(f"{name:12s} missing    {how}")
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise Terminated(signum)
-
-
 def main() -> None:
     """Entry point: run the click group, turning user errors and signals into one line."""
-    import signal
+    from vaebench.signals import terminate_cleanly
 
-    signal.signal(signal.SIGTERM, _terminate)  # the training loop installs its own, which checkpoints
+    terminate_cleanly()  # the training loop installs its own handler, which checkpoints
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:  # click turns Ctrl-C outside the training loop into Abort

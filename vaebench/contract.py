@@ -203,7 +203,7 @@ class Model(abc.ABC):
     def recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """``-log p(x | z)`` in nats for each pair ``(x[i], z[i])``: ``(n,)`` float32.
 
-        The building block of importance-weighted likelihoods (:mod:`vaebench.metrics`).
+        The building block of importance-weighted likelihoods (:mod:`vaebench.evaluation`).
         """
         self._check_x(x)
         _check("latent z", z, (x.shape[0], self.spec.latent_dim))

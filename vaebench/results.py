@@ -15,6 +15,7 @@ dies early can never be resumed on the old one's checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import os
@@ -27,6 +28,7 @@ from typing import Any
 from vaebench.errors import ConfigError, VaebenchError
 from vaebench.fileio import atomic_write_json, read_json, remove_orphans
 from vaebench.schema import NUM, Maybe, check
+from vaebench.spec import TrainConfig
 
 SCHEMA_VERSION = 1
 METRICS = "metrics.json"
@@ -187,3 +189,20 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     if metrics["status"] not in STATUSES:
         raise VaebenchError(f"{path} has an unknown status {metrics['status'][:40]!r}; {fix}")
     return metrics
+
+
+def config_of(metrics: dict[str, Any], where: object = "metrics.json") -> TrainConfig:
+    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records (refused, in one line, if it cannot be one)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    except (KeyError, TypeError, ValueError, VaebenchError) as exc:
+        raise ConfigError(f"{where}: its recorded config is not a valid run ({exc}); start the run again") from None
+
+
+def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> str | Path | None:
+    """``data_dir`` if given, else the folder the run's data came from if it is still there (else ``None``)."""
+    source = (metrics.get("data") or {}).get("source")
+    if data_dir is None and isinstance(source, str) and Path(source).is_dir():
+        return source
+    return data_dir

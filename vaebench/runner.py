@@ -20,11 +20,9 @@ non-finite loss stops the run as ``diverged`` and keeps the last good checkpoint
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +38,18 @@ from vaebench.data import (
     check_same_data,
     load_dataset,
     steps_per_epoch,
-    to_float,
     train_batches,
 )
 from vaebench.environment import host_environment
-from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated, VaebenchError
-from vaebench.evaluation import evaluate_split, grid_points
-from vaebench.metrics import full_evaluation
-from vaebench.plots import save_curves, save_grid, save_latent, save_reconstructions
+from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated
+from vaebench.evaluation import evaluate_split, full_evaluation
+from vaebench.pictures import write_pictures
 from vaebench.prefetch import Prefetcher
 from vaebench.profiles import Variant, check_precision
-from vaebench.results import SCHEMA_VERSION, claim_run_dir, read_metrics, write_metrics
-from vaebench.seeding import rng
+from vaebench.results import SCHEMA_VERSION, claim_run_dir, config_of, read_metrics, recorded_data_dir, write_metrics
+from vaebench.signals import StopFlag
 from vaebench.spec import TrainConfig
-from vaebench.weights import init_params, load_params, save_params
+from vaebench.weights import init_params, save_params
 
 FETCH_EVERY = 20
 
@@ -71,31 +67,6 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
         dynamic_ncols=True,
         mininterval=0.5,
     )
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM while training; the loop stops after the current step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        """Catch SIGINT and SIGTERM for the duration (main thread only; elsewhere, signals keep their handlers)."""
-
-        def handler(signum: int, _frame: Any) -> None:
-            self.signum = signum
-
-        try:
-            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 def train_epoch(
@@ -186,42 +157,6 @@ def _check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
     return images
 
 
-def write_pictures(
-    model: Model,
-    dataset: Dataset,
-    test_images: np.ndarray,
-    cfg: TrainConfig,
-    run_dir: Path,
-    history: list[dict],
-    title: str,
-    tick: Callable[[], None] = lambda: None,
-) -> None:
-    """The run's pictures, each titled with backend, model, epoch and test -ELBO.
-
-    ``grid.png`` (the blog's 20x20 manifold, or prior samples for a latent above 2),
-    ``samples.png`` (decoded prior samples), ``reconstructions.png``, ``latent.png``
-    (test posterior means by label), ``curves.png`` (-ELBO per epoch and per second,
-    when there is an epoch). ``tick`` runs between pictures and may raise to stop.
-    """
-    z = grid_points(cfg.latent_dim, cfg.seed)
-    axis = np.unique(z[:, 0]) if cfg.latent_dim == 2 else None
-    save_grid(model.decode(z), run_dir / "grid.png", title, axis)
-    tick()
-    prior = rng(cfg.seed, "samples").standard_normal((100, cfg.latent_dim), dtype=np.float32)
-    save_grid(model.decode(prior), run_dir / "samples.png", title, None)
-    tick()
-    originals = to_float(test_images[:32])
-    mean, _ = model.encode(originals)
-    save_reconstructions(originals, model.decode(mean), run_dir / "reconstructions.png", title + " (decoded posterior means)")
-    tick()
-    means = np.concatenate([model.encode(to_float(test_images[i : i + 1000]))[0] for i in range(0, len(test_images), 1000)])
-    extent = (float(axis[0]), float(axis[-1])) if axis is not None else None
-    save_latent(means, dataset.test_labels, run_dir / "latent.png", title, extent)
-    tick()
-    if history:
-        save_curves(history, run_dir / "curves.png", title)
-
-
 def _split(test: dict[str, float]) -> dict[str, float]:
     return {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
 
@@ -297,14 +232,6 @@ def train_and_evaluate(
         return _train(session, Position(epoch=0), progress, log)
 
 
-def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> str | Path | None:
-    """``data_dir`` if given, else the folder the run's data came from if it is still there (else ``None``)."""
-    source = (metrics.get("data") or {}).get("source")
-    if data_dir is None and isinstance(source, str) and Path(source).is_dir():
-        return source
-    return data_dir
-
-
 def resume_run(
     run_dir: Path,
     data_dir: str | Path | None = None,
@@ -339,15 +266,6 @@ def resume_run(
         log(f"resuming {run_dir} after epoch {position.epoch}" + (f", step {position.step}" if position.step else ""))
         write_metrics(run_dir, session.metrics)
         return _train(session, position, progress, log)
-
-
-def config_of(metrics: dict[str, Any], where: object = "metrics.json") -> TrainConfig:
-    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records (refused, in one line, if it cannot be one)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
-    except (KeyError, TypeError, ValueError, VaebenchError) as exc:
-        raise ConfigError(f"{where}: its recorded config is not a valid run ({exc}); start the run again") from None
 
 
 def _train(session: _Session, start: Position, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
@@ -435,49 +353,3 @@ def _finish(session: _Session, progress: bool, log: Callable[[str], None], stop:
     write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title, tick)
     metrics.update(status="completed", final=final)
     write_metrics(run_dir, metrics)
-
-
-def evaluate_run(
-    run_dir: Path,
-    backend_name: str | None = None,
-    k: int = 5000,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    accept_data_change: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a finished run's ``weights.npz`` with any backend; store it under ``evaluations[<backend>]``.
-
-    Weights are canonical, so a run trained by one backend can be scored by
-    another: on the same test images and the same evaluation noise, the -ELBO
-    agrees to float32 tolerance. Only the test files are read, from where the
-    run recorded them unless ``data_dir`` says otherwise, and they must be the
-    ones the run was scored on (``accept_data_change`` overrides, and is
-    recorded). The evaluation itself holds no lock, so several can run at
-    once; each adds its result to a fresh read of ``metrics.json`` under the
-    folder's lock, so none is lost.
-    """
-    run_dir = Path(run_dir)
-    metrics = read_metrics(run_dir)
-    if metrics["status"] != "completed":
-        raise ConfigError(f"{run_dir} is not a completed run (status {metrics['status']!r}); nothing to evaluate")
-    cfg = config_of(metrics, run_dir / "metrics.json")
-    name = backend_name or cfg.backend
-    backend_cls, plugin = registry.load(name)
-    params = load_params(run_dir / "weights.npz")
-    dataset = load_dataset(cfg.dataset, recorded_data_dir(metrics, data_dir), train=False)
-    changed = check_same_data(metrics.get("data") or {}, dataset, "evaluate", accept_data_change)
-    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
-    backend = backend_cls(device=device, options=cfg.options if name == cfg.backend else None)
-    model = backend.build(cfg.spec, cfg.adam)
-    model.load_weights(params)
-    evaluation = full_evaluation(model, test_images, k, cfg.seed, cfg.eval_batch_size, progress, log)
-    evaluation.update(environment=backend.environment(), plugin=plugin.describe())
-    if changed:
-        evaluation["data"] = dataset.describe()
-    with claim_run_dir(run_dir, new=False):
-        metrics = read_metrics(run_dir)
-        metrics.setdefault("evaluations", {})[name] = evaluation
-        write_metrics(run_dir, metrics)
-    return evaluation

@@ -47,7 +47,8 @@ def time_to_quality(
     """
     from vaebench.data import load_dataset
     from vaebench.evaluation import evaluate_split
-    from vaebench.runner import StopFlag, train_epoch
+    from vaebench.runner import train_epoch
+    from vaebench.signals import StopFlag
     from vaebench.spec import TrainConfig
     from vaebench.weights import init_params
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 from vaebench.data import binarize_fixed, load_dataset
-from vaebench.evaluation import evaluate_split
-from vaebench.metrics import full_evaluation, iwae_nll, latent_statistics
+from vaebench.evaluation import evaluate_split, full_evaluation, iwae_nll, latent_statistics
+from vaebench.numpy_backend import NumpyModel
 from vaebench.spec import AdamConfig, get_model
 from vaebench.testing.kit import perturbed_params
-from vaebench.testing.numpy_model import NumpyModel
 
 
 @pytest.fixture(scope="module")
