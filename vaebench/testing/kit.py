@@ -14,11 +14,15 @@ for float32 on CPU). The checks compare against :mod:`vaebench.reference`.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import final
+
 import numpy as np
 import pytest
 
 from vaebench.contract import Backend, Model
-from vaebench.errors import ShapeError
+from vaebench.environment import Environment
+from vaebench.errors import BackendError, ShapeError
 from vaebench.evaluation import grid_points
 from vaebench.prefetch import Prefetcher
 from vaebench.reference import adam_step, decode_logits, loss_and_grads
@@ -45,7 +49,24 @@ def sample_inputs(latent_dim: int, n: int = 6, seed: int = 0) -> tuple[np.ndarra
 
 
 class BackendTests:
-    """Every check of the contract. Subclass and override :meth:`backend`."""
+    """Every check of the contract. Subclass and override :meth:`backend`.
+
+    The checks are ``@final``: a plugin may tighten the tolerances (class
+    attributes) and add tests of its own, but overriding a check would let it
+    pass the kit without meeting the contract, so defining one in a subclass is
+    an error when the module is collected. Checks that need what this machine
+    may lack (a GPU, a plugin's compile mode) skip with the reason, never
+    silently.
+    """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in vars(BackendTests).items():
+            if getattr(member, "__final__", False) and name in vars(cls):
+                raise TypeError(
+                    f"{cls.__name__}.{name} overrides a conformance check, which is final; "
+                    "tighten a tolerance attribute or add a test of your own instead"
+                )
 
     rtol = 1e-4  # relative tolerance of float32 forward values against the float64 reference
     atol_probs = 1e-5  # absolute tolerance of decoded probabilities
@@ -61,6 +82,7 @@ class BackendTests:
         model.load_weights(perturbed_params(name, seed))
         return model
 
+    @final
     @pytest.mark.parametrize("name", MODEL_NAMES)
     def test_forward_matches_reference(self, backend, name):
         spec = get_model(name).spec
@@ -79,6 +101,7 @@ class BackendTests:
         assert probs.shape == (len(x), 28, 28, 1)
         np.testing.assert_allclose(probs, 1 / (1 + np.exp(-decode_logits(spec, params, eps))), atol=self.atol_probs)
 
+    @final
     @pytest.mark.parametrize("name", ["mlp", "conv"])
     def test_recon_nll_matches_reference(self, backend, name):
         spec = get_model(name).spec
@@ -86,6 +109,7 @@ class BackendTests:
         x, z = sample_inputs(spec.latent_dim)
         np.testing.assert_allclose(model.recon_nll(x, z), ref_recon_nll(spec, perturbed_params(name), x, z), rtol=self.rtol)
 
+    @final
     @pytest.mark.parametrize("name", MODEL_NAMES)
     def test_weights_roundtrip_bit_exact(self, backend, name):
         params = perturbed_params(name)
@@ -95,6 +119,7 @@ class BackendTests:
             assert exported[key].dtype == np.float32
             np.testing.assert_array_equal(exported[key], value, err_msg=key)
 
+    @final
     def test_train_steps_lower_the_loss_and_change_weights(self, backend):
         model = self.build(backend, "mlp")
         x, eps = sample_inputs(20, n=32)
@@ -105,6 +130,7 @@ class BackendTests:
         after = model.export_weights()
         assert all(not np.array_equal(before[k], after[k]) for k in before)
 
+    @final
     def test_first_loss_is_the_reference_neg_elbo(self, backend):
         spec = get_model("conv").spec
         model = self.build(backend, "conv")
@@ -113,6 +139,7 @@ class BackendTests:
         want = ref_evaluate(spec, perturbed_params("conv"), x, eps).neg_elbo.mean()
         assert first == pytest.approx(want, rel=self.rtol)
 
+    @final
     @pytest.mark.parametrize("name", ["mlp", "conv"])
     def test_one_train_step_matches_the_reference_step(self, backend, name):
         """Loss, gradients (by hand, float64) and the first Adam update against :mod:`vaebench.reference`.
@@ -134,6 +161,7 @@ class BackendTests:
             assert diff.max() <= 1e-3 * (1 + 1e-3), key
             assert np.all(diff[settled] <= self.step_atol), f"{key}: {diff[settled].max()}"
 
+    @final
     def test_optimizer_state_roundtrip_resumes_exactly(self, backend):
         """Steps 1-3, export weights and Adam state, load them into a fresh model: steps 4-6 match."""
         x, eps = sample_inputs(2, n=16)
@@ -153,6 +181,7 @@ class BackendTests:
             rtol=1e-6,
         )
 
+    @final
     def test_same_seed_same_run(self, backend):
         x, eps = sample_inputs(20, n=16)
         runs = []
@@ -161,6 +190,7 @@ class BackendTests:
             runs.append(model.fetch([model.train_step(x, eps) for _ in range(3)]))
         np.testing.assert_array_equal(runs[0], runs[1])
 
+    @final
     def test_batches_staged_ahead_on_the_prefetch_thread_train_as_train_step(self, backend):
         """The runner stages batch n+1 on another thread while step n runs: staging must not touch the model."""
         batches = [sample_inputs(20, n=16, seed=s) for s in range(4)]
@@ -173,6 +203,7 @@ class BackendTests:
         with pytest.raises(ShapeError, match="noise eps"):
             model.stage(batches[0][0], np.zeros((16, 3), np.float32))
 
+    @final
     def test_peak_device_memory_is_the_allocators_on_a_gpu_and_none_on_a_cpu(self, backend):
         model = self.build(backend, "mlp")
         model.fetch([model.train_step(*sample_inputs(20, n=16))])
@@ -182,6 +213,7 @@ class BackendTests:
         else:
             assert peak is None or peak > 0  # None only where the framework keeps no statistics
 
+    @final
     def test_evaluation_leaves_weights_untouched_and_decode_is_pure(self, backend):
         model = self.build(backend, "conv")
         before = model.export_weights()
@@ -194,6 +226,7 @@ class BackendTests:
         after = model.export_weights()
         assert all(np.array_equal(before[k], after[k]) for k in before)
 
+    @final
     @pytest.mark.parametrize(
         "x_shape, dtype, match",
         [
@@ -212,13 +245,17 @@ class BackendTests:
         with pytest.raises(ShapeError, match="latent z"):
             model.decode(np.zeros((4, 3), np.float32))
 
+    @final
     def test_environment_reports_framework_and_device(self, backend):
         env = backend.environment()
+        required = [f.name for f in dataclasses.fields(Environment) if f.name not in ("versions", "extra")]
+        assert not [k for k in required if k not in env], "every plugin fills the core's Environment"
         assert env["device"] in ("cpu", "cuda")
         assert env.get("framework") and env.get("device_name")
         assert env.get("precision") == backend.precision == "fp32", "every plugin applies and reports the core's precision"
         assert env.get("execution"), "every row names the execution mode that produced it"
 
+    @final
     def test_tunables_are_options_the_plugin_accepts(self, backend):
         # ``--profile best`` builds every combination of these; each must be a valid setting of this plugin
         for key, values in type(backend).tunables.items():
@@ -227,3 +264,51 @@ class BackendTests:
                 assert key in type(backend).option_defaults, f"tunable {key!r} is not one of the plugin's options"
                 allowed = type(backend).option_values.get(key)
                 assert allowed is None or set(values) <= set(allowed)
+
+    # -- capabilities: checked where this machine and plugin have them, skipped with the reason elsewhere --
+    def variant(self, backend: Backend, **changes: object) -> Backend:
+        """The same plugin constructed again with some settings changed (a GPU, compile, a precision)."""
+        settings = {
+            "device": backend.device,
+            "threads": backend.threads,
+            "compile": backend.compile,
+            "options": backend.options,
+            "precision": backend.precision,
+        }
+        try:
+            return type(backend)(**{**settings, **changes})
+        except BackendError as exc:
+            pytest.skip(f"{type(backend).name} with {changes}: {exc}")
+
+    @final
+    def test_compiled_step_trains_like_the_eager_one(self, backend):
+        if "compile" not in type(backend).tunables:
+            pytest.skip(f"{type(backend).name} has no compile mode (--compile)")
+        x, eps = sample_inputs(20, n=16)
+        losses = []
+        for variant in (self.variant(backend, compile=False), self.variant(backend, compile=True)):
+            model = self.build(variant, "mlp")
+            losses.append(model.fetch([model.train_step(x, eps) for _ in range(3)]))
+        np.testing.assert_allclose(losses[1], losses[0], rtol=self.rtol)
+
+    @final
+    def test_the_gpu_path_trains_and_reports_its_allocator_peak(self, backend):
+        gpu = self.variant(backend, device="cuda")  # skips, with the plugin's own reason, where there is no GPU
+        assert gpu.environment()["device"] == "cuda"
+        model = self.build(gpu, "conv")
+        before = self.build(self.variant(backend, device="cpu"), "conv")
+        x, eps = sample_inputs(2, n=16)
+        np.testing.assert_allclose(model.fetch([model.train_step(x, eps)]), before.fetch([before.train_step(x, eps)]), rtol=1e-3)
+        peak = model.peak_device_memory_mb()
+        assert peak is None or peak > 0
+
+    @final
+    def test_tf32_is_applied_and_reported(self, backend):
+        if backend.environment()["device"] != "cuda":
+            gpu = self.variant(backend, device="cuda")
+            backend = gpu
+        tf32 = self.variant(backend, precision="tf32")
+        assert tf32.environment()["precision"] == "tf32"
+        model = self.build(tf32, "mlp")
+        x, eps = sample_inputs(20, n=16)
+        assert np.isfinite(model.fetch([model.train_step(x, eps)])).all()
