@@ -214,7 +214,7 @@ def write_bench(
 
 
 def write_harness(rows: list[dict], path: Path) -> Path:
-    """Add plugin-against-yardstick rows (``tests/benchmarks/reference_ratio.py --json``) to a harness document,
+    """Add plugin-against-yardstick rows (``tests/benchmarks/harness_ratio.py --json``) to a harness document,
     replacing rows of the same (backend, model, batch size, options), so one file gathers every backend's run."""
     path = Path(path)
     doc: dict[str, Any] = {"schema_version": BENCH_SCHEMA, "kind": "harness", "environment": host_environment(), "results": []}

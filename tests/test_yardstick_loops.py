@@ -1,6 +1,6 @@
 """The hand-written yardstick loops of tests/benchmarks build and train every model in every framework.
 
-``reference_ratio.py`` holds each plugin to them; a loop that silently trained
+``harness_ratio.py`` holds each plugin to them; a loop that silently trained
 another network (or crashed on one) would make that ratio meaningless.
 """
 
@@ -16,14 +16,14 @@ from vaebench.spec import get_model
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 
-LOOPS = [("torch", "torch_reference", {}), ("jax", "jax_reference", {}), ("tensorflow", "keras_reference", {"xla": False})]
+LOOPS = [("torch", "torch_yardstick", {}), ("jax", "jax_yardstick", {}), ("tensorflow", "keras_yardstick", {"xla": False})]
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "conv", "seed"])
 @pytest.mark.parametrize(("framework", "module", "kwargs"), LOOPS, ids=[m for _, m, _ in LOOPS])
-def test_reference_loop_trains_the_named_model(framework, module, kwargs, model_name):
+def test_yardstick_loop_trains_the_named_model(framework, module, kwargs, model_name):
     pytest.importorskip(framework)
-    if module == "keras_reference" and "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
+    if module == "keras_yardstick" and "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
         pytest.skip("Keras already runs on another engine in this process")
     spec = get_model(model_name).spec
     batches = synthetic_batches(np.random.default_rng(0), 4, spec.latent_dim, n=2)

@@ -1,11 +1,11 @@
 """Plugin vs minimal hand-written loop of the same framework, side by side in one process.
 
-    python tests/benchmarks/reference_ratio.py --backend jax --models mlp,seed --batch-sizes 128,512
+    python tests/benchmarks/harness_ratio.py --backend jax --models mlp,seed --batch-sizes 128,512
 
 Both train the same model, cycling through the same four batches; windows
 are interleaved (:func:`vaebench.timing.measure`). The plugin is fed exactly
 as ``vaebench bench`` and the runner feed it (:func:`vaebench.benchworker.staged_feed`:
-NumPy through the contract, staged on the prefetch thread); the reference gets
+NumPy through the contract, staged on the prefetch thread); the yardstick gets
 its batches converted to framework tensors up front (its best case), so the
 ratio includes the whole harness overhead.
 """
@@ -28,11 +28,11 @@ from vaebench.spec import AdamConfig, get_model
 from vaebench.timing import measure
 from vaebench.weights import init_params
 
-# backend -> (label, module, keyword arguments) of each hand-written reference; the ratio is to the fastest.
+# backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest.
 REFERENCES = {
-    "jax": [("reference", "jax_reference", {})],
-    "torch": [("reference", "torch_reference", {})],
-    "keras": [("ref-graph", "keras_reference", {"xla": False}), ("ref-xla", "keras_reference", {"xla": True})],
+    "jax": [("yardstick", "jax_yardstick", {})],
+    "torch": [("yardstick", "torch_yardstick", {})],
+    "keras": [("tf-graph", "keras_yardstick", {"xla": False}), ("tf-xla", "keras_yardstick", {"xla": True})],
 }
 
 
@@ -41,7 +41,7 @@ STEPS = {"mlp": 40, "conv": 4, "seed": 2}
 
 
 def compare(backend_name: str, model_name: str, batch_size: int, windows: int, steps: int, options: dict | None = None) -> dict:
-    """Interleaved timings of the plugin and the reference loop; returns both summaries and the ratio."""
+    """Interleaved timings of the plugin and the yardstick loop; returns both summaries and the ratio."""
     spec = get_model(model_name).spec
     batches = synthetic_batches(np.random.default_rng(0), batch_size, spec.latent_dim)
     backend_cls, _ = registry.load(backend_name)
@@ -61,7 +61,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
         "batch_size": batch_size,
         "options": options or {},
         "results": results,
-        "fastest_reference": best,
+        "fastest_yardstick": best,
         "ratio": results["plugin"]["median"] / results[best]["median"],
     }
 
@@ -87,7 +87,7 @@ def main() -> None:
             options = dict(o.split("=", 1) for o in args.option)
             row = compare(args.backend, model_name, bs, args.windows, steps, options)
             for name, r in row["results"].items():
-                ratio = f"{r['median'] / row['results'][row['fastest_reference']]['median']:.3f}"
+                ratio = f"{r['median'] / row['results'][row['fastest_yardstick']]['median']:.3f}"
                 print(
                     f"{model_name:6s} {bs:5d}  {name:10s} {r['median']:10.0f} ({r['q1']:.0f}-{r['q3']:.0f}) "
                     f"{r['compile_seconds']:9.1f}  {ratio}",
