@@ -180,3 +180,16 @@ def test_nothing_from_a_file_or_folder_name_reaches_report_html_unescaped(tmp_pa
     page = html_path.read_text()
     assert "<script>" not in page and "<img src=x" not in page and "<b>" not in page
     assert "&lt;script&gt;" in page and page.count("<img ") == 1  # the throughput figure, nothing else
+
+
+def test_compare_shows_the_nll_that_eval_added(tmp_path, tiny_dir):
+    """`vaebench eval RUN --k K` stores the NLL under evaluations.<backend>; compare must show it, not nan."""
+    out = tmp_path / "run"
+    args = ["run", "-b", "numpy", "-m", "mlp", "--epochs", "1", "--batch-size", "32", "-q", "--data-dir", str(tiny_dir)]
+    assert CliRunner().invoke(cli, [*args, "--out", str(out)]).exit_code == 0
+    before = CliRunner().invoke(cli, ["compare", str(out)])
+    assert before.exit_code == 0 and before.output.splitlines()[1].split()[5] == "nan"
+    assert CliRunner().invoke(cli, ["eval", str(out), "--k", "8", "-q"]).exit_code == 0
+    nll = json.loads((out / "metrics.json").read_text())["evaluations"]["numpy"]["test_nll"]
+    after = CliRunner().invoke(cli, ["compare", str(out)])
+    assert after.output.splitlines()[1].split()[5] == f"{nll:.2f}"

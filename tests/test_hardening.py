@@ -520,3 +520,43 @@ def test_backends_devices_asks_each_backend_in_its_own_process():
     assert proc.returncode == 0, proc.stderr
     assert "unusable" not in proc.stdout, proc.stdout
     assert "device     cpu" in proc.stdout
+
+
+# -- a busy machine (issue #16): fewer threads, said and recorded ---------------------------------------------
+
+
+def test_busy_cores_is_the_other_processes_share_of_the_cpus(monkeypatch):
+    from vaebench import environment
+
+    samples = iter([(1000, 4000), (1150, 4200)])  # 150 of 200 jiffies busy while vaebench slept
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
+    assert environment.busy_cores(0.0, lambda: next(samples)) == pytest.approx(1.5)
+    assert environment.busy_cores(0.0, lambda: None) == 0.0
+
+
+@pytest.mark.parametrize("usable, busy, threads", [(2, 0.1, 2), (2, 0.6, 1), (2, 1.9, 1), (2, 5.0, 1), (16, 3.4, 13)])
+def test_default_threads_leave_the_busy_cores_alone(usable, busy, threads):
+    from vaebench.environment import default_threads
+
+    assert default_threads(usable, busy) == threads
+
+
+def test_a_run_on_a_busy_machine_takes_fewer_threads_and_records_why(tiny_dir, tmp_path, monkeypatch):
+    from vaebench import environment
+
+    monkeypatch.setattr(environment, "usable_cores", lambda: 2)
+    monkeypatch.setattr(environment, "busy_cores", lambda: 1.7)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, [*QUICK.replace(" -q", "").split(), "--data-dir", str(tiny_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "this machine is busy (1.7 of" in result.output and "training with 1 thread instead of 2" in result.output
+    assert read_metrics(out)["environment"]["threads"] == {
+        "threads": 1,
+        "chosen_by": "load",
+        "usable_cores": 2,
+        "busy_cores": 1.7,
+    }
+    monkeypatch.setattr(environment, "busy_cores", lambda: 0.1)
+    quiet = tmp_path / "q"
+    result = CliRunner().invoke(cli, [*QUICK.replace(" -q", "").split(), "--data-dir", str(tiny_dir), "--out", str(quiet)])
+    assert "machine is busy" not in result.output and read_metrics(quiet)["environment"]["threads"]["threads"] == 2

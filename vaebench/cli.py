@@ -250,7 +250,7 @@ def bench(
     from tqdm import tqdm
 
     from vaebench.bench import WINDOW_SECONDS, run_matrix, split_options, write_bench
-    from vaebench.environment import usable_cores
+    from vaebench.environment import busy_cores, usable_cores
     from vaebench.ttq import run_ttq
 
     for m in [*models, *(ttq_models or [])]:
@@ -262,6 +262,13 @@ def bench(
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
     threads = threads or usable_cores()
+    busy = busy_cores()
+    if busy >= 0.5:
+        click.echo(
+            f"warning: this machine is busy ({busy:.1f} cores in use by other processes): timings will be slower and "
+            "noisier than on a quiet one; ratios measured interleaved suffer least. Rerun when it is quiet.",
+            err=True,
+        )
     click.echo(
         f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
         f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
@@ -314,6 +321,7 @@ def bench(
         "precision": precision,
         "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
         "memory": "a fresh worker process per (backend, cell)",
+        "busy_cores_at_start": round(busy, 2),
     }
     json_path, csv_path = write_bench(results, out_dir, ttq, method)
     click.echo(f"wrote {json_path} and {csv_path}")

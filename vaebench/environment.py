@@ -7,10 +7,13 @@ owns everything that does not depend on a framework.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,63 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat``; ``None`` where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(seconds: float = 0.3, sample: Callable[[], tuple[int, int] | None] = _cpu_times) -> float:
+    """How many cores other processes keep busy, measured over ``seconds`` while this one sleeps.
+
+    On a 2-core machine shared with other jobs, OpenMP threads spin at
+    barriers when oversubscribed: a torch epoch pinned to both cores ran 20-40x
+    slower under 4-6 concurrent jobs. This is what lets vaebench notice.
+    """
+    first = sample()
+    if first is None:
+        return 0.0
+    time.sleep(seconds)
+    second = sample()
+    if second is None or second[1] <= first[1]:
+        return 0.0
+    fraction = (second[0] - first[0]) / (second[1] - first[1])
+    return max(0.0, fraction * (os.cpu_count() or 1))
+
+
+def default_threads(usable: int, busy: float) -> int:
+    """Intra-op threads for a run that did not ask: the usable cores other processes leave free (at least 1)."""
+    return max(1, min(usable, usable - math.floor(busy + 0.5)))
+
+
+def choose_threads(asked: int | None, log: Callable[[str], None] = print) -> tuple[int | None, dict[str, Any]]:
+    """``--threads`` if given; else every usable core on a quiet machine and fewer on a busy one, said in one line.
+
+    Returns the thread count to construct the backend with (``None``: the
+    framework's own default, all usable cores) and what to record about why.
+    """
+    if asked:
+        return asked, {"threads": asked, "chosen_by": "--threads"}
+    usable, busy = usable_cores(), busy_cores()
+    threads = default_threads(usable, busy)
+    record = {"threads": threads, "chosen_by": "load", "usable_cores": usable, "busy_cores": round(busy, 2)}
+    if threads < usable:
+        log(
+            f"warning: this machine is busy ({busy:.1f} of {os.cpu_count()} cores in use by other processes): "
+            f"training with {threads} thread{'s' if threads > 1 else ''} instead of {usable}, so threads do not "
+            "spin against each other; timings will not match a quiet machine. Pass --threads N to choose."
+        )
+        return threads, record
+    return None, record
 
 
 def git_commit() -> str | None:

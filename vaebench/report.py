@@ -187,6 +187,26 @@ def _num(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
+def run_nll(metrics: dict) -> tuple[float | None, int | None]:
+    """A run's importance-weighted test NLL and its ``k``: from the run itself, else from ``vaebench eval``.
+
+    ``eval`` stores its result under ``evaluations.<backend>``; the training
+    backend's own evaluation comes first, then the one with the largest ``k``.
+    """
+    final = metrics.get("final") or {}
+    if final.get("test_nll") is not None:
+        return final["test_nll"], final.get("iwae_k")
+    evaluations = metrics.get("evaluations") or {}
+    scored = [e for e in evaluations.values() if isinstance(e, dict) and isinstance(e.get("test_nll"), int | float)]
+    own = evaluations.get(metrics["config"]["backend"])
+    if isinstance(own, dict) and isinstance(own.get("test_nll"), int | float):
+        return own["test_nll"], own.get("iwae_k")
+    if scored:
+        best = max(scored, key=lambda e: e.get("iwae_k") or 0)
+        return best["test_nll"], best.get("iwae_k")
+    return None, None
+
+
 def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
     """Final quality and speed of each run; unfinished runs flagged."""
     lines = [
@@ -197,7 +217,8 @@ def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
         cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
         epoch_s = np.median([h["epoch_seconds"] for h in hist]) if hist else float("nan")
         ips = np.median([h["train_images_per_second"] for h in hist if h.get("train_images_per_second")] or [np.nan])
-        elbo, nll, au = final.get("test_neg_elbo"), final.get("test_nll"), final.get("active_units")
+        elbo, au = final.get("test_neg_elbo"), final.get("active_units")
+        nll, _ = run_nll(m)
         lines.append(
             f"{path.name[:40]:40s} {cfg['backend']:12s} {cfg['model']:6s} {len(hist):6d} "
             f"{_num(elbo):10.2f} {_num(nll):8.2f} {'' if au is None else au:>4} {epoch_s:8.1f} {ips:8.0f}  {m['status']}"

@@ -40,7 +40,7 @@ from vaebench.data import (
     steps_per_epoch,
     train_batches,
 )
-from vaebench.environment import host_environment
+from vaebench.environment import choose_threads, host_environment
 from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated
 from vaebench.evaluation import evaluate_split, full_evaluation
 from vaebench.pictures import write_pictures
@@ -174,15 +174,18 @@ class _Session:
     metrics: dict[str, Any]
 
 
-def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None) -> _Session:
-    """Load plugin and data, build the model. Touches no file: what can fail on the user's input fails first."""
+def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, log: Callable[[str], None] = print) -> _Session:
+    """Load plugin and data, build the model. Touches no file: what can fail on the user's input fails first.
+
+    Without ``--threads``, a busy machine gets fewer threads (:func:`~vaebench.environment.choose_threads`),
+    said in one line and recorded under ``environment.threads``.
+    """
     backend_cls, plugin = registry.load(cfg.backend)
     dataset = load_dataset(cfg.dataset, data_dir)
     train_images = _check_sizes(cfg, dataset)
     test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
-    backend = backend_cls(
-        device=cfg.device, threads=cfg.threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision
-    )
+    threads, threads_record = choose_threads(cfg.threads, log)
+    backend = backend_cls(device=cfg.device, threads=threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision)
     backend_env = backend.environment()
     check_precision(cfg.precision, backend_env)
     model = backend.build(cfg.spec, cfg.adam)
@@ -192,7 +195,7 @@ def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None) 
         "status": "running",
         "config": cfg.to_dict(),
         "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
-        "environment": {**host_environment(), "backend": backend_env, "plugin": plugin.describe()},
+        "environment": {**host_environment(), "threads": threads_record, "backend": backend_env, "plugin": plugin.describe()},
         "execution": {
             "profile": "default",
             "precision": cfg.precision,
@@ -225,7 +228,7 @@ def train_and_evaluate(
     ``eval_k > 0``, the importance-weighted test NLL. The folder is held
     (:func:`~vaebench.results.claim_run_dir`) from before the first write to the end.
     """
-    session = _open_session(config.resolved(), Path(run_dir), data_dir)
+    session = _open_session(config.resolved(), Path(run_dir), data_dir, log)
     with claim_run_dir(session.run_dir, new=True, overwrite=overwrite):
         session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
         write_metrics(session.run_dir, session.metrics)
@@ -251,7 +254,7 @@ def resume_run(
         if old["status"] == "completed":
             raise ConfigError(f"{run_dir} is already completed; nothing to resume")
         params, adam, position = load_checkpoint(run_dir)
-        session = _open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir))
+        session = _open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir), log)
         changed = check_same_data(old.get("data") or {}, session.dataset, "resume", accept_data_change)
         if changed:
             data = dict(old["data"])
