@@ -560,3 +560,29 @@ def test_a_run_on_a_busy_machine_takes_fewer_threads_and_records_why(tiny_dir, t
     quiet = tmp_path / "q"
     result = CliRunner().invoke(cli, [*QUICK.replace(" -q", "").split(), "--data-dir", str(tiny_dir), "--out", str(quiet)])
     assert "machine is busy" not in result.output and read_metrics(quiet)["environment"]["threads"]["threads"] == 2
+
+
+# -- progress in a log (issue #16): a line every 30 s, not silence --------------------------------------------
+
+
+def test_without_a_terminal_progress_is_a_line_every_interval():
+    from vaebench.progress import LineProgress
+
+    now = [0.0]
+    lines = []
+    bar = LineProgress(100, "IWAE k=5000", "image", interval=30.0, write=lines.append, clock=lambda: now[0])
+    for _ in range(100):
+        now[0] += 1.0  # one image a second
+        bar.update(1)
+        bar.set_postfix(loss="1.00")
+    bar.close()
+    assert len(lines) == 4  # at 30, 60 and 90 s, and the end
+    assert lines[0] == "IWAE k=5000: 30/100 images, 30s, 1 image/s, 70s left  loss=1.00"
+    assert lines[-1].startswith("IWAE k=5000: 100/100 images, 100s")
+
+
+def test_a_run_in_a_log_says_it_is_alive(tiny_dir, tmp_path):
+    args = [*QUICK.replace(" -q", "").split(), "--eval-k", "16", "--data-dir", tiny_dir, "--out", tmp_path / "r"]
+    proc = _cli(args, env={"VAEBENCH_LOG_INTERVAL": "0"})  # stderr is a pipe here, as in a log
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1: 8/8 steps" in proc.stderr and "IWAE k=16: 64/64 images" in proc.stderr

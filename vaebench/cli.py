@@ -247,10 +247,9 @@ def bench(
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     import datetime as dt
 
-    from tqdm import tqdm
-
     from vaebench.bench import WINDOW_SECONDS, run_matrix, split_options, write_bench
     from vaebench.environment import busy_cores, usable_cores
+    from vaebench.progress import progress
     from vaebench.ttq import run_ttq
 
     for m in [*models, *(ttq_models or [])]:
@@ -278,7 +277,7 @@ def bench(
         if not ttq_models:
             raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
     cells = len(models) * len(batch_sizes)
-    bar = tqdm(total=cells * len(backends) * repeats, desc="windows", disable=not sys.stderr.isatty(), leave=False)
+    bar = progress(cells * len(backends) * repeats, "bench", "window")
     results = []
     rows = run_matrix(
         backends,

@@ -28,6 +28,7 @@ from scipy.stats import norm
 
 from vaebench.contract import Model
 from vaebench.data import eval_batches, to_float
+from vaebench.progress import progress as progress_bar
 from vaebench.seeding import rng
 
 GRID_SIZE = 20
@@ -85,15 +86,13 @@ def iwae_nll(
     last one padded), so a compiling backend compiles once. ``tick`` is called
     between chunks and may raise to stop (the runner's signal check).
     """
-    from tqdm.auto import tqdm
-
     noise = rng(seed, "iwae", k)
     d = model.spec.latent_dim
     per_chunk = max(1, rows // k)  # images whose k samples fit one call
     # rows per call: whole images' samples when k <= rows, else k split into equal blocks (5000 -> 2 x 2500)
     call = per_chunk * k if k <= rows else -(-k // -(-k // rows))
     out = np.empty(len(images))
-    bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=None if progress else True, leave=False)
+    bar = progress_bar(len(images), f"IWAE k={k}", "image", enabled=progress)
     for start in range(0, len(images), per_chunk):
         if tick:
             tick()

@@ -46,27 +46,13 @@ from vaebench.evaluation import evaluate_split, full_evaluation
 from vaebench.pictures import write_pictures
 from vaebench.prefetch import Prefetcher
 from vaebench.profiles import Variant, check_precision
+from vaebench.progress import progress as progress_bar
 from vaebench.results import SCHEMA_VERSION, claim_run_dir, config_of, read_metrics, recorded_data_dir, write_metrics
 from vaebench.signals import StopFlag
 from vaebench.spec import TrainConfig
 from vaebench.weights import init_params, save_params
 
 FETCH_EVERY = 20
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="step",
-        disable=None if enabled else True,
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
 
 
 def train_epoch(
@@ -90,7 +76,7 @@ def train_epoch(
     carried = start.seconds if start else 0.0
     pending: list[Any] = []
     warm_images, warm_seconds = 0, 0.0
-    bar = _progress(steps, done, f"epoch {epoch}/{cfg.epochs}", progress)
+    bar = progress_bar(steps, f"epoch {epoch}/{cfg.epochs}", "step", done, progress)
 
     def drain(step: int) -> None:
         values = model.fetch(pending)
