@@ -586,3 +586,61 @@ def test_a_run_in_a_log_says_it_is_alive(tiny_dir, tmp_path):
     proc = _cli(args, env={"VAEBENCH_LOG_INTERVAL": "0"})  # stderr is a pipe here, as in a log
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/1: 8/8 steps" in proc.stderr and "IWAE k=16: 64/64 images" in proc.stderr
+
+
+# -- TensorBoard (issue #16): every run, read back from the event file ---------------------------------------
+
+
+def _events(folder):
+    """Every Event in a run's tb/ folder, parsed from the TFRecord framing with tensorboardX's own protos."""
+    import struct
+
+    from vaebench.tensorboard import _summary_writer
+
+    _summary_writer()  # imports tensorboardX without torch
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            out.append(event)
+            i += 12 + n + 4
+    return out
+
+
+def test_a_run_writes_tensorboard_events_that_match_its_metrics(tiny_dir, tmp_path):
+    out = tmp_path / "r"
+    _train(tiny_dir, out, "--epochs 2")
+    history = read_metrics(out)["history"]
+    scalars, images, texts = {}, set(), set()
+    for event in _events(out / "tb"):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+            elif value.HasField("image"):
+                images.add((value.tag, event.step))
+            elif value.metadata.plugin_data.plugin_name == "text":
+                texts.add(value.tag)
+    steps = 256 // 32
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, 2 * steps + 1))  # every step, once
+    assert scalars["test/neg_elbo"] == [
+        (e * steps, pytest.approx(h["test_neg_elbo"], rel=1e-6)) for e, h in enumerate(history, 1)
+    ]
+    assert {tag for tag, _ in images} == {"grid", "samples", "reconstructions"} and ("grid", steps) in images
+    assert any(t.startswith("config") for t in texts)
+
+
+def test_no_tensorboard_writes_none_and_the_core_imports_no_framework(tiny_dir, tmp_path):
+    out = tmp_path / "r"
+    _train(tiny_dir, out, "--no-tensorboard")
+    assert not (out / "tb").exists()
+    code = (
+        "import sys; from vaebench.tensorboard import RunLog; RunLog(sys.argv[1]).close(); "
+        "print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tb")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr

@@ -73,6 +73,12 @@ def cli() -> None:
     is_flag=True,
     help="With --resume: continue although the data's SHA-256 differs from the run's (recorded in metrics.json).",
 )
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=True,
+    show_default=True,
+    help="TensorBoard event files under <run>/tb/ (tensorboard --logdir results/runs).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
@@ -88,6 +94,7 @@ def run(**kw: object) -> None:
             progress=not quiet,
             log=log,
             accept_data_change=bool(kw["accept_data_change"]),
+            tensorboard=bool(kw["tensorboard"]),
         )
         click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
         return
@@ -108,10 +115,11 @@ def run(**kw: object) -> None:
         progress=not quiet,
         overwrite=bool(kw["overwrite"]),
         log=log,
+        tensorboard=bool(kw["tensorboard"]),
     )
     final = metrics["final"]["test_neg_elbo"]
     names = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
-    wrote = [n for n in names if (out / n).exists()]
+    wrote = [n for n in names if (out / n).exists()] + (["tb/"] if (out / "tb").is_dir() else [])
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
 
 

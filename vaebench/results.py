@@ -36,7 +36,17 @@ LOCK = ".lock"
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 # What a run writes; --overwrite clears a folder only if it holds nothing else.
 RUN_FILES = frozenset(
-    {METRICS, "checkpoint.npz", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png"}
+    {
+        METRICS,
+        "checkpoint.npz",
+        "weights.npz",
+        "grid.png",
+        "samples.png",
+        "reconstructions.png",
+        "latent.png",
+        "curves.png",
+        "tb",
+    }
 )
 _TRASH = ".replaced-"
 

@@ -50,6 +50,7 @@ from vaebench.progress import progress as progress_bar
 from vaebench.results import SCHEMA_VERSION, claim_run_dir, config_of, read_metrics, recorded_data_dir, write_metrics
 from vaebench.signals import StopFlag
 from vaebench.spec import TrainConfig
+from vaebench.tensorboard import RunLog
 from vaebench.weights import init_params, save_params
 
 FETCH_EVERY = 20
@@ -64,11 +65,13 @@ def train_epoch(
     progress: bool,
     stop: StopFlag,
     start: Position | None = None,
+    on_losses: Callable[[int, list[float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train epoch ``epoch`` (from ``start.step`` if resuming); stop early if ``stop`` is raised.
 
     Returns ``train_neg_elbo``, ``epoch_seconds``, ``train_images_per_second`` and,
     when stopped early, ``stopped_at`` (steps of this epoch done) and ``losses``.
+    ``on_losses(first_step, values)`` gets every batch of losses read back (steps counted from 1).
     """
     steps = steps_per_epoch(len(images), cfg.batch_size)
     done = start.step if start else 0
@@ -88,6 +91,8 @@ def train_epoch(
                 f"(last finite {last:.3f})"
             )
         losses.extend(values.tolist())
+        if on_losses:
+            on_losses(step - len(values) + 1, values.tolist())
         pending.clear()
 
     t_start = time.perf_counter()
@@ -158,6 +163,7 @@ class _Session:
     test_images: np.ndarray
     model: Model
     metrics: dict[str, Any]
+    tensorboard: bool = True
 
 
 def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, log: Callable[[str], None] = print) -> _Session:
@@ -204,6 +210,7 @@ def train_and_evaluate(
     progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
@@ -215,6 +222,7 @@ def train_and_evaluate(
     (:func:`~vaebench.results.claim_run_dir`) from before the first write to the end.
     """
     session = _open_session(config.resolved(), Path(run_dir), data_dir, log)
+    session.tensorboard = tensorboard
     with claim_run_dir(session.run_dir, new=True, overwrite=overwrite):
         session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
         write_metrics(session.run_dir, session.metrics)
@@ -227,6 +235,7 @@ def resume_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     accept_data_change: bool = False,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings and data.
 
@@ -241,6 +250,7 @@ def resume_run(
             raise ConfigError(f"{run_dir} is already completed; nothing to resume")
         params, adam, position = load_checkpoint(run_dir)
         session = _open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir), log)
+        session.tensorboard = tensorboard
         changed = check_same_data(old.get("data") or {}, session.dataset, "resume", accept_data_change)
         if changed:
             data = dict(old["data"])
@@ -266,13 +276,20 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
     cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
     timing = metrics["timing"]
     stop = StopFlag()
+    tb = RunLog(run_dir, session.tensorboard)
+    tb.config(metrics["config"])
+    steps = steps_per_epoch(len(session.train_images), cfg.batch_size)
     try:
         with stop.installed():
             for epoch in range(start.epoch + 1, cfg.epochs + 1):
                 resume_at = start if epoch == start.epoch + 1 and start.step else None
+
+                def on_losses(first: int, values: list[float], epoch: int = epoch) -> None:
+                    tb.losses((epoch - 1) * steps + first, values)
+
                 entry = {
                     "epoch": epoch,
-                    **train_epoch(model, session.train_images, cfg, epoch, timing, progress, stop, resume_at),
+                    **train_epoch(model, session.train_images, cfg, epoch, timing, progress, stop, resume_at, on_losses),
                 }
                 if "stopped_at" in entry:
                     position = Position(
@@ -288,6 +305,8 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
                 metrics["history"].append(entry)
                 save_checkpoint(run_dir, model, Position(epoch, 0, [], 0.0, metrics["history"], timing))
                 write_metrics(run_dir, metrics)
+                tb.epoch(entry, epoch * steps)
+                tb.pictures(model, session.test_images, cfg.latent_dim, cfg.seed, epoch * steps)
                 ips = entry["train_images_per_second"]
                 log(
                     f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  "
@@ -315,6 +334,8 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
             metrics["error"] = f"{type(exc).__name__}: {exc}"
         write_metrics(run_dir, metrics)
         raise
+    finally:
+        tb.close()
     return metrics
 
 
