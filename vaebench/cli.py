@@ -339,7 +339,8 @@ def bench(
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
 def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
     """Compare bench.json files, harness documents and run folders: tables across backends, optionally a report."""
-    from vaebench.report import bench_table, by_kind, harness_table, load_inputs, runs_table, ttq_table, write_report
+    from vaebench.report import bench_table, by_kind, harness_table, load_inputs, runs_table, ttq_table
+    from vaebench.reportpage import write_report
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
     throughput, ttq, harness = by_kind(bench_results)
