@@ -35,7 +35,11 @@ def cli() -> None:
     """Train the same VAE in several frameworks and compare them fairly."""
 
 
-@cli.command()
+@cli.command(
+    epilog="Examples:\n\n\b\n  vaebench run --backend torch --epochs 5\n"
+    "  vaebench run -b jax -m mlp --seed 3 --out results/runs/jax-mlp-3\n"
+    "  vaebench run --resume results/runs/jax-mlp-3"
+)
 @click.option("--backend", "-b", default="torch", show_default=True, help="Plugin to train with (see `vaebench backends`).")
 @click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default=DEFAULT_MODEL, show_default=True)
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
@@ -123,7 +127,11 @@ def run(**kw: object) -> None:
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
 
 
-@cli.command(name="eval")
+@cli.command(
+    name="eval",
+    epilog="Examples:\n\n\b\n  vaebench eval results/runs/<run> --k 5000\n"
+    "  vaebench eval results/runs/<run> --backend jax --k 100",
+)
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--backend", "-b", help="Backend to evaluate with (default: the one that trained the run).")
 @click.option("--k", "k", type=int, default=5000, show_default=True, help="Importance samples per test image (0: skip IWAE).")
@@ -158,11 +166,11 @@ def eval_(
     click.echo(f"{line}; active units {result['active_units']}/{len(result['au_variances'])}; added to {run_dir}/metrics.json")
 
 
-@cli.command()
+@cli.command(epilog="Example:\n\n\b\n  vaebench parity --model conv --backends numpy,torch,jax --steps 5")
 @click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default="conv", show_default=True)
 @click.option("--backends", "names", help="Comma-separated backends (default: every installed one).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
 def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
     """Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance."""
     from vaebench.parity import run_parity
@@ -193,7 +201,9 @@ def _csv(kind: type = str, minimum: int | None = None):
     return parse
 
 
-@cli.command(epilog="Example: vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b")
+@cli.command(
+    epilog="Example:\n\n\b\n  vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b"
+)
 @click.option(
     "--backends",
     "names",
@@ -334,7 +344,10 @@ def bench(
     click.echo(f"wrote {json_path} and {csv_path}")
 
 
-@cli.command()
+@cli.command(
+    epilog="Examples:\n\n\b\n  vaebench compare results/bench.json results/runs/*\n"
+    "  vaebench compare results/bench.json results/harness.json --report results/"
+)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
 def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
@@ -377,7 +390,7 @@ def _device_line(name: str) -> str:
     return lines[-1]
 
 
-@cli.command()
+@cli.command(epilog="Example:\n\n\b\n  vaebench backends --devices")
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:
     """List installed backends and how to install the rest (imports no framework unless --devices)."""

@@ -11,8 +11,11 @@ run`` is one process per run).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from vaebench import engines
@@ -22,6 +25,27 @@ from vaebench.errors import BackendError
 from vaebench.spec import AdamConfig, ModelSpec
 
 _ENGINE_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# TensorFlow 2.21's native start-up notes: printed before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot stop them
+_CHATTER = ("absl::InitializeLog()", "port.cc:", "cpu_feature_guard.cc:", "To enable the following instructions:")
+
+
+@contextlib.contextmanager
+def _without_native_chatter() -> Iterator[None]:
+    """Hold back what native code writes to stderr meanwhile, then pass on every line but the start-up notes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not any(c in line for c in _CHATTER)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 class KerasBackend(Backend):
@@ -43,17 +67,20 @@ class KerasBackend(Backend):
                 f"Keras is already running on {loaded.backend.backend()} in this process and cannot switch to "
                 f"{self.engine}; run --backend {self.name} in a process of its own"
             )
+        # TensorFlow's C++ start-up chatter is not for our users; it reads this once, when it is first imported
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
-            __import__(_ENGINE_MODULES[self.engine])
+            with _without_native_chatter():
+                __import__(_ENGINE_MODULES[self.engine])
         except ImportError:
             raise BackendError(
                 f"--backend {self.name} needs {self.engine}, which is not installed; install it "
                 f"(e.g. pip install -e backends/{'jax' if self.engine == 'jax' else 'torch'})"
             ) from None
         os.environ["KERAS_BACKEND"] = self.engine
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for our users
         engines.prepare(self.engine, self.threads)  # before the engine's first import
-        from vaebench_keras import model
+        with _without_native_chatter():
+            from vaebench_keras import model
 
         self._impl = model
         self.device_kind = model.setup_engine(self)

@@ -74,10 +74,12 @@ def setup_engine(backend: Any) -> str:
     """Apply threads, precision and the device choice to the engine; return ``cpu`` or ``cuda``."""
     engines.configure(ENGINE, backend.threads, backend.precision)
     kind = engines.resolve_device(backend.device, ENGINE, f"Keras' {ENGINE} engine")
-    if ENGINE == "tensorflow" and kind == "cpu" and engines.gpu_available(ENGINE):
+    if ENGINE == "tensorflow":
         import tensorflow as tf
 
-        tf.config.set_visible_devices([], "GPU")
+        tf.get_logger().setLevel("ERROR")  # retracing notes for Keras' own predict functions, not actionable here
+        if kind == "cpu" and engines.gpu_available(ENGINE):
+            tf.config.set_visible_devices([], "GPU")
     if ENGINE == "torch" and backend.compile:
         raise BackendError("--compile is not supported by keras-torch (Keras drives torch eagerly); drop it")
     return kind
