@@ -644,3 +644,33 @@ def test_no_tensorboard_writes_none_and_the_core_imports_no_framework(tiny_dir, 
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tb")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+# -- MLflow (issue #16, optional): the real local file store, read back with MLflow's client ---------------------
+
+
+def test_a_run_logged_to_mlflow_reads_back_with_its_params_metrics_and_files(tiny_dir, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason='MLflow is an optional extra: pip install -e ".[mlflow]"')
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    out = tmp_path / "r"
+    _train(tiny_dir, out, f"--epochs 2 --mlflow {uri}")
+    metrics = read_metrics(out)
+    client = MlflowClient(uri)
+    run = client.get_run(metrics["tracking"]["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "r"
+    assert run.data.params["backend"] == "numpy" and run.data.params["epochs"] == "2"
+    elbo = client.get_metric_history(run.info.run_id, "test_neg_elbo")
+    assert [(m.step, m.value) for m in elbo] == [(h["epoch"], pytest.approx(h["test_neg_elbo"])) for h in metrics["history"]]
+    assert {"metrics.json", "weights.npz", "grid.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_mlflow_asked_for_but_missing_is_one_line_before_anything_is_written(tiny_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    result = CliRunner().invoke(cli, [*QUICK.split(), "--mlflow", "--data-dir", str(tiny_dir), "--out", str(tmp_path / "r")])
+    assert result.exception.exit_code == 2 and "pip install" in str(result.exception) and not (tmp_path / "r").exists()

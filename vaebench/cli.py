@@ -83,6 +83,15 @@ def cli() -> None:
     show_default=True,
     help="TensorBoard event files under <run>/tb/ (tensorboard --logdir results/runs).",
 )
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[URI]",
+    help="Also log to MLflow: ./mlruns, or the tracking URI given (needs the [mlflow] extra).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
@@ -99,6 +108,7 @@ def run(**kw: object) -> None:
             log=log,
             accept_data_change=bool(kw["accept_data_change"]),
             tensorboard=bool(kw["tensorboard"]),
+            mlflow=kw["mlflow_uri"],
         )
         click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
         return
@@ -120,6 +130,7 @@ def run(**kw: object) -> None:
         overwrite=bool(kw["overwrite"]),
         log=log,
         tensorboard=bool(kw["tensorboard"]),
+        mlflow=kw["mlflow_uri"],
     )
     final = metrics["final"]["test_neg_elbo"]
     names = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")

@@ -43,6 +43,8 @@ from vaebench.data import (
 from vaebench.environment import choose_threads, host_environment
 from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated
 from vaebench.evaluation import evaluate_split, full_evaluation
+from vaebench.mlflowlog import MlflowLog
+from vaebench.mlflowlog import require as require_mlflow
 from vaebench.pictures import write_pictures
 from vaebench.prefetch import Prefetcher
 from vaebench.profiles import Variant, check_precision
@@ -164,6 +166,7 @@ class _Session:
     model: Model
     metrics: dict[str, Any]
     tensorboard: bool = True
+    mlflow: str | None = None  # tracking URI ("" for ./mlruns), None: no MLflow
 
 
 def _open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, log: Callable[[str], None] = print) -> _Session:
@@ -211,6 +214,7 @@ def train_and_evaluate(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     tensorboard: bool = True,
+    mlflow: str | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
@@ -221,8 +225,9 @@ def train_and_evaluate(
     ``eval_k > 0``, the importance-weighted test NLL. The folder is held
     (:func:`~vaebench.results.claim_run_dir`) from before the first write to the end.
     """
+    require_mlflow(mlflow)
     session = _open_session(config.resolved(), Path(run_dir), data_dir, log)
-    session.tensorboard = tensorboard
+    session.tensorboard, session.mlflow = tensorboard, mlflow
     with claim_run_dir(session.run_dir, new=True, overwrite=overwrite):
         session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
         write_metrics(session.run_dir, session.metrics)
@@ -236,6 +241,7 @@ def resume_run(
     log: Callable[[str], None] = print,
     accept_data_change: bool = False,
     tensorboard: bool = True,
+    mlflow: str | None = None,
 ) -> dict[str, Any]:
     """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings and data.
 
@@ -250,7 +256,11 @@ def resume_run(
             raise ConfigError(f"{run_dir} is already completed; nothing to resume")
         params, adam, position = load_checkpoint(run_dir)
         session = _open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir), log)
+        tracking = old.get("tracking") or {}
         session.tensorboard = tensorboard
+        session.mlflow = mlflow if mlflow is not None else tracking.get("mlflow_uri")  # an MLflow run goes on in MLflow
+        if tracking:
+            session.metrics["tracking"] = tracking
         changed = check_same_data(old.get("data") or {}, session.dataset, "resume", accept_data_change)
         if changed:
             data = dict(old["data"])
@@ -278,6 +288,7 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
     stop = StopFlag()
     tb = RunLog(run_dir, session.tensorboard)
     tb.config(metrics["config"])
+    ml = MlflowLog(session.mlflow, run_dir, metrics, log)
     steps = steps_per_epoch(len(session.train_images), cfg.batch_size)
     try:
         with stop.installed():
@@ -306,6 +317,7 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
                 save_checkpoint(run_dir, model, Position(epoch, 0, [], 0.0, metrics["history"], timing))
                 write_metrics(run_dir, metrics)
                 tb.epoch(entry, epoch * steps)
+                ml.epoch(entry, epoch)
                 tb.pictures(model, session.test_images, cfg.latent_dim, cfg.seed, epoch * steps)
                 ips = entry["train_images_per_second"]
                 log(
@@ -336,6 +348,7 @@ def _train(session: _Session, start: Position, progress: bool, log: Callable[[st
         raise
     finally:
         tb.close()
+        ml.finish(run_dir, metrics["status"])
     return metrics
 
 
