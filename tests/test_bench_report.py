@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,6 +46,7 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
             "3",
             "--threads",
             "1",
+            "--allow-busy",  # a test asserts what is written, not how fast: a busy CI machine must not refuse it
             "--out",
             str(tmp_path),
         ],
@@ -218,16 +221,42 @@ def test_report_html_in_a_real_browser_sorts_and_shows_every_grid(tmp_path, tiny
         runs.append((out, read_metrics(out)))
     _, page = write_report([], runs, tmp_path / "rep")
     url = f"file://{page}#sort=runs:4:desc"  # by test -ELBO, highest first
-    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,2400"]
-    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,2400", "--virtual-time-budget=5000"]
+    proc = subprocess.run(
+        [*base, "--enable-logging=stderr", "--v=0", "--dump-dom", url], capture_output=True, text=True, timeout=120
+    )
+    dom = proc.stdout
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console  # no errors, no warnings, nothing logged
     assert 'aria-sort="descending"' in dom, "the page's script did not run"
-    order = [line.split('data-sort="')[1].split('"')[0] for line in dom.split("<tr>")[2:5]]  # first cell: the run name
+    assert 'data-images-total="4"' in dom and 'data-images-loaded="4"' in dom  # the curves and three grids decoded
+    body = dom.split('id="runs"')[1].split("</tbody>")[0]
+    order = [row.split('data-sort="')[1].split('"')[0] for row in body.split("<tr>")[2:]]  # first cell: the run name
     by_elbo = sorted(runs, key=lambda r: -r[1]["final"]["test_neg_elbo"])
-    assert order == [p.name for p, _ in by_elbo]
+    assert order == [p.name for p, _ in by_elbo]  # every run, in the sorted order
     assert dom.count('class="grid"') == 3
-    shot = tmp_path / "shot.png"
+    artifacts = Path(os.environ.get("VAEBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "report.png"
     subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     from matplotlib.image import imread
 
     pixels = imread(shot)
     assert pixels.shape[0] == 2400 and pixels[..., :3].std() > 0.05  # rendered content, not a blank page
+
+
+def test_bench_refuses_a_busy_machine_unless_allowed_and_marks_the_rows(tmp_path, monkeypatch):
+    from vaebench import environment
+
+    monkeypatch.setattr(environment, "busy_cores", lambda: 1.4)
+    args = ["bench", "--backends", "numpy", "--models", "mlp", "--batch-sizes", "8", "--repeats", "2", "--no-inference"]
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2 and "this machine is busy (1.4 cores" in refused.output and "--allow-busy" in refused.output
+    assert not (tmp_path / "a").exists()
+    allowed = CliRunner().invoke(cli, [*args, "--allow-busy", "--out", str(tmp_path / "b")])
+    assert allowed.exit_code == 0, allowed.output
+    doc = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert doc["results"][0]["load"] == {"busy": True, "busy_cores_at_start": 1.4}
+    assert doc["method"]["load_at_start"]["busy"] is True
+    shown = CliRunner().invoke(cli, ["compare", str(tmp_path / "b")])
+    assert "default/fp32 BUSY" in shown.output

@@ -550,12 +550,14 @@ def test_a_run_on_a_busy_machine_takes_fewer_threads_and_records_why(tiny_dir, t
     result = CliRunner().invoke(cli, [*QUICK.replace(" -q", "").split(), "--data-dir", str(tiny_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "this machine is busy (1.7 of" in result.output and "training with 1 thread instead of 2" in result.output
-    assert read_metrics(out)["environment"]["threads"] == {
+    recorded = read_metrics(out)["environment"]["threads"]
+    assert {k: recorded[k] for k in ("threads", "chosen_by", "usable_cores", "busy_cores")} == {
         "threads": 1,
         "chosen_by": "load",
         "usable_cores": 2,
         "busy_cores": 1.7,
     }
+    assert recorded["load_at_start"]["busy"] is True and recorded["load_at_end"]["busy_cores"] == 1.7
     monkeypatch.setattr(environment, "busy_cores", lambda: 0.1)
     quiet = tmp_path / "q"
     result = CliRunner().invoke(cli, [*QUICK.replace(" -q", "").split(), "--data-dir", str(tiny_dir), "--out", str(quiet)])

@@ -253,6 +253,7 @@ def _csv(kind: type = str, minimum: int | None = None):
 @click.option("--ttq-models", callback=_csv(), help="Also time to quality on real data for these models (needs MNIST).")
 @click.option("--ttq-seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds for --ttq-models.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
+@click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
 def bench(
     names: str,
     models: list[str],
@@ -272,12 +273,13 @@ def bench(
     ttq_models: list[str] | None,
     ttq_seeds: int,
     data_dir: str | None,
+    allow_busy: bool,
 ) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     import datetime as dt
 
     from vaebench.bench import WINDOW_SECONDS, run_matrix, split_options, write_bench
-    from vaebench.environment import busy_cores, usable_cores
+    from vaebench.environment import load_snapshot, usable_cores
     from vaebench.progress import progress
     from vaebench.ttq import run_ttq
 
@@ -290,13 +292,6 @@ def bench(
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
     backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
     threads = threads or usable_cores()
-    busy = busy_cores()
-    if busy >= 0.5:
-        click.echo(
-            f"warning: this machine is busy ({busy:.1f} cores in use by other processes): timings will be slower and "
-            "noisier than on a quiet one; ratios measured interleaved suffer least. Rerun when it is quiet.",
-            err=True,
-        )
     click.echo(
         f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
         f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
@@ -305,6 +300,14 @@ def bench(
         models, batch_sizes = [], []
         if not ttq_models:
             raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
+    load = load_snapshot()
+    if load["busy"]:
+        what = (
+            f"this machine is busy ({load['busy_cores']:.1f} cores in use by other processes, load average {load['loadavg_1m']})"
+        )
+        if not allow_busy:
+            raise click.UsageError(f"{what}: timings would be slower and unfair; rerun when it is quiet, or pass --allow-busy")
+        click.echo(f"warning: {what}: timing anyway (--allow-busy); every row is marked busy", err=True)
     cells = len(models) * len(batch_sizes)
     bar = progress(cells * len(backends) * repeats, "bench", "window")
     results = []
@@ -349,8 +352,11 @@ def bench(
         "precision": precision,
         "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
         "memory": "a fresh worker process per (backend, cell)",
-        "busy_cores_at_start": round(busy, 2),
+        "load_at_start": load,
+        "load_at_end": load_snapshot(),
     }
+    for r in results:
+        r["load"] = {"busy": load["busy"], "busy_cores_at_start": load["busy_cores"]}
     json_path, csv_path = write_bench(results, out_dir, ttq, method)
     click.echo(f"wrote {json_path} and {csv_path}")
 

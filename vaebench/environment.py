@@ -76,17 +76,33 @@ def default_threads(usable: int, busy: float) -> int:
     return max(1, min(usable, usable - math.floor(busy + 0.5)))
 
 
+BUSY = 0.5  # other processes keeping this many cores busy make a machine "busy"
+
+
+def load_snapshot() -> dict[str, Any]:
+    """The machine's load now: cores other processes keep busy (sampled), and the 1-minute load average.
+
+    The sample decides; the load average is recorded beside it but not used,
+    since it lags by a minute and counts processes waiting on disk.
+    """
+    busy = busy_cores()
+    loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"busy_cores": round(busy, 2), "loadavg_1m": loadavg, "usable_cores": usable_cores(), "busy": busy >= BUSY}
+
+
 def choose_threads(asked: int | None, log: Callable[[str], None] = print) -> tuple[int | None, dict[str, Any]]:
     """``--threads`` if given; else every usable core on a quiet machine and fewer on a busy one, said in one line.
 
     Returns the thread count to construct the backend with (``None``: the
-    framework's own default, all usable cores) and what to record about why.
+    framework's own default, all usable cores) and what to record about why,
+    with the load at the start.
     """
+    load = load_snapshot()
     if asked:
-        return asked, {"threads": asked, "chosen_by": "--threads"}
-    usable, busy = usable_cores(), busy_cores()
+        return asked, {"threads": asked, "chosen_by": "--threads", "load_at_start": load}
+    usable, busy = load["usable_cores"], load["busy_cores"]
     threads = default_threads(usable, busy)
-    record = {"threads": threads, "chosen_by": "load", "usable_cores": usable, "busy_cores": round(busy, 2)}
+    record = {"threads": threads, "chosen_by": "load", "usable_cores": usable, "busy_cores": busy, "load_at_start": load}
     if threads < usable:
         log(
             f"warning: this machine is busy ({busy:.1f} of {os.cpu_count()} cores in use by other processes): "

@@ -88,6 +88,7 @@ THROUGHPUT_SCHEMA = {
     "eval_pass_seconds": Maybe({"median": NUM}),
     "grid_decode_seconds": Maybe({"median": NUM}),
     "settings": Maybe(dict),
+    "load": Maybe({"busy": bool}),
 }
 TTQ_SCHEMA = {
     "backend": str,
@@ -204,7 +205,8 @@ def _ratio_text(r: dict, fastest: float) -> str:
 
 def _setting(r: dict) -> str:
     s = r.get("settings", {})
-    return f"{s.get('profile', '?')}/{s.get('precision', '?')}"
+    busy = " BUSY" if (r.get("load") or {}).get("busy") else ""  # timed with --allow-busy on a loaded machine
+    return f"{s.get('profile', '?')}/{s.get('precision', '?')}{busy}"
 
 
 def bench_rows(results: list[dict]) -> Table:

@@ -51,6 +51,11 @@ function sortTable(table, col, descending) {
 document.querySelectorAll("table.sortable").forEach(table =>
   Array.from(table.tHead.rows[0].cells).forEach((th, i) => th.addEventListener("click", () =>
     sortTable(table, i, th.getAttribute("aria-sort") === "ascending"))));
+window.addEventListener("load", () => {  // what a reader (or a test) can check: did every picture decode?
+  const imgs = Array.from(document.images);
+  document.body.dataset.imagesTotal = imgs.length;
+  document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+});
 const m = location.hash.match(/^#sort=([\\w-]+):(\\d+)(:desc)?$/);
 if (m && document.getElementById(m[1])) sortTable(document.getElementById(m[1]), +m[2], !!m[3]);
 """

@@ -40,7 +40,7 @@ from vaebench.data import (
     steps_per_epoch,
     train_batches,
 )
-from vaebench.environment import choose_threads, host_environment
+from vaebench.environment import choose_threads, host_environment, load_snapshot
 from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated
 from vaebench.evaluation import evaluate_split, full_evaluation
 from vaebench.mlflowlog import MlflowLog
@@ -374,5 +374,6 @@ def _finish(session: _Session, progress: bool, log: Callable[[str], None], stop:
     final["active_units"] = evaluation["active_units"]
     title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
     write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title, tick)
+    metrics["environment"]["threads"]["load_at_end"] = load_snapshot()
     metrics.update(status="completed", final=final)
     write_metrics(run_dir, metrics)
