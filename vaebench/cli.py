@@ -353,10 +353,10 @@ def bench(
         "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
         "memory": "a fresh worker process per (backend, cell)",
         "load_at_start": load,
-        "load_at_end": load_snapshot(),
+        "load_at_end": (end := load_snapshot()),
     }
     for r in results:
-        r["load"] = {"busy": load["busy"], "busy_cores_at_start": load["busy_cores"]}
+        r["load"] = {"busy": load["busy"], "busy_cores_at_start": load["busy_cores"], "busy_cores_at_end": end["busy_cores"]}
     json_path, csv_path = write_bench(results, out_dir, ttq, method)
     click.echo(f"wrote {json_path} and {csv_path}")
 
