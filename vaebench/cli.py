@@ -95,7 +95,7 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
-    from vaebench.results import default_run_dir
+    from vaebench.results import RUN_OUTPUTS, default_run_dir
     from vaebench.runner import resume_run, train_and_evaluate
 
     quiet = bool(kw["quiet"])
@@ -133,8 +133,7 @@ def run(**kw: object) -> None:
         mlflow=kw["mlflow_uri"],
     )
     final = metrics["final"]["test_neg_elbo"]
-    names = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
-    wrote = [n for n in names if (out / n).exists()] + (["tb/"] if (out / "tb").is_dir() else [])
+    wrote = [n for n in RUN_OUTPUTS if (out / n).exists()] + (["tb/"] if (out / "tb").is_dir() else [])
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.errors import ConfigError
+from vaebench.results import RUN_OUTPUTS
 
 EXPERIMENT = "vaebench"
 EPOCH_METRICS = ("train_neg_elbo", "test_neg_elbo", "test_recon", "test_kl", "train_images_per_second", "epoch_seconds")
-ARTIFACTS = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
 STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
 
 
@@ -91,7 +91,7 @@ class MlflowLog:
             return
 
         def upload() -> None:
-            for name in ARTIFACTS:
+            for name in RUN_OUTPUTS:
                 if (Path(run_dir) / name).is_file():
                     self.client.log_artifact(self.run_id, str(Path(run_dir) / name))
             self.client.set_terminated(self.run_id, STATUS.get(status, "FAILED"))

@@ -150,13 +150,18 @@ def _method_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def _versions(env: dict) -> str:
+    """The framework versions an environment record holds, as one line."""
+    return ", ".join(f"{k} {v}" for k, v in env.items() if k in ("torch", "jax", "flax", "optax", "keras", "tensorflow"))
+
+
 def _environment(bench: list[dict], runs: list[tuple[Path, dict]]) -> Table:
     """Where each figure came from: machine, threads, versions, profile and precision, one row per source."""
     t = Table(["source", "machine", "backend", "device", "threads", "profile/precision", "execution", "versions"])
     seen = set()
     for r in bench:
         env, settings = r.get("environment") or {}, r.get("settings") or {}
-        versions = ", ".join(f"{k} {v}" for k, v in env.items() if k in ("torch", "jax", "flax", "keras", "tensorflow"))
+        versions = _versions(env)
         row = (
             Path(r.get("source", "?")).parent.name or ".",
             r.get("machine", "?"),
@@ -173,7 +178,7 @@ def _environment(bench: list[dict], runs: list[tuple[Path, dict]]) -> Table:
     for path, m in runs:
         env = m.get("environment") or {}
         backend = env.get("backend") or {}
-        versions = ", ".join(f"{k} {v}" for k, v in backend.items() if k in ("torch", "jax", "flax", "keras", "tensorflow"))
+        versions = _versions(backend)
         execution = m.get("execution") or {}
         t.add(
             path.name,

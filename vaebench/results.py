@@ -34,20 +34,10 @@ SCHEMA_VERSION = 1
 METRICS = "metrics.json"
 LOCK = ".lock"
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-# What a run writes; --overwrite clears a folder only if it holds nothing else.
-RUN_FILES = frozenset(
-    {
-        METRICS,
-        "checkpoint.npz",
-        "weights.npz",
-        "grid.png",
-        "samples.png",
-        "reconstructions.png",
-        "latent.png",
-        "curves.png",
-        "tb",
-    }
-)
+#: What a finished run leaves for people (named in run's last line, uploaded to MLflow), in that order.
+RUN_OUTPUTS = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
+#: Everything a run writes; --overwrite clears a folder only if it holds nothing else.
+RUN_FILES = frozenset({*RUN_OUTPUTS, "checkpoint.npz", "tb"})
 _TRASH = ".replaced-"
 
 CONFIG_SCHEMA = {
