@@ -7,6 +7,7 @@ leave as one line on stderr with a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -358,6 +359,137 @@ def bench(
         r["load"] = {"busy": load["busy"], "busy_cores_at_start": load["busy_cores"], "busy_cores_at_end": end["busy_cores"]}
     json_path, csv_path = write_bench(results, out_dir, ttq, method)
     click.echo(f"wrote {json_path} and {csv_path}")
+
+
+def _sweep_settings(toml_file: str | None, kw: dict[str, object]) -> dict[str, object]:
+    """TOML values, overridden by every flag given."""
+    from vaebench.sweep import parse_seeds, read_toml
+
+    settings: dict[str, object] = read_toml(Path(toml_file)) if toml_file else {}
+    flags = {key: kw[key] for key in ("backends", "models", "batch_sizes", "lr", "epochs") if kw[key] is not None}
+    if kw["seeds"] is not None:
+        flags["seeds"] = parse_seeds(str(kw["seeds"]))
+    for key in ("dataset", "latent_dim", "binarize", "device", "limit_train", "threads", "precision", "eval_k", "data_dir"):
+        if kw[key] is not None:
+            flags[key] = kw[key]
+    for key, value in (("compile", kw["compile_"]), ("tensorboard", kw["tensorboard"]), ("exclusive", kw["exclusive"])):
+        if value is not None:
+            flags[key] = value
+    if kw["options"]:
+        flags["options"] = _options(kw["options"])
+    for key in ("address", "storage", "max_retries"):
+        if kw[key] is not None:
+            flags[key] = kw[key]
+    return {**settings, **flags}
+
+
+@cli.command(
+    epilog="Examples:\n\n\b\n"
+    "  vaebench sweep --backends torch,jax --models mlp --seeds 0-4 --epochs 10\n"
+    "  vaebench sweep sweep.toml --dry-run\n"
+    "  vaebench sweep sweep.toml --address auto --storage /shared/vaebench --exclusive\n"
+    "  vaebench sweep --resume results/sweeps/<time>\n"
+    "  vaebench compare results/sweeps/<time> --report results/sweeps/<time>"
+)
+@click.argument("toml_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--backends", callback=_csv(), help="Comma-separated backends.")
+@click.option("--models", callback=_csv(), help="Comma-separated models.")
+@click.option("--seeds", help="Seeds: 0-4, or 0,3,7. Default: 0.")
+@click.option("--batch-sizes", callback=_csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
+@click.option("--lr", callback=_csv(float), help="Comma-separated learning rates (default: 1e-3).")
+@click.option("--epochs", callback=_csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
+@click.option("--dataset", type=click.Choice(DATASETS))
+@click.option("--latent-dim", type=click.IntRange(min=1))
+@click.option("--binarize/--no-binarize", default=None, help="Dynamic binarisation in every run.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="cuda: each run reserves one GPU.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="The IDX files, at this path on every node.")
+@click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N training images only.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads per run, and the cores it reserves (default 1).")
+@click.option("--compile/--no-compile", "compile_", default=None, help="The backends' graph compilation.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend setting for every run; repeatable.")
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--eval-k", type=click.IntRange(min=0), help="IWAE test NLL with K samples at the end of every run.")
+@click.option("--tensorboard/--no-tensorboard", default=None, help="TensorBoard files in every run folder (default on).")
+@click.option("--address", help="An existing Ray cluster: auto, or ray://HOST:PORT. Default: a local Ray on this machine.")
+@click.option(
+    "--storage",
+    type=click.Path(file_okay=False),
+    help="A folder every node sees: workers write run folders there (and resume from checkpoints after a crash).",
+)
+@click.option("--exclusive/--packed", "exclusive", default=None, help="Each run reserves a whole node (timing-grade throughput).")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries of a run whose worker or node died (default 3).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep folder. Default: results/sweeps/<UTC time>.")
+@click.option("--dry-run", is_flag=True, help="List the runs and what each reserves; start nothing.")
+@click.option(
+    "--resume", type=click.Path(file_okay=False, exists=True), help="Run what a stopped sweep did not complete (its own grid)."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress display; only the summary.")
+def sweep(toml_file: str | None, **kw: object) -> None:
+    """Train a grid of runs (backends x models x seeds x batch sizes x learning rates) as Ray tasks."""
+    from vaebench import sweep as plan
+
+    quiet = bool(kw["quiet"])
+    if kw["resume"]:
+        given = [k for k, v in kw.items() if v not in (None, False, ()) and k not in ("resume", "address", "quiet")]
+        if toml_file or given:
+            raise click.UsageError("with --resume the sweep keeps its own grid and settings; only --address and -q apply")
+        sweep_dir = Path(str(kw["resume"]))
+        record = plan.read_record(sweep_dir)
+        address = kw["address"] or record["settings"].get("address")
+        click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
+    else:
+        settings = _sweep_settings(toml_file, kw)
+        grid = plan.make_grid(settings)
+        runs = grid.expand()
+        missing = sorted({r.config.backend for r in runs} - set(registry.installed()))
+        if missing:
+            raise VaebenchError(f"backend {', '.join(missing)} is not installed here; see `vaebench backends`")
+        exclusive = bool(settings.get("exclusive"))
+        if kw["dry_run"]:
+            for run in runs:
+                cores = "a whole node" if exclusive else f"{run.config.threads or 1} CPU"
+                gpu = " + 1 GPU" if run.config.device == "cuda" else ""
+                click.echo(f"{run.name}  ({cores}{gpu})")
+            click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
+            return
+        from vaebench.cluster import require_ray
+
+        require_ray()  # before any folder exists
+        if settings.get("storage") and kw["out"]:
+            raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
+        storage = settings.get("storage")
+        sweep_dir = Path(str(kw["out"])) if kw["out"] else plan.default_sweep_dir(Path(str(storage)) if storage else None)
+        if (sweep_dir / plan.SWEEP_FILE).exists():
+            raise VaebenchError(f"{sweep_dir} holds a sweep already: --resume {sweep_dir}, or choose another --out")
+        data_dir = settings.get("data_dir") or os.environ.get("VAEBENCH_DATA_DIR")  # recorded: workers elsewhere need it
+        record = plan.new_record(
+            grid,
+            runs,
+            {
+                "storage": "shared" if storage else "object-store",
+                "address": settings.get("address"),
+                "exclusive": exclusive,
+                "data_dir": str(Path(str(data_dir)).resolve()) if data_dir else None,
+                "tensorboard": settings.get("tensorboard", True),
+                "max_retries": settings.get("max_retries", 3),
+            },
+        )
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VaebenchError(f"cannot create {sweep_dir}: {exc.strerror or exc}; choose another --out") from None
+        plan.write_record(sweep_dir, record)
+        address = settings.get("address")
+        click.echo(f"{len(runs)} runs into {sweep_dir}/")
+    from vaebench.cluster import execute
+
+    record = execute(sweep_dir, record, address, progress=not quiet, echo=click.echo)
+    n = plan.counts(record)
+    undone = len(record["runs"]) - n["completed"]
+    click.echo(f"{n['completed']} of {len(record['runs'])} runs completed in {sweep_dir}/; compare: vaebench compare {sweep_dir}")
+    if undone:
+        states = ", ".join(f"{v} {k}" for k, v in n.items() if v and k != "completed")
+        raise VaebenchError(f"{undone} runs did not complete ({states}); see {sweep_dir / plan.SWEEP_FILE}, then --resume it")
 
 
 @cli.command(

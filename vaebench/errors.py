@@ -27,6 +27,10 @@ class ConfigError(VaebenchError):
     """Settings that cannot describe a run (batch size 0, unknown model...)."""
 
 
+class InUseError(ConfigError):
+    """A folder another vaebench process holds (its lock names the holder)."""
+
+
 class ShapeError(VaebenchError):
     """An array handed to a backend does not have the contract's shape or dtype."""
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaebench.errors import ConfigError, VaebenchError
+from vaebench.errors import ConfigError, InUseError, VaebenchError
 from vaebench.fileio import atomic_write_json, read_json, remove_orphans
 from vaebench.schema import NUM, Maybe, check
 from vaebench.spec import TrainConfig
@@ -105,7 +105,7 @@ class RunLock:
         except OSError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(
+            raise InUseError(
                 f"{self.path.parent} is in use by another vaebench ({holder}); wait for it to end, or use another --out"
             ) from None
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

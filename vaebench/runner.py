@@ -215,6 +215,7 @@ def train_and_evaluate(
     log: Callable[[str], None] = print,
     tensorboard: bool = True,
     mlflow: str | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
@@ -224,10 +225,13 @@ def train_and_evaluate(
     ``evaluations[<backend>]``: active units, KL per dimension and, with
     ``eval_k > 0``, the importance-weighted test NLL. The folder is held
     (:func:`~vaebench.results.claim_run_dir`) from before the first write to the end.
+    ``placement`` (a sweep's: node, exclusive, resources) is recorded as given.
     """
     require_mlflow(mlflow)
     session = _open_session(config.resolved(), Path(run_dir), data_dir, log)
     session.tensorboard, session.mlflow = tensorboard, mlflow
+    if placement is not None:
+        session.metrics["placement"] = placement
     with claim_run_dir(session.run_dir, new=True, overwrite=overwrite):
         session.model.load_weights(init_params(session.cfg.spec, session.cfg.seed))
         write_metrics(session.run_dir, session.metrics)
@@ -242,12 +246,14 @@ def resume_run(
     accept_data_change: bool = False,
     tensorboard: bool = True,
     mlflow: str | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Continue an interrupted (or crashed) run from its last checkpoint, with the run's own settings and data.
 
     The data is looked for where the run recorded it (unless ``data_dir`` says
     otherwise) and must have the SHA-256 the run recorded; ``accept_data_change``
-    continues anyway and records the change under ``data.changes``.
+    continues anyway and records the change under ``data.changes``. A new ``placement``
+    replaces the recorded one; each ``resumed`` entry names the node it resumed on.
     """
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, new=False):
@@ -271,7 +277,12 @@ def resume_run(
         session.model.load_weights(params)
         session.model.load_optimizer_state(adam)
         session.metrics.update(history=position.history, timing=position.timing)
-        session.metrics["resumed"] = [*old.get("resumed", []), {"epoch": position.epoch, "step": position.step}]
+        resumed = {"epoch": position.epoch, "step": position.step}
+        if placement is not None:
+            resumed["node"] = placement.get("node")
+        if placement or old.get("placement"):
+            session.metrics["placement"] = placement or old["placement"]
+        session.metrics["resumed"] = [*old.get("resumed", []), resumed]
         log(f"resuming {run_dir} after epoch {position.epoch}" + (f", step {position.step}" if position.step else ""))
         write_metrics(run_dir, session.metrics)
         return _train(session, position, progress, log)
