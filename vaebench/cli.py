@@ -494,13 +494,35 @@ def sweep(toml_file: str | None, **kw: object) -> None:
 
 @cli.command(
     epilog="Examples:\n\n\b\n  vaebench compare results/bench.json results/runs/*\n"
+    "  vaebench compare results/sweeps/<time> --margin 0.5\n"
     "  vaebench compare results/bench.json results/harness.json --report results/"
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
-def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
-    """Compare bench.json files, harness documents and run folders: tables across backends, optionally a report."""
-    from vaebench.report import bench_table, by_kind, harness_table, load_inputs, runs_table, ttq_table
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Equivalence margin in nats: backends whose mean test -ELBO differ by less are called equivalent (TOST).",
+)
+def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> None:
+    """Compare bench.json files, harness documents, run and sweep folders: tables across backends, optionally a report.
+
+    Over runs of several seeds (a sweep), also each backend's test -ELBO as mean ± std
+    over seeds and, for each pair of backends, whether they reach the same quality.
+    """
+    from vaebench.report import (
+        bench_table,
+        by_kind,
+        equivalence_rows,
+        harness_table,
+        has_seeds,
+        load_inputs,
+        runs_table,
+        seed_rows,
+        ttq_table,
+    )
     from vaebench.reportpage import write_report
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
@@ -513,8 +535,13 @@ def compare(paths: tuple[str, ...], report_dir: str | None) -> None:
         click.echo("\n".join(harness_table(harness)))
     if runs:
         click.echo("\n".join(runs_table(runs)))
+    if has_seeds(runs):
+        click.echo("\nOver seeds:")
+        click.echo("\n".join(seed_rows(runs).lines()))
+        click.echo(f"\nSame quality? Difference of mean test -ELBO (paired by seed), 95% interval, TOST at ±{margin:g} nats:")
+        click.echo("\n".join(equivalence_rows(runs, margin).lines()))
     if report_dir:
-        md, html = write_report(bench_results, runs, Path(report_dir))
+        md, html = write_report(bench_results, runs, Path(report_dir), margin)
         click.echo(f"wrote {md} and {html}")
 
 

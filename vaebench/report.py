@@ -1,4 +1,4 @@
-"""``vaebench compare``: what it reads (``bench.json`` files, harness documents, run folders) and its tables.
+"""``vaebench compare``: what it reads (``bench.json`` files, harness documents, run and sweep folders) and its tables.
 
 Nothing here runs a framework: it reads what ``vaebench bench`` and
 ``vaebench run`` wrote, each file checked against its schema first. Each table
@@ -19,6 +19,8 @@ from vaebench.errors import VaebenchError
 from vaebench.fileio import read_json
 from vaebench.results import METRICS, read_metrics
 from vaebench.schema import NUM, Maybe, check
+from vaebench.stats import EQUIVALENCE_MARGIN, equivalence, mean_std
+from vaebench.sweep import SWEEP_FILE, read_record, run_folder
 
 
 @dataclass
@@ -144,6 +146,11 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
     for path in map(Path, paths):
+        if path.is_dir() and (path / SWEEP_FILE).exists():  # a sweep: every run folder it lists
+            record = read_record(path)
+            folders = [run_folder(path, r) for r in record["runs"]]
+            runs.extend((f, read_metrics(f)) for f in folders if f is not None and (f / METRICS).is_file())
+            continue
         if path.is_dir() and (path / METRICS).exists():
             runs.append((path, read_metrics(path)))
             continue
@@ -313,3 +320,89 @@ def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
 def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
     """:func:`runs_rows` as text."""
     return runs_rows(runs).lines()
+
+
+def _setting_of(cfg: dict) -> str:
+    """What besides backend and seed defines a run, as a short label: runs with the same label are comparable."""
+    parts = [f"bs{cfg.get('batch_size')}", f"lr{cfg.get('lr'):g}", f"ep{cfg.get('epochs')}"]
+    if cfg.get("dataset", "mnist") != "mnist":
+        parts.insert(0, str(cfg["dataset"]))
+    parts += [f"z{cfg['latent_dim']}"] if cfg.get("latent_dim") is not None else []
+    parts += ["binarized"] if cfg.get("binarize") else []
+    parts += [f"first {cfg['limit_train']}"] if cfg.get("limit_train") else []
+    parts += [str(cfg["precision"])] if cfg.get("precision", "fp32") != "fp32" else []
+    parts += ["compiled"] if cfg.get("compile") else []
+    parts += [f"{k}={v}" for k, v in sorted((cfg.get("options") or {}).items())]
+    return " ".join(parts)
+
+
+def seed_groups(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """Completed runs by (model, setting), then backend: the cells of a sweep."""
+    cells: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for _path, m in runs:
+        final = m.get("final") or {}
+        if m.get("status") != "completed" or final.get("test_neg_elbo") is None:
+            continue
+        cfg = m["config"]
+        cells.setdefault((cfg["model"], _setting_of(cfg)), {}).setdefault(cfg["backend"], []).append(m)
+    return dict(sorted(cells.items()))
+
+
+def has_seeds(runs: list[tuple[Path, dict]]) -> bool:
+    """Whether some backend has two or more seeds of one setting: then the seed tables say something."""
+    return any(len(ms) > 1 for cell in seed_groups(runs).values() for ms in cell.values())
+
+
+def _throughput(m: dict) -> float | None:
+    ips = [h["train_images_per_second"] for h in m.get("history", []) if h.get("train_images_per_second")]
+    return float(np.median(ips)) if ips else None
+
+
+def seed_rows(runs: list[tuple[Path, dict]]) -> Table:
+    """Per model, setting and backend: final test -ELBO as mean ± std over seeds, and the median throughput."""
+    header = ["model", "setting", "backend", "seeds", "test -ELBO mean", "± std", "img/s (median)", "placement"]
+    t = Table(header, right={3, 4, 5, 6})
+    for (model, setting), cell in seed_groups(runs).items():
+        for backend, ms in sorted(cell.items()):
+            mean, std = mean_std([m["final"]["test_neg_elbo"] for m in ms])
+            ips = [v for v in map(_throughput, ms) if v is not None]
+            placed = {(m.get("placement") or {}).get("exclusive") for m in ms}
+            where = "exclusive" if placed == {True} else "packed" if placed == {False} else "mixed" if len(placed) > 1 else ""
+            t.add(
+                model,
+                setting,
+                backend,
+                (str(len(ms)), len(ms)),
+                _n(mean, ".2f"),
+                _n(std, ".2f") if std is not None else ("", float("nan")),
+                _n(float(np.median(ips)) if ips else None, ".0f"),
+                where,
+            )
+    return t
+
+
+def equivalence_rows(runs: list[tuple[Path, dict]], margin: float = EQUIVALENCE_MARGIN) -> Table:
+    """Every pair of backends in a cell: difference of mean test -ELBO, its 95% interval, TOST p and the verdict."""
+    t = Table(["model", "setting", "A - B", "pairs", "diff (nats)", "95% interval", "TOST p", "verdict"], right={3, 4, 6})
+    for (model, setting), cell in seed_groups(runs).items():
+        names = sorted(cell)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                per_seed = [{m["config"]["seed"]: m["final"]["test_neg_elbo"] for m in cell[x]} for x in (a, b)]
+                e = equivalence(per_seed[0], per_seed[1], margin)
+                verdict = f"{e['verdict']} (±{margin:g})" if e["method"] else e["verdict"]
+                if e["method"] is None:
+                    blank = ("", float("nan"))
+                    t.add(model, setting, f"{a} - {b}", (str(e["n"]), e["n"]), blank, "", blank, verdict)
+                    continue
+                t.add(
+                    model,
+                    setting,
+                    f"{a} - {b}",
+                    (f"{e['n']}{'' if e['method'] == 'paired' else ' (welch)'}", e["n"]),
+                    _n(e["diff"], "+.3f"),
+                    f"{e['low']:+.3f} to {e['high']:+.3f}",
+                    _n(e["p_tost"], ".3g"),
+                    verdict,
+                )
+    return t

@@ -23,7 +23,8 @@ import numpy as np
 
 from vaebench.fileio import atomic_write_bytes
 from vaebench.plots import pyplot
-from vaebench.report import Table, bench_rows, by_kind, harness_rows, runs_rows, ttq_rows
+from vaebench.report import Table, bench_rows, by_kind, equivalence_rows, harness_rows, has_seeds, runs_rows, seed_rows, ttq_rows
+from vaebench.stats import EQUIVALENCE_MARGIN
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
@@ -217,7 +218,9 @@ def _img(data: bytes, alt: str, cls: str = "fig") -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path) -> tuple[Path, Path]:
+def write_report(
+    bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path, margin: float = EQUIVALENCE_MARGIN
+) -> tuple[Path, Path]:
     """``report.md`` (text tables, pictures beside it) and a self-contained ``report.html`` (see the module)."""
     out_dir = Path(out_dir)
     done = [(p, m) for p, m in runs if m.get("status") == "completed"]
@@ -251,6 +254,19 @@ def write_report(bench: list[dict], runs: list[tuple[Path, dict]], out_dir: Path
             "median and full range over seeds (nothing trimmed), and how many seeds reached the target.",
         ]
         sections.append(("Time to quality", prose, "ttq", ttq_rows(ttq), []))
+    if has_seeds(runs):
+        prose = [
+            "Completed runs grouped by model and setting: each backend's final test -ELBO as mean ± sample std over",
+            "seeds, and its median training images/s (`packed` runs shared their node: not timing-grade; see `--exclusive`).",
+        ]
+        sections.append(("Over seeds", prose, "seeds", seed_rows(runs), []))
+        prose = [
+            "For each pair of backends, the difference of mean test -ELBO (A - B) with its 95% t interval, paired by",
+            "seed (same seed: same initial weights, batches and noise) or Welch's where seeds differ. TOST asks whether",
+            f"the difference lies within ±{margin:g} nats: `equivalent` when both one-sided tests reject at 5%,",
+            "`different` when the interval excludes zero without equivalence, `inconclusive` otherwise.",
+        ]
+        sections.append(("Same quality?", prose, "equivalence", equivalence_rows(runs, margin), []))
     if runs:
         prose = ["Runs whose status is not `completed` are listed and left out of the curves and grids."]
         names = [n for n in ("curves.png", "grids.png") if n in figures]

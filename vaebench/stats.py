@@ -15,6 +15,12 @@ tested with exact values (``tests/test_measurement.py``) and mutation-tested
 * :func:`ttq_summary`: time to quality over seeds, median and full range, and
   how many seeds reached the target (nothing is trimmed: with 5 seeds, trimming
   would hide two of them).
+* :func:`equivalence`: whether two backends reach the same test -ELBO over
+  seeds: the difference of means with its 95% t interval, and TOST (two
+  one-sided tests) against a stated margin. Runs of the same seed start from
+  the same weights and see the same batches and noise, so when both backends
+  have two or more seeds in common the test is paired by seed, which removes
+  the seed-to-seed spread that both share; otherwise it is Welch's.
 """
 
 from __future__ import annotations
@@ -114,4 +120,73 @@ def ttq_summary(seconds: Sequence[float | None]) -> dict[str, Any]:
         "max": reached[-1] if reached else None,
         "seeds": len(seconds),
         "reached": len(reached),
+    }
+
+
+EQUIVALENCE_MARGIN = 0.5  # nats of test -ELBO: differences smaller than this are not worth a framework switch
+VERDICTS = ("equivalent", "different", "inconclusive", "too few seeds")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``None`` for a single value)."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+
+
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Difference of means, its standard error and the Welch-Satterthwaite degrees of freedom."""
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else float(len(a) + len(b) - 2)
+    return float(a.mean() - b.mean()), se, df
+
+
+def equivalence(
+    a: dict[int, float], b: dict[int, float], margin: float = EQUIVALENCE_MARGIN, confidence: float = CONFIDENCE
+) -> dict[str, Any]:
+    """Is the mean of ``a`` (seed -> test -ELBO) within ``margin`` of the mean of ``b``?
+
+    Returns the difference ``mean(a) - mean(b)``, its two-sided ``confidence``
+    interval (``low``, ``high``), the TOST p-value (the larger of the two
+    one-sided tests of ``diff <= -margin`` and ``diff >= margin``) and a
+    verdict: ``equivalent`` when TOST rejects non-equivalence at
+    ``1 - confidence`` (equivalently, the 90% interval lies inside the margin),
+    ``different`` when the interval excludes zero and equivalence is not shown,
+    ``inconclusive`` otherwise, and ``too few seeds`` without two per side.
+    """
+    from scipy import stats as st
+
+    common = sorted(set(a) & set(b))
+    alpha = 1 - confidence
+    if len(common) >= 2:
+        d = np.array([a[s] - b[s] for s in common], dtype=float)
+        diff, se, df, method, n = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, "paired", len(d)
+    elif len(a) >= 2 and len(b) >= 2:
+        diff, se, df = _welch(np.array(list(a.values()), float), np.array(list(b.values()), float))
+        method, n = "welch", min(len(a), len(b))
+    else:
+        return {"method": None, "n": min(len(a), len(b)), "margin": margin, "verdict": "too few seeds"}
+    if se > 0:
+        half = float(st.t.ppf(1 - alpha / 2, df)) * se
+        p_tost = max(float(st.t.sf((diff + margin) / se, df)), float(st.t.cdf((diff - margin) / se, df)))
+    else:  # identical differences in every pair: no spread left to test against
+        half, p_tost = 0.0, 0.0 if abs(diff) < margin else 1.0
+    low, high = diff - half, diff + half
+    if p_tost < alpha:
+        verdict = "equivalent"
+    elif low > 0 or high < 0:
+        verdict = "different"
+    else:
+        verdict = "inconclusive"
+    return {
+        "method": method,
+        "n": n,
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "p_tost": p_tost,
+        "margin": margin,
+        "verdict": verdict,
     }
