@@ -478,3 +478,79 @@ def test_the_table_puts_each_value_under_its_header_and_the_tolerances_come_from
     text = tolerances(5)
     assert f"{ELBO_RTOL:g}" in text and f"{GRID_ATOL:g}" in text and f"{PARAM_ATOL:g}" in text
     assert f"{PARAM_OUTLIERS:.0%}" in text and "0.005" in text
+
+
+# -- equivalence over seeds (sweeps) --------------------------------------------------------------------------
+
+
+def test_mean_std_is_the_sample_std():
+    assert stats.mean_std([1.0, 2.0, 4.0]) == pytest.approx((7 / 3, np.std([1.0, 2.0, 4.0], ddof=1)))
+    assert stats.mean_std([5.0]) == (5.0, None)
+    with pytest.raises(ValueError):
+        stats.mean_std([])
+
+
+def test_equivalence_pairs_by_seed_and_matches_the_textbook_t_interval():
+    from scipy import stats as st
+
+    a = {0: 100.0, 1: 101.0, 2: 99.5, 3: 100.4}
+    b = {0: 100.1, 1: 101.2, 2: 99.4, 3: 100.2, 9: 50.0}  # seed 9 has no partner: left out of the pairing
+    e = stats.equivalence(a, b, margin=0.5)
+    d = np.array([a[s] - b[s] for s in range(4)])
+    se = d.std(ddof=1) / 2
+    half = st.t.ppf(0.975, 3) * se
+    assert e["method"] == "paired" and e["n"] == 4
+    assert e["diff"] == pytest.approx(d.mean())
+    assert (e["low"], e["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    # TOST: the larger of the two one-sided p-values, the same as two shifted one-sided t tests
+    p_low = st.ttest_1samp(d + 0.5, 0, alternative="greater").pvalue
+    p_high = st.ttest_1samp(d - 0.5, 0, alternative="less").pvalue
+    assert e["p_tost"] == pytest.approx(max(p_low, p_high))
+    assert e["verdict"] == "equivalent" and e["margin"] == 0.5
+
+
+def test_equivalence_without_common_seeds_is_welchs():
+    from scipy import stats as st
+
+    a, b = {0: 10.0, 1: 11.0, 2: 12.5}, {5: 10.5, 6: 10.7}
+    e = stats.equivalence(a, b, margin=3.0)
+    x, y = np.array(list(a.values())), np.array(list(b.values()))
+    welch = st.ttest_ind(x, y, equal_var=False)
+    ci = welch.confidence_interval(0.95)
+    assert e["method"] == "welch" and e["n"] == 2
+    assert e["diff"] == pytest.approx(x.mean() - y.mean())
+    assert (e["low"], e["high"]) == pytest.approx((ci.low, ci.high))
+    shifted_low = st.ttest_ind(x + 3.0, y, equal_var=False, alternative="greater").pvalue
+    shifted_high = st.ttest_ind(x - 3.0, y, equal_var=False, alternative="less").pvalue
+    assert e["p_tost"] == pytest.approx(max(shifted_low, shifted_high))
+
+
+@pytest.mark.parametrize(
+    "shift, margin, verdict",
+    [
+        (0.0, 0.5, "equivalent"),  # same quality, tight seeds
+        (2.0, 0.5, "different"),  # interval far from zero and outside the margin
+        (0.3, 0.5, "equivalent"),  # a real but small difference: different from zero, yet within the margin
+        (0.0, 0.01, "inconclusive"),  # too noisy to show a difference or an equivalence this strict
+    ],
+)
+def test_equivalence_verdicts(shift, margin, verdict):
+    a = {0: 100.0, 1: 101.0, 2: 99.5, 3: 100.4, 4: 99.9}
+    b = {s: v + shift + (0.02 if s % 2 else -0.02) for s, v in a.items()}
+    assert stats.equivalence(a, b, margin=margin)["verdict"] == verdict
+
+
+def test_equivalence_at_the_margin_is_not_equivalence():
+    """A difference exactly at the margin cannot be shown to lie inside it, however tight the seeds."""
+    a = {s: 100.0 + s for s in range(5)}
+    b = {s: v - 0.5 for s, v in a.items()}  # every pair differs by exactly 0.5: no spread at all
+    e = stats.equivalence(a, b, margin=0.5)
+    assert e["p_tost"] == 1.0 and e["verdict"] == "different"
+    inside = stats.equivalence(a, {s: v - 0.25 for s, v in a.items()}, margin=0.5)
+    assert inside["p_tost"] < 1e-9 and inside["verdict"] == "equivalent"
+
+
+def test_equivalence_needs_two_seeds_a_side():
+    assert stats.equivalence({0: 1.0}, {0: 1.0})["verdict"] == "too few seeds"
+    assert stats.equivalence({0: 1.0, 1: 2.0}, {5: 1.0})["verdict"] == "too few seeds"
+    assert stats.equivalence({0: 1.0, 1: 2.0}, {1: 1.0, 5: 1.0})["method"] == "welch"  # one common seed: not pairs

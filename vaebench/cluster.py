@@ -300,6 +300,7 @@ def _drive(ray: Any, sweep_dir: Path, record: dict, shared: bool, progress: bool
         }
         # pinned: packed runs to their one core (or --threads), exclusive ones to the whole node
         spec["config"] = {**entry["config"], "threads": entry["config"].get("threads") or need["num_cpus"]}
+        entry["config"] = spec["config"]  # the record says what the run was given
         entry.update(status=PENDING, error=None)
         ref = task.options(
             num_cpus=need["num_cpus"],
