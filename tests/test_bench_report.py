@@ -154,7 +154,7 @@ def test_bench_arguments_are_checked_before_anything_runs(tmp_path):
         (["--repeats", "1"], "--repeats"),
         (["--threads", "0"], "--threads"),
         (["--no-throughput"], "nothing to do"),
-        (["--models", "nope"], "unknown model"),
+        (["--models", "nope"], "is not a model"),
     ]:
         result = CliRunner().invoke(cli, ["bench", "--backends", "numpy", "--out", str(tmp_path / "b"), *args])
         assert result.exit_code == 2 and needle in result.output, (args, result.output)

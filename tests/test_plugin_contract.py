@@ -91,7 +91,7 @@ def test_the_kits_checks_cannot_be_overridden():
             pass
 
 
-@pytest.mark.parametrize("model", ["mlp", "conv", "seed"])
+@pytest.mark.parametrize("model", ["mlp", "conv", "blog"])
 def test_layouts_move_kernels_and_their_adam_moments_and_come_back(model):
     spec = get_model(model).spec
     layout = {"dense": (1, 0), "conv": (3, 2, 0, 1), "conv_transpose": (2, 3, 0, 1)}  # torch's

@@ -15,7 +15,7 @@ from vaebench.weights import check_params, init_params, load_params, save_params
         ("conv", 69_076 + 65_089),
         # the blog's network: 4 encoder convs, Dense 32, two heads; Dense 50176, 5 decoder convs
         (
-            "seed",
+            "blog",
             (9 * 1 * 32 + 32)
             + (9 * 32 * 64 + 64)
             + 2 * (9 * 64 * 64 + 64)
@@ -34,7 +34,7 @@ def test_parameter_counts_match_the_sources(name, expected):
 
 def test_defaults_of_each_source():
     assert {n: (m.spec.latent_dim, m.batch_size, m.epochs) for n, m in MODELS.items()} == {
-        "seed": (2, 512, 100),
+        "blog": (2, 512, 100),
         "conv": (2, 128, 30),
         "mlp": (20, 128, 10),
     }
@@ -73,8 +73,33 @@ def test_impossible_settings_are_refused(kwargs, message):
 
 
 def test_resolved_config_takes_the_models_defaults():
-    cfg = TrainConfig(model="seed").resolved()
+    cfg = TrainConfig(model="blog").resolved()
     assert (cfg.batch_size, cfg.epochs, cfg.latent_dim) == (512, 100, 2)
+
+
+def test_the_old_name_seed_still_means_the_blog_network_in_files_and_warns_on_the_command_line(tmp_path):
+    """`--model seed` read like `--seed`; it is `blog` now, and what was written as `seed` still reads."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vaebench.cli import cli
+    from vaebench.report import runs_table
+    from vaebench.results import config_of, read_metrics
+
+    assert TrainConfig(model="seed").resolved().model == "blog"
+    result = CliRunner().invoke(cli, ["sweep", "--backends", "numpy", "--models", "seed,mlp", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "warning: model 'seed' is now called 'blog'" in result.output
+    assert result.output.count("numpy-blog-bs512") == 1
+    bad = CliRunner().invoke(cli, ["parity", "--model", "resnet"])
+    assert bad.exit_code == 2 and "choose one of blog, conv, mlp" in bad.output
+    (tmp_path / "r").mkdir()
+    cfg = {**TrainConfig(model="blog").resolved().to_dict(), "model": "seed"}
+    metrics = {"schema_version": 1, "status": "completed", "config": cfg, "history": [], "final": {"test_neg_elbo": 1.0}}
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps(metrics))
+    assert config_of(read_metrics(tmp_path / "r")).model == "blog"
+    assert " blog " in runs_table([(tmp_path / "r", read_metrics(tmp_path / "r"))])[1]
 
 
 def test_init_is_seeded_glorot_uniform_with_zero_bias():

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 LOOPS = [("torch", "torch_yardstick", {}), ("jax", "jax_yardstick", {}), ("tensorflow", "keras_yardstick", {"xla": False})]
 
 
-@pytest.mark.parametrize("model_name", ["mlp", "conv", "seed"])
+@pytest.mark.parametrize("model_name", ["mlp", "conv", "blog"])
 @pytest.mark.parametrize(("framework", "module", "kwargs"), LOOPS, ids=[m for _, m, _ in LOOPS])
 def test_yardstick_loop_trains_the_named_model(framework, module, kwargs, model_name):
     pytest.importorskip(framework)

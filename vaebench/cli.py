@@ -17,7 +17,7 @@ from vaebench import registry
 from vaebench.errors import Terminated, VaebenchError
 from vaebench.interleave import SCHEDULES
 from vaebench.profiles import PRECISIONS, PROFILES
-from vaebench.spec import DATASETS, DEFAULT_MODEL, MODELS, TrainConfig
+from vaebench.spec import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, TrainConfig
 
 
 def _options(values: tuple[str, ...]) -> dict[str, str]:
@@ -28,6 +28,29 @@ def _options(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--option")
         pairs[key] = val
     return pairs
+
+
+def _model_name(value: str, param: click.Parameter | None) -> str:
+    """A model name; an old alias is accepted with a warning saying the new name."""
+    if value in MODEL_ALIASES:
+        new = MODEL_ALIASES[value]
+        click.echo(f"warning: model {value!r} is now called {new!r} (it read like --seed); the old name will go", err=True)
+        return new
+    if value not in MODELS:
+        raise click.BadParameter(f"{value!r} is not a model; choose one of {', '.join(sorted(MODELS))}", param=param)
+    return value
+
+
+class ModelName(click.ParamType):
+    """``--model``: one of :data:`~vaebench.spec.MODELS`, or an old alias (warned about)."""
+
+    name = "model"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return _model_name(str(value), param)
+
+
+MODEL_HELP = f"One of {', '.join(sorted(MODELS))}."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,11 +65,11 @@ def cli() -> None:
     "  vaebench run --resume results/runs/jax-mlp-3"
 )
 @click.option("--backend", "-b", default="torch", show_default=True, help="Plugin to train with (see `vaebench backends`).")
-@click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default=DEFAULT_MODEL, show_default=True)
+@click.option("--model", "-m", type=ModelName(), default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--epochs", type=int, help="Default: the model's source (seed 100, conv 30, mlp 10).")
-@click.option("--batch-size", type=int, help="Default: the model's source (seed 512, conv 128, mlp 128).")
-@click.option("--latent-dim", type=int, help="Default: the model's source (seed 2, conv 2, mlp 20).")
+@click.option("--epochs", type=int, help="Default: the model's source (blog 100, conv 30, mlp 10).")
+@click.option("--batch-size", type=int, help="Default: the model's source (blog 512, conv 128, mlp 128).")
+@click.option("--latent-dim", type=int, help="Default: the model's source (blog 2, conv 2, mlp 20).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise.")
 @click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch.")
@@ -178,7 +201,7 @@ def eval_(
 
 
 @cli.command(epilog="Example:\n\n\b\n  vaebench parity --model conv --backends numpy,torch,jax --steps 5")
-@click.option("--model", "-m", type=click.Choice(sorted(MODELS)), default="conv", show_default=True)
+@click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
 @click.option("--backends", "names", help="Comma-separated backends (default: every installed one).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
@@ -197,7 +220,7 @@ def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
         raise SystemExit(1)
 
 
-def _csv(kind: type = str, minimum: int | None = None):
+def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
     def parse(_ctx: object, param: click.Parameter, value: str | None) -> list | None:
         if not value:
             return None
@@ -207,7 +230,7 @@ def _csv(kind: type = str, minimum: int | None = None):
             raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s", param=param) from None
         if minimum is not None and any(v < minimum for v in items):
             raise click.BadParameter(f"every value must be at least {minimum}, got {value!r}", param=param)
-        return items
+        return [_model_name(v, param) for v in items] if models else items
 
     return parse
 
@@ -222,7 +245,7 @@ def _csv(kind: type = str, minimum: int | None = None):
     show_default=True,
     help="Comma-separated backends, or 'all' (every installed one but the slow numpy reference).",
 )
-@click.option("--models", default="conv,mlp", show_default=True, callback=_csv(), help="Comma-separated models.")
+@click.option("--models", default="conv,mlp", show_default=True, callback=_csv(models=True), help="Comma-separated models.")
 @click.option("--batch-sizes", default="128,512", show_default=True, callback=_csv(int, 1), help="Comma-separated batch sizes.")
 @click.option(
     "--repeats", type=click.IntRange(min=2), default=10, show_default=True, help="Rounds: timed windows per backend and cell."
@@ -250,7 +273,7 @@ def _csv(kind: type = str, minimum: int | None = None):
     "--out", type=click.Path(file_okay=False), help="Folder for bench.json and bench.csv. Default: results/bench/<UTC time>."
 )
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
-@click.option("--ttq-models", callback=_csv(), help="Also time to quality on real data for these models (needs MNIST).")
+@click.option("--ttq-models", callback=_csv(models=True), help="Also time to quality on real data for these models (MNIST).")
 @click.option("--ttq-seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds for --ttq-models.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
@@ -283,9 +306,6 @@ def bench(
     from vaebench.progress import progress
     from vaebench.ttq import run_ttq
 
-    for m in [*models, *(ttq_models or [])]:
-        if m not in MODELS:
-            raise click.BadParameter(f"unknown model {m!r}", param_hint="--models")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(out) if out else Path("results/bench") / stamp
     if (out_dir / "bench.json").exists() and not overwrite:
@@ -393,7 +413,7 @@ def _sweep_settings(toml_file: str | None, kw: dict[str, object]) -> dict[str, o
 )
 @click.argument("toml_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--backends", callback=_csv(), help="Comma-separated backends.")
-@click.option("--models", callback=_csv(), help="Comma-separated models.")
+@click.option("--models", callback=_csv(models=True), help="Comma-separated models.")
 @click.option("--seeds", help="Seeds: 0-4, or 0,3,7. Default: 0.")
 @click.option("--batch-sizes", callback=_csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
 @click.option("--lr", callback=_csv(float), help="Comma-separated learning rates (default: 1e-3).")
@@ -436,6 +456,9 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         sweep_dir = Path(str(kw["resume"]))
         record = plan.read_record(sweep_dir)
         address = kw["address"] or record["settings"].get("address")
+        from vaebench.cluster import require_ray
+
+        require_ray(address)
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
         settings = _sweep_settings(toml_file, kw)
@@ -454,7 +477,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
             return
         from vaebench.cluster import require_ray
 
-        require_ray()  # before any folder exists
+        require_ray(settings.get("address"))  # before any folder exists
         if settings.get("storage") and kw["out"]:
             raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
         storage = settings.get("storage")

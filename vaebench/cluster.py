@@ -57,8 +57,13 @@ LOCK_WAIT = 120.0  # seconds a retried run waits for the lock of its dead predec
 POLL = 0.5
 
 
-def require_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
+def require_ray(address: str | None = None) -> Any:
+    """The ``ray`` module, or one line saying how to install it; ready to join the cluster at ``address``."""
+    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # Ray 2.59+ starts clusters with token authentication, but a driver joining one sends its token only
+        # in token mode; a cluster without authentication accepts it too (tried: ray 2.60.0). Set before
+        # Ray is imported: it reads its configuration once.
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
@@ -68,7 +73,7 @@ def require_ray() -> Any:
 
 def connect(address: str | None) -> Any:
     """``ray.init``: a local instance on this machine by default, or the cluster at ``address``."""
-    ray = require_ray()
+    ray = require_ray(address)
     try:
         ray.init(
             address=address or None,
@@ -79,8 +84,16 @@ def connect(address: str | None) -> Any:
         )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise ConfigError(f"cannot start or reach {where}: {str(exc).splitlines()[0][:200]}") from None
+        auth = " (a cluster with token authentication also needs its token: `ray get-auth-token` on the head)" if address else ""
+        raise ConfigError(f"cannot start or reach {where}: {str(exc).splitlines()[0][:200]}{auth}") from None
     return ray
+
+
+def _token_available() -> bool:
+    """Whether this machine holds a Ray token: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def node_cpus(ray: Any) -> int:
@@ -245,7 +258,7 @@ def execute(
 ) -> dict[str, Any]:
     """Run every run of ``record`` that is not completed, on Ray; keep ``sweep.json`` current; return the record.
 
-    Raises :class:`RunInterruptedError` after a Ctrl-C or SIGTERM, once
+    Raises :class:`SweepInterruptedError` after a Ctrl-C or SIGTERM, once
     ``sweep.json`` says which runs finished and which did not.
     """
     sweep_dir = Path(sweep_dir)
@@ -269,12 +282,11 @@ def _drive(ray: Any, sweep_dir: Path, record: dict, shared: bool, progress: bool
     settings = record["settings"]
     by_name = {r["name"]: r for r in record["runs"]}
     whole_node = node_cpus(ray)
-    here = ray.get_runtime_context().get_node_id()
-    board = (
-        ray.remote(Board)
-        .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False), max_restarts=0)
-        .remote()
-    )
+    try:  # on the driver's node, so that losing another node does not blind the display
+        placed = {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+    except Exception:  # a Ray Client driver (ray://) is on no node
+        placed = {}
+    board = ray.remote(Board).options(num_cpus=0, max_restarts=0, **placed).remote()
     task = ray.remote(max_calls=1)(execute_run)  # one run per worker process
     session = {
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -19,6 +19,7 @@ from vaebench.errors import VaebenchError
 from vaebench.fileio import read_json
 from vaebench.results import METRICS, read_metrics
 from vaebench.schema import NUM, Maybe, check
+from vaebench.spec import canonical_model
 from vaebench.stats import EQUIVALENCE_MARGIN, equivalence, mean_std
 from vaebench.sweep import SWEEP_FILE, read_record, run_folder
 
@@ -131,6 +132,9 @@ def _bench_doc(file: Path) -> dict:
                 r["fastest_yardstick"] = r.pop("fastest_reference")
     rows = HARNESS_SCHEMA if doc["kind"] == "harness" else THROUGHPUT_SCHEMA
     check(doc, {"results": [rows], "time_to_quality": Maybe([TTQ_SCHEMA]), "environment": Maybe(dict)}, file, fix)
+    for r in [*doc["results"], *(doc.get("time_to_quality") or [])]:  # rows written before a model was renamed
+        if isinstance(r.get("model"), str):
+            r["model"] = canonical_model(r["model"])
     for i, r in enumerate(doc["results"] if doc["kind"] == "harness" else []):
         check(r["results"].get(r["fastest_yardstick"]), _SIDE, f"{file} results[{i}].results.{r['fastest_yardstick']}", fix)
     return doc

@@ -28,7 +28,7 @@ from typing import Any
 from vaebench.errors import ConfigError, InUseError, VaebenchError
 from vaebench.fileio import atomic_write_json, read_json, remove_orphans
 from vaebench.schema import NUM, Maybe, check
-from vaebench.spec import TrainConfig
+from vaebench.spec import TrainConfig, canonical_model
 
 SCHEMA_VERSION = 1
 METRICS = "metrics.json"
@@ -188,6 +188,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     check(metrics, METRICS_SCHEMA, path, fix)
     if metrics["status"] not in STATUSES:
         raise VaebenchError(f"{path} has an unknown status {metrics['status'][:40]!r}; {fix}")
+    metrics["config"]["model"] = canonical_model(metrics["config"]["model"])  # runs written before a rename
     return metrics
 
 

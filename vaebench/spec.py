@@ -215,11 +215,11 @@ class ModelDefaults:
     epochs: int
 
 
-def _seed() -> ModelDefaults:
+def _blog() -> ModelDefaults:
     enc = (*(Conv2D(f) for f in (32, 64, 64, 64)), Flatten(), Dense(32, "relu"))
     dec = (Dense(28 * 28 * 64), Reshape((28, 28, 64)), *(Conv2D(f) for f in (64, 64, 64, 32)), Conv2D(1))
     src = "the source blog's Keras VAE, as written (linear convolutions, no stride)"
-    return ModelDefaults(ModelSpec("seed", enc, dec, latent_dim=2, source=src), batch_size=512, epochs=100)
+    return ModelDefaults(ModelSpec("blog", enc, dec, latent_dim=2, source=src), batch_size=512, epochs=100)
 
 
 def _conv() -> ModelDefaults:
@@ -242,15 +242,22 @@ def _mlp() -> ModelDefaults:
     return ModelDefaults(ModelSpec("mlp", enc, dec, latent_dim=20, source=src), batch_size=128, epochs=10)
 
 
-MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_seed(), _conv(), _mlp())}
+MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _mlp())}
 DEFAULT_MODEL = "conv"
 DATASETS = ("mnist", "fashion-mnist")
+# old model names still read: files written before a rename keep working; the command line warns
+MODEL_ALIASES = {"seed": "blog"}  # "seed" sat beside --seed and read as a random seed
+
+
+def canonical_model(name: str) -> str:
+    """A model's current name (an old alias becomes the name it stands for); unknown names pass through."""
+    return MODEL_ALIASES.get(name, name)
 
 
 def get_model(name: str) -> ModelDefaults:
     """The named model with its source defaults, or a clear error."""
     try:
-        return MODELS[name]
+        return MODELS[canonical_model(name)]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
 
@@ -296,6 +303,7 @@ class TrainConfig:
         defaults = get_model(self.model)
         cfg = dataclasses.replace(
             self,
+            model=canonical_model(self.model),
             epochs=defaults.epochs if self.epochs is None else self.epochs,
             batch_size=defaults.batch_size if self.batch_size is None else self.batch_size,
             latent_dim=defaults.spec.latent_dim if self.latent_dim is None else self.latent_dim,

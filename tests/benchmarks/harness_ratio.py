@@ -1,6 +1,6 @@
 """Plugin vs minimal hand-written loop of the same framework, side by side in one process.
 
-    python tests/benchmarks/harness_ratio.py --backend jax --models mlp,seed --batch-sizes 128,512
+    python tests/benchmarks/harness_ratio.py --backend jax --models mlp,blog --batch-sizes 128,512
 
 Both train the same model, cycling through the same four batches; windows
 are interleaved (:func:`vaebench.timing.measure`). The plugin is fed exactly
@@ -37,7 +37,7 @@ REFERENCES = {
 
 
 # steps per window: about half a second on a 2-core CPU for the slowest contender of each model
-STEPS = {"mlp": 40, "conv": 4, "seed": 2}
+STEPS = {"mlp": 40, "conv": 4, "blog": 2}
 
 
 def compare(backend_name: str, model_name: str, batch_size: int, windows: int, steps: int, options: dict | None = None) -> dict:
@@ -69,7 +69,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", required=True, choices=sorted(REFERENCES))
-    parser.add_argument("--models", default="mlp,conv,seed")
+    parser.add_argument("--models", default="mlp,conv,blog")
     parser.add_argument("--batch-sizes", default="128,512")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument(

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 
-class SeedVAE(nn.Module):
+class BlogVAE(nn.Module):
     """The blog's network ('SAME' padding is exact here: every conv has stride 1)."""
 
     @nn.compact
@@ -69,7 +69,7 @@ def _loss(logits: jax.Array, x: jax.Array, mu: jax.Array, lv: jax.Array) -> jax.
 def make_step(model_name: str, batches: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs)
     put on the device once, up front: the loop's best case, with a new buffer every step as in training."""
-    model = {"seed": SeedVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
+    model = {"blog": BlogVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     on_device = [(jnp.asarray(x), jnp.asarray(eps)) for x, eps in batches]
     data = itertools.cycle(on_device)
     params = model.init(jax.random.key(0), *on_device[0])

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 
-def _seed(latent: int = 2) -> tuple[Any, Any]:
+def _blog(latent: int = 2) -> tuple[Any, Any]:
     x = keras.Input((28, 28, 1))
     eps = keras.Input((latent,))
     h = x
@@ -59,7 +59,7 @@ def _mlp(latent: int = 20) -> tuple[Any, Any]:
 def make_step(model_name: str, batches: list[tuple[Any, Any]], xla: bool = False) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs),
     each converted to a tensor once, up front: the loop's best case, with a new buffer every step as in training."""
-    model, pixels = {"seed": _seed, "conv": _conv, "mlp": _mlp}[model_name]()
+    model, pixels = {"blog": _blog, "conv": _conv, "mlp": _mlp}[model_name]()
     opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)
     data = itertools.cycle([(tf.constant(x), tf.constant(eps)) for x, eps in batches])
 

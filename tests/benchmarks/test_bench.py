@@ -22,7 +22,7 @@ from vaebench.weights import init_params
 
 pytestmark = pytest.mark.bench
 IN_PROCESS = [b for b in ("torch", "jax", "keras") if b in registry.installed()]
-ROUNDS = {"mlp": 50, "conv": 10, "seed": 3}
+ROUNDS = {"mlp": 50, "conv": 10, "blog": 3}
 
 
 def _model(backend: str, model_name: str):
@@ -34,7 +34,7 @@ def _model(backend: str, model_name: str):
 
 
 @pytest.mark.parametrize("batch_size", [128, 512])
-@pytest.mark.parametrize("model_name", ["mlp", "conv", "seed"])
+@pytest.mark.parametrize("model_name", ["mlp", "conv", "blog"])
 @pytest.mark.parametrize("backend", IN_PROCESS)
 def test_train_step(benchmark, backend, model_name, batch_size):
     be, spec, model = _model(backend, model_name)

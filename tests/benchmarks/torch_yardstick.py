@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class SeedVAE(nn.Module):
+class BlogVAE(nn.Module):
     """The blog's network in plain PyTorch (symmetric padding is exact for stride 1)."""
 
     def __init__(self, latent: int = 2) -> None:
@@ -88,7 +88,7 @@ class MlpVAE(nn.Module):
 def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True) -> tuple[Any, Any]:
     """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
     converted to tensors once, up front: the loop's best case, with a new buffer every step as in training."""
-    model = {"seed": SeedVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
+    model = {"blog": BlogVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 

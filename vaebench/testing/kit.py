@@ -32,7 +32,7 @@ from vaebench.reference import recon_nll as ref_recon_nll
 from vaebench.spec import AdamConfig, get_model
 from vaebench.weights import init_params
 
-MODEL_NAMES = ("mlp", "conv", "seed")
+MODEL_NAMES = ("mlp", "conv", "blog")
 
 
 def perturbed_params(name: str, seed: int = 0, latent_dim: int | None = None) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ class TestKerasConformance(BackendTests):
         return engine_backend
 
 
-@pytest.mark.parametrize("model_name, xla", [("seed", False), ("conv", False), ("mlp", False)])
+@pytest.mark.parametrize("model_name, xla", [("blog", False), ("conv", False), ("mlp", False)])
 def test_environment_says_which_engine_and_xla_ran(engine_backend, model_name, xla):
     engine_backend.build(get_model(model_name).spec, AdamConfig())
     env = engine_backend.environment()
