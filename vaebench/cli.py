@@ -458,7 +458,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         address = kw["address"] or record["settings"].get("address")
         from vaebench.cluster import require_ray
 
-        require_ray(address)
+        require_ray()
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
         settings = _sweep_settings(toml_file, kw)
@@ -477,7 +477,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
             return
         from vaebench.cluster import require_ray
 
-        require_ray(settings.get("address"))  # before any folder exists
+        require_ray()  # before any folder exists
         if settings.get("storage") and kw["out"]:
             raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
         storage = settings.get("storage")
@@ -503,10 +503,9 @@ def sweep(toml_file: str | None, **kw: object) -> None:
             raise VaebenchError(f"cannot create {sweep_dir}: {exc.strerror or exc}; choose another --out") from None
         plan.write_record(sweep_dir, record)
         address = settings.get("address")
-        click.echo(f"{len(runs)} runs into {sweep_dir}/")
     from vaebench.cluster import execute
 
-    record = execute(sweep_dir, record, address, progress=not quiet, echo=click.echo)
+    record = execute(sweep_dir, record, address, progress=not quiet, echo=click.echo, fresh=not kw["resume"])
     n = plan.counts(record)
     undone = len(record["runs"]) - n["completed"]
     click.echo(f"{n['completed']} of {len(record['runs'])} runs completed in {sweep_dir}/; compare: vaebench compare {sweep_dir}")

@@ -37,7 +37,7 @@ from typing import Any
 
 from vaebench.errors import ConfigError, DivergedError, InUseError, RunInterruptedError, Terminated, VaebenchError
 from vaebench.progress import progress as progress_bar
-from vaebench.results import METRICS, RUN_OUTPUTS, RunLock, read_metrics
+from vaebench.results import LOCK, METRICS, RUN_OUTPUTS, RunLock, read_metrics
 from vaebench.signals import StopFlag
 from vaebench.sweep import (
     COMPLETED,
@@ -46,6 +46,7 @@ from vaebench.sweep import (
     PENDING,
     RUNNING,
     RUNS,
+    SWEEP_FILE,
     counts,
     write_record,
 )
@@ -57,13 +58,8 @@ LOCK_WAIT = 120.0  # seconds a retried run waits for the lock of its dead predec
 POLL = 0.5
 
 
-def require_ray(address: str | None = None) -> Any:
-    """The ``ray`` module, or one line saying how to install it; ready to join the cluster at ``address``."""
-    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
-        # Ray 2.59+ starts clusters with token authentication, but a driver joining one sends its token only
-        # in token mode; a cluster without authentication accepts it too (tried: ray 2.60.0). Set before
-        # Ray is imported: it reads its configuration once.
-        os.environ["RAY_AUTH_MODE"] = "token"
+def require_ray() -> Any:
+    """The ``ray`` module, or one line saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -73,7 +69,7 @@ def require_ray(address: str | None = None) -> Any:
 
 def connect(address: str | None) -> Any:
     """``ray.init``: a local instance on this machine by default, or the cluster at ``address``."""
-    ray = require_ray(address)
+    ray = require_ray()
     try:
         ray.init(
             address=address or None,
@@ -84,16 +80,12 @@ def connect(address: str | None) -> Any:
         )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        auth = " (a cluster with token authentication also needs its token: `ray get-auth-token` on the head)" if address else ""
-        raise ConfigError(f"cannot start or reach {where}: {str(exc).splitlines()[0][:200]}{auth}") from None
+        first = str(exc).splitlines()[0][:200]
+        unreached = address and any(w in first.lower() for w in ("failed to connect", "timeout", "auth"))
+        auth = " (a cluster with token authentication: export RAY_AUTH_MODE=token, and its token in RAY_AUTH_TOKEN)"
+        auth = auth if unreached else ""
+        raise ConfigError(f"cannot start or reach {where}: {first}{auth}") from None
     return ray
-
-
-def _token_available() -> bool:
-    """Whether this machine holds a Ray token: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return True
-    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def node_cpus(ray: Any) -> int:
@@ -255,8 +247,11 @@ def execute(
     address: str | None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run every run of ``record`` that is not completed, on Ray; keep ``sweep.json`` current; return the record.
+
+    ``fresh``: a sweep just made, whose folder is removed again if Ray cannot be reached.
 
     Raises :class:`SweepInterruptedError` after a Ctrl-C or SIGTERM, once
     ``sweep.json`` says which runs finished and which did not.
@@ -267,16 +262,26 @@ def execute(
     lock = RunLock(sweep_dir).acquire()
     try:
         _clear_leftovers(sweep_dir)
-        ray = connect(address)
         try:
-            return _drive(ray, sweep_dir, record, shared, progress, echo)
+            ray = connect(address)
+        except ConfigError:
+            if fresh:  # nothing ran: leave no sweep behind to be mistaken for one
+                for name in (SWEEP_FILE, LOCK):
+                    (sweep_dir / name).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    sweep_dir.rmdir()
+            raise
+        try:
+            return _drive(ray, sweep_dir, record, address, shared, progress, echo)
         finally:
             ray.shutdown()
     finally:
         lock.release()
 
 
-def _drive(ray: Any, sweep_dir: Path, record: dict, shared: bool, progress: bool, echo: Callable[[str], None]) -> dict:
+def _drive(
+    ray: Any, sweep_dir: Path, record: dict, address: str | None, shared: bool, progress: bool, echo: Callable[[str], None]
+) -> dict:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     settings = record["settings"]
@@ -290,7 +295,7 @@ def _drive(ray: Any, sweep_dir: Path, record: dict, shared: bool, progress: bool
     task = ray.remote(max_calls=1)(execute_run)  # one run per worker process
     session = {
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "address": settings.get("address") or "local",
+        "address": address or "local",
         "driver": socket.gethostname(),
         "cluster_cpus": int(ray.cluster_resources().get("CPU", 0)),
     }
@@ -323,6 +328,8 @@ def _drive(ray: Any, sweep_dir: Path, record: dict, shared: bool, progress: bool
         ).remote(spec, board)
         refs[ref] = entry["name"]
     write_record(sweep_dir, record)
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    echo(f"{len(refs)} runs into {sweep_dir}/ on {where} ({session['cluster_cpus']} CPUs)")
 
     def settle(ref: Any, cancelled: bool = False) -> None:
         """Record a task's outcome; move the bar when the run reached an end (completed, failed, diverged, lost)."""

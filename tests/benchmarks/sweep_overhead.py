@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="Also write the figures here.")
     args = parser.parse_args()
-    env = {**os.environ, "VAEBENCH_DATA_DIR": str(Path(args.data_dir).resolve()), "MPLBACKEND": "Agg"}
+    # the head and every driver in token mode: Ray 2.59+ starts `ray start` clusters with token authentication
+    env = {**os.environ, "VAEBENCH_DATA_DIR": str(Path(args.data_dir).resolve()), "MPLBACKEND": "Agg", "RAY_AUTH_MODE": "token"}
     root = Path(tempfile.mkdtemp(prefix="vaebench-sweep-bench-"))
     n1, n2 = args.runs_overhead, args.runs_packing
     figures: dict[str, list[float]] = {"loop_per_run": [], "sweep_per_run": [], "ray_start": [], "loop_20": [], "sweep_20": []}
