@@ -11,6 +11,7 @@ tests are the ones ``nox -s mutation`` runs against mutants of
 from __future__ import annotations
 
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -486,7 +487,8 @@ def test_the_table_puts_each_value_under_its_header_and_the_tolerances_come_from
 def test_mean_std_is_the_sample_std():
     assert stats.mean_std([1.0, 2.0, 4.0]) == pytest.approx((7 / 3, np.std([1.0, 2.0, 4.0], ddof=1)))
     assert stats.mean_std([5.0]) == (5.0, None)
-    with pytest.raises(ValueError):
+    assert stats.mean_std([1, 3]) == pytest.approx((2.0, 2**0.5))  # two values already have a spread
+    with pytest.raises(ValueError, match="^mean_std needs at least one value$"):
         stats.mean_std([])
 
 
@@ -512,12 +514,12 @@ def test_equivalence_pairs_by_seed_and_matches_the_textbook_t_interval():
 def test_equivalence_without_common_seeds_is_welchs():
     from scipy import stats as st
 
-    a, b = {0: 10.0, 1: 11.0, 2: 12.5}, {5: 10.5, 6: 10.7}
+    a, b = {0: 10.0, 1: 11.0, 2: 12.5}, {5: 10.5, 6: 10.7, 7: 11.9, 8: 10.1}  # unequal sizes: each n - 1 in its place
     e = stats.equivalence(a, b, margin=3.0)
     x, y = np.array(list(a.values())), np.array(list(b.values()))
     welch = st.ttest_ind(x, y, equal_var=False)
     ci = welch.confidence_interval(0.95)
-    assert e["method"] == "welch" and e["n"] == 2
+    assert e["method"] == "welch" and e["n"] == 3
     assert e["diff"] == pytest.approx(x.mean() - y.mean())
     assert (e["low"], e["high"]) == pytest.approx((ci.low, ci.high))
     shifted_low = st.ttest_ind(x + 3.0, y, equal_var=False, alternative="greater").pvalue
@@ -551,6 +553,11 @@ def test_equivalence_at_the_margin_is_not_equivalence():
 
 
 def test_equivalence_needs_two_seeds_a_side():
-    assert stats.equivalence({0: 1.0}, {0: 1.0})["verdict"] == "too few seeds"
+    assert stats.equivalence({0: 1.0}, {0: 1.0}) == {"method": None, "n": 1, "margin": 0.5, "verdict": "too few seeds"}
+    assert stats.equivalence({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5})["method"] == "paired"  # two common seeds are pairs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 warning either
+        same = stats.equivalence({0: 3.0, 1: 3.0}, {5: 3.0, 6: 3.0})  # Welch without any spread
+    assert (same["method"], same["diff"], same["p_tost"], same["verdict"]) == ("welch", 0.0, 0.0, "equivalent")
     assert stats.equivalence({0: 1.0, 1: 2.0}, {5: 1.0})["verdict"] == "too few seeds"
     assert stats.equivalence({0: 1.0, 1: 2.0}, {1: 1.0, 5: 1.0})["method"] == "welch"  # one common seed: not pairs

@@ -131,16 +131,16 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (``None`` for a single value)."""
     if not values:
         raise ValueError("mean_std needs at least one value")
-    arr = np.asarray(values, dtype=float)
+    arr = np.asarray(values)
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
 def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """Difference of means, its standard error and the Welch-Satterthwaite degrees of freedom."""
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else float(len(a) + len(b) - 2)
-    return float(a.mean() - b.mean()), se, df
+    with np.errstate(invalid="ignore"):  # no spread on either side: df is 0/0, and unused (see equivalence)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(a.mean() - b.mean()), math.sqrt(va + vb), float(df)
 
 
 def equivalence(
@@ -161,10 +161,10 @@ def equivalence(
     common = sorted(set(a) & set(b))
     alpha = 1 - confidence
     if len(common) >= 2:
-        d = np.array([a[s] - b[s] for s in common], dtype=float)
+        d = np.array([a[s] - b[s] for s in common])
         diff, se, df, method, n = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, "paired", len(d)
     elif len(a) >= 2 and len(b) >= 2:
-        diff, se, df = _welch(np.array(list(a.values()), float), np.array(list(b.values()), float))
+        diff, se, df = _welch(np.array(list(a.values())), np.array(list(b.values())))
         method, n = "welch", min(len(a), len(b))
     else:
         return {"method": None, "n": min(len(a), len(b)), "margin": margin, "verdict": "too few seeds"}
