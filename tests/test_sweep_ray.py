@@ -140,7 +140,7 @@ def test_a_node_killed_mid_sweep_loses_nothing_and_its_run_resumes_from_the_chec
     record = read_record(sweep_dir)
     _check_run_folders(sweep_dir, record)
     entry = next(r for r in record["runs"] if r["name"] == victim)
-    assert entry["attempts"] >= 2 and entry["node"]["node_id"] == c.head_node.node_id
+    assert entry["attempts"] >= 2 and entry["node"]["node_id"] == c.head_node.node_id, (entry["attempts"], entry["node"])
     metrics = read_metrics(sweep_dir / entry["folder"])
     assert metrics["resumed"] and metrics["resumed"][0]["epoch"] >= 1  # from the checkpoint, not from scratch
     assert [h["epoch"] for h in metrics["history"]] == list(range(1, 13))  # every epoch once

@@ -184,7 +184,11 @@ def execute_run(spec: dict[str, Any], board: Any) -> dict[str, Any]:
 
 
 class Board:
-    """A tiny actor on the driver's node that workers tell when they start: the live 'running' count."""
+    """A tiny actor on the driver's node that workers tell when they start: 'running' and attempts.
+
+    It keeps every start, and the driver asks for those after the ones it has
+    seen, so a reply lost to a timeout loses no start.
+    """
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict]] = []
@@ -192,9 +196,49 @@ class Board:
     def started(self, name: str, node: dict) -> None:
         self.events.append((name, node))
 
-    def drain(self) -> list[tuple[str, dict]]:
-        events, self.events = self.events, []
-        return events
+    def since(self, seen: int) -> list[tuple[str, dict]]:
+        return self.events[seen:]
+
+
+class Starts:
+    """The driver's view of the board, polled without blocking the loop."""
+
+    def __init__(self, ray: Any, board: Any) -> None:
+        self.ray, self.board, self.seen, self.asked = ray, board, 0, None
+
+    def _apply(self, events: list[tuple[str, dict]], by_name: dict[str, dict]) -> bool:
+        self.seen += len(events)
+        for name, node in events:
+            entry = by_name.get(name)
+            if entry is None:
+                continue
+            entry["attempts"] = int(entry.get("attempts") or 0) + 1  # late or not, every start is an attempt
+            if entry["status"] in (PENDING, RUNNING, INTERRUPTED):  # a start read after its run's end changes nothing else
+                entry.update(status=RUNNING, node=node)
+        return bool(events)
+
+    def poll(self, by_name: dict[str, dict]) -> bool:
+        """Apply the starts that have arrived; never waits."""
+        if self.asked is None:
+            self.asked = self.board.since.remote(self.seen)
+        ready, _ = self.ray.wait([self.asked], timeout=0)
+        if not ready:
+            return False
+        asked, self.asked = self.asked, None
+        try:
+            return self._apply(self.ray.get(asked), by_name)
+        except Exception:  # the board is only for the display and the attempt counts
+            return False
+
+    def flush(self, by_name: dict[str, dict]) -> None:
+        """Every start so far, before the record's last write."""
+        try:
+            if self.asked is not None:
+                self._apply(self.ray.get(self.asked, timeout=10), by_name)
+                self.asked = None
+            self._apply(self.ray.get(self.board.since.remote(self.seen), timeout=10), by_name)
+        except Exception:
+            pass
 
 
 # ---- the driver side ------------------------------------------------------------------------------------------------
@@ -282,16 +326,12 @@ def execute(
 def _drive(
     ray: Any, sweep_dir: Path, record: dict, address: str | None, shared: bool, progress: bool, echo: Callable[[str], None]
 ) -> dict:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     settings = record["settings"]
     by_name = {r["name"]: r for r in record["runs"]}
     whole_node = node_cpus(ray)
-    try:  # on the driver's node, so that losing another node does not blind the display
-        placed = {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
-    except Exception:  # a Ray Client driver (ray://) is on no node
-        placed = {}
-    board = ray.remote(Board).options(num_cpus=0, max_restarts=0, **placed).remote()
+    # on the head node: the one node whose loss ends the cluster anyway (a driver may attach to any node)
+    head = {"resources": {"node:__internal_head__": 0.001}} if "node:__internal_head__" in ray.cluster_resources() else {}
+    board = ray.remote(Board).options(num_cpus=0, max_restarts=0, **head).remote()
     task = ray.remote(max_calls=1)(execute_run)  # one run per worker process
     session = {
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -367,11 +407,12 @@ def _drive(
     done_before = sum(1 for r in record["runs"] if r["status"] == COMPLETED)
     bar = progress_bar(len(record["runs"]), "sweep", unit="run", initial=done_before, enabled=progress)
     stop = StopFlag()
+    starts = Starts(ray, board)
     try:
         with stop.installed():
             while refs and stop.signum is None:
                 ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=POLL)
-                changed = _note_starts(ray, board, by_name) | bool(ready)  # starts first: a fast run's start precedes its end
+                changed = starts.poll(by_name) | bool(ready)
                 for ref in ready:
                     settle(ref)
                 if changed:
@@ -395,6 +436,10 @@ def _drive(
                         entry["status"] = INTERRUPTED
     finally:
         bar.close()
+        starts.flush(by_name)
+        for entry in record["runs"]:  # once the driver ends, no run of its goes on (Ray ends a job's tasks with it)
+            if entry["status"] == RUNNING:
+                entry["status"] = INTERRUPTED
         session["ended"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         session["stopped_by_signal"] = stop.signum
         write_record(sweep_dir, record)
@@ -412,15 +457,3 @@ class SweepInterruptedError(VaebenchError):
             f"run the rest with: vaebench sweep --resume {sweep_dir}"
         )
         self.exit_code = 128 + signum
-
-
-def _note_starts(ray: Any, board: Any, by_name: dict[str, dict]) -> bool:
-    try:
-        events = ray.get(board.drain.remote(), timeout=10)
-    except Exception:  # the board is only for the display
-        return False
-    for name, node in events:
-        entry = by_name.get(name)
-        if entry is not None and entry["status"] in (PENDING, RUNNING, INTERRUPTED):
-            entry.update(status=RUNNING, node=node, attempts=int(entry.get("attempts") or 0) + 1)
-    return bool(events)
