@@ -31,7 +31,6 @@ SCHEMA_VERSION = 1
 # a run's state in sweep.json: the run folder's own statuses, plus the two only a sweep has
 PENDING, RUNNING, COMPLETED, INTERRUPTED, LOST = "pending", "running", "completed", "interrupted", "lost"
 SWEEP_STATUSES = (PENDING, RUNNING, COMPLETED, INTERRUPTED, "diverged", "failed", LOST)
-USER_FIXABLE = ("diverged", "failed")  # recorded, never retried: running again would fail again
 # the axes a sweep varies, in the order they nest (and name run folders)
 AXES = ("backends", "models", "batch_sizes", "lrs", "epochs", "seeds")
 # run options every run of a sweep shares, as TrainConfig fields (plus data_dir and tensorboard)
@@ -47,7 +46,6 @@ RUN_OPTIONS = (
     "precision",
     "eval_k",
 )
-SWEEP_OPTIONS = ("data_dir", "tensorboard", "exclusive", "storage", "address", "max_retries")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")  # a backend name, which starts each run's folder name
 _SAFE_RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}$")
 
@@ -209,15 +207,6 @@ def make_grid(settings: dict[str, Any]) -> Grid:
         epochs=list(settings.get("epochs") or [None]),
         run=run,
     )
-
-
-def grid_from_record(record: dict[str, Any]) -> Grid:
-    """The grid a ``sweep.json`` was made from, for ``--resume``."""
-    axes = record["grid"]
-    try:
-        return Grid(**{axis: axes[axis] for axis in AXES}, run=dict(record["settings"].get("run") or {}))
-    except (KeyError, TypeError) as exc:
-        raise VaebenchError(f"sweep.json's grid is malformed ({exc}); start a new sweep instead of resuming") from None
 
 
 def default_sweep_dir(root: Path | None = None) -> Path:
