@@ -295,6 +295,12 @@ def run_nll(metrics: dict) -> tuple[float | None, int | None]:
     return None, None
 
 
+def _throughput(m: dict) -> float | None:
+    """A run's median training images/s over its epochs."""
+    ips = [h["train_images_per_second"] for h in m.get("history", []) if h.get("train_images_per_second")]
+    return float(np.median(ips)) if ips else None
+
+
 def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
     """Final quality and speed of each run; unfinished runs flagged."""
     t = Table(
@@ -303,7 +309,6 @@ def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
     for path, m in runs:
         cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
         epoch_s = float(np.median([h["epoch_seconds"] for h in hist])) if hist else None
-        ips = [h["train_images_per_second"] for h in hist if h.get("train_images_per_second")]
         au = final.get("active_units")
         nll, _ = run_nll(m)
         t.add(
@@ -315,7 +320,7 @@ def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
             _n(nll, ".2f"),
             ("" if au is None else str(au), -1 if au is None else au),
             _n(epoch_s, ".1f"),
-            _n(float(np.median(ips)) if ips else None, ".0f"),
+            _n(_throughput(m), ".0f"),
             m["status"],
         )
     return t
@@ -355,11 +360,6 @@ def seed_groups(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[str
 def has_seeds(runs: list[tuple[Path, dict]]) -> bool:
     """Whether some backend has two or more seeds of one setting: then the seed tables say something."""
     return any(len(ms) > 1 for cell in seed_groups(runs).values() for ms in cell.values())
-
-
-def _throughput(m: dict) -> float | None:
-    ips = [h["train_images_per_second"] for h in m.get("history", []) if h.get("train_images_per_second")]
-    return float(np.median(ips)) if ips else None
 
 
 def seed_rows(runs: list[tuple[Path, dict]]) -> Table:
