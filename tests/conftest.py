@@ -29,13 +29,13 @@ def _isolated(monkeypatch, tmp_path):
     """No test reads the user's environment, cache or network by accident."""
     monkeypatch.delenv("VAEBENCH_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr("vaebench.data.SYSTEM_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setattr("vaebench.io.datasets.SYSTEM_DIR", tmp_path / "no-system-datasets")
 
 
 @pytest.fixture(params=["numpy", "torch", "jax", "keras"])
 def backend(request) -> str:
     """Each in-process backend that is installed here (keras-jax and keras-torch need processes of their own)."""
-    from vaebench import registry
+    from vaebench.plugin import registry
 
     if request.param not in registry.installed():
         pytest.skip(f"backend {request.param} not installed")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from vaebench.cli import cli
-from vaebench.timing import measure
+from vaebench.measure.timing import measure
 
 
 def test_measure_interleaves_and_reports_median_and_spread():
@@ -93,7 +93,7 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
 
 
 def test_time_to_quality_counts_from_the_data_and_keeps_every_seed(tiny_dir, monkeypatch):
-    from vaebench import ttq
+    from vaebench.measure import ttq
 
     monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", 1e9)  # any -ELBO reaches it: stops after epoch 1
     result = ttq.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=str(tiny_dir))
@@ -118,7 +118,7 @@ def _harness_row(backend: str, batch: int, plugin: float, ref: float) -> dict:
 
 
 def test_harness_documents_merge_per_backend_and_the_report_states_the_cost(tmp_path):
-    from vaebench.bench import write_harness
+    from vaebench.measure.documents import write_harness
 
     path = tmp_path / "harness.json"
     write_harness([_harness_row("torch", 128, 900.0, 1000.0)], path)
@@ -137,8 +137,8 @@ def test_harness_documents_merge_per_backend_and_the_report_states_the_cost(tmp_
 
 
 def test_a_harness_path_holding_something_else_is_refused_and_kept(tmp_path):
-    from vaebench.bench import write_harness
     from vaebench.errors import BackendError
+    from vaebench.measure.documents import write_harness
 
     path = tmp_path / "bench.json"
     path.write_text('{"kind": "bench", "results": []}')
@@ -162,8 +162,8 @@ def test_bench_arguments_are_checked_before_anything_runs(tmp_path):
 
 
 def test_nothing_from_a_file_or_folder_name_reaches_report_html_unescaped(tmp_path):
-    from vaebench.reportpage import write_report
-    from vaebench.stats import summarize
+    from vaebench.measure.stats import summarize
+    from vaebench.report.page import write_report
 
     evil = "## <script>alert(1)</script>"
     row = {
@@ -210,8 +210,8 @@ def test_report_html_in_a_real_browser_sorts_and_shows_every_grid(tmp_path, tiny
     browser = _browser()
     if browser is None:
         pytest.skip("no Chromium here (apt-get install chromium): the report is not checked in a browser")
-    from vaebench.reportpage import write_report
-    from vaebench.results import read_metrics
+    from vaebench.report.page import write_report
+    from vaebench.run.results import read_metrics
 
     runs = []
     for seed, backend in ((0, "numpy"), (1, "numpy"), (2, "numpy")):
@@ -246,7 +246,7 @@ def test_report_html_in_a_real_browser_sorts_and_shows_every_grid(tmp_path, tiny
 
 
 def test_bench_refuses_a_busy_machine_unless_allowed_and_marks_the_rows(tmp_path, monkeypatch):
-    from vaebench import environment
+    from vaebench.plugin import host as environment
 
     monkeypatch.setattr(environment, "busy_cores", lambda: 1.4)
     args = ["bench", "--backends", "numpy", "--models", "mlp", "--batch-sizes", "8", "--repeats", "2", "--no-inference"]

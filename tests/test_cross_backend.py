@@ -5,12 +5,13 @@ import itertools
 import numpy as np
 import pytest
 
-from vaebench import registry
-from vaebench.data import train_batches
-from vaebench.paritycheck import ELBO_RTOL, PARAM_ATOL, PARAM_OUTLIERS
-from vaebench.spec import AdamConfig, get_model
+from vaebench.measure.paritycheck import ELBO_RTOL, PARAM_ATOL, PARAM_OUTLIERS
+from vaebench.model.batches import train_batches
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.model.weights import init_params
+from vaebench.plugin import registry
 from vaebench.testing import make_tiny_dataset
-from vaebench.weights import init_params
 
 BACKENDS = [name for name in ("torch", "jax", "keras") if name in registry.installed()]
 
@@ -18,7 +19,7 @@ BACKENDS = [name for name in ("torch", "jax", "keras") if name in registry.insta
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends")
 @pytest.mark.parametrize("model_name", ["mlp", "conv"])
 def test_backends_agree_after_training_steps(tmp_path, model_name):
-    from vaebench.data import load_dataset
+    from vaebench.io.datasets import load_dataset
 
     data = load_dataset("mnist", make_tiny_dataset(tmp_path / "d", n_train=160, n_test=8))
     spec = get_model(model_name).spec
@@ -29,7 +30,7 @@ def test_backends_agree_after_training_steps(tmp_path, model_name):
         batches = train_batches(data.train_images, 32, spec.latent_dim, seed=0, epoch=1)
         losses = model.fetch([model.train_step(b.x, b.eps) for b in batches])
         runs[name] = (losses, model.export_weights())
-    # The tolerances are vaebench.parity's, stated once there (with why Adam needs steps * lr).
+    # The tolerances are vaebench.measure.parity's, stated once there (with why Adam needs steps * lr).
     steps = len(runs[BACKENDS[0]][0])
     for a, b in itertools.combinations(BACKENDS, 2):
         np.testing.assert_allclose(runs[a][0], runs[b][0], rtol=ELBO_RTOL, err_msg=f"{a} vs {b} losses")

@@ -6,9 +6,10 @@ import urllib.error
 import numpy as np
 import pytest
 
-from vaebench import data
-from vaebench.data import FILES, eval_batches, load_dataset, locate, read_idx, train_batches
 from vaebench.errors import DataError
+from vaebench.io import datasets as data
+from vaebench.io.datasets import FILES, load_dataset, locate, read_idx
+from vaebench.model.batches import eval_batches, train_batches
 from vaebench.testing import idx_bytes, make_tiny_dataset, write_idx
 
 

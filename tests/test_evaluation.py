@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from vaebench.data import binarize_fixed, load_dataset
-from vaebench.evaluation import evaluate_split, full_evaluation, iwae_nll, latent_statistics
-from vaebench.numpy_backend import NumpyModel
-from vaebench.spec import AdamConfig, get_model
+from vaebench.io.datasets import load_dataset
+from vaebench.model.batches import binarize_fixed
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.plugin.numpy_backend import NumpyModel
+from vaebench.run.evaluation import evaluate_split, full_evaluation, iwae_nll, latent_statistics
 from vaebench.testing.kit import perturbed_params
 
 

@@ -25,15 +25,17 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaebench import fileio, pictures, runner
 from vaebench.cli import cli
-from vaebench.data import FILES, MAX_ITEMS, read_idx
 from vaebench.errors import DataError, VaebenchError
-from vaebench.fileio import atomic_write_json, read_json, read_npz
-from vaebench.plots import save_grid
-from vaebench.results import RunLock, config_of, read_metrics
+from vaebench.io import fileio
+from vaebench.io.datasets import FILES, MAX_ITEMS, read_idx
+from vaebench.io.fileio import atomic_write_json, read_json, read_npz
+from vaebench.model.weights import load_params, save_params
+from vaebench.run import runner
+from vaebench.run.outputs import pictures
+from vaebench.run.outputs.plots import save_grid
+from vaebench.run.results import RunLock, config_of, read_metrics
 from vaebench.testing import idx_bytes, make_tiny_dataset
-from vaebench.weights import load_params, save_params
 
 QUICK = "run --backend numpy --model mlp --epochs 1 --batch-size 32 -q"
 
@@ -455,7 +457,7 @@ def test_fuzzed_metrics_json_fails_only_with_the_cores_error(tmp_path, doc):
         metrics = read_metrics(tmp_path)
     except VaebenchError:
         return
-    from vaebench.report import runs_table  # a document that passes has every key its readers use
+    from vaebench.report.tables import runs_table  # a document that passes has every key its readers use
 
     try:
         config_of(metrics, tmp_path)
@@ -526,7 +528,7 @@ def test_backends_devices_asks_each_backend_in_its_own_process():
 
 
 def test_busy_cores_is_the_other_processes_share_of_the_cpus(monkeypatch):
-    from vaebench import environment
+    from vaebench.plugin import host as environment
 
     samples = iter([(1000, 4000), (1150, 4200)])  # 150 of 200 jiffies busy while vaebench slept
     monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
@@ -536,13 +538,13 @@ def test_busy_cores_is_the_other_processes_share_of_the_cpus(monkeypatch):
 
 @pytest.mark.parametrize("usable, busy, threads", [(2, 0.1, 2), (2, 0.6, 1), (2, 1.9, 1), (2, 5.0, 1), (16, 3.4, 13)])
 def test_default_threads_leave_the_busy_cores_alone(usable, busy, threads):
-    from vaebench.environment import default_threads
+    from vaebench.plugin.host import default_threads
 
     assert default_threads(usable, busy) == threads
 
 
 def test_a_run_on_a_busy_machine_takes_fewer_threads_and_records_why(tiny_dir, tmp_path, monkeypatch):
-    from vaebench import environment
+    from vaebench.plugin import host as environment
 
     monkeypatch.setattr(environment, "usable_cores", lambda: 2)
     monkeypatch.setattr(environment, "busy_cores", lambda: 1.7)
@@ -568,7 +570,7 @@ def test_a_run_on_a_busy_machine_takes_fewer_threads_and_records_why(tiny_dir, t
 
 
 def test_without_a_terminal_progress_is_a_line_every_interval():
-    from vaebench.progress import LineProgress
+    from vaebench.run.progress import LineProgress
 
     now = [0.0]
     lines = []
@@ -597,7 +599,7 @@ def _events(folder):
     """Every Event in a run's tb/ folder, parsed from the TFRecord framing with tensorboardX's own protos."""
     import struct
 
-    from vaebench.tensorboard import _summary_writer
+    from vaebench.run.outputs.tensorboard import _summary_writer
 
     _summary_writer()  # imports tensorboardX without torch
     from tensorboardX.proto import event_pb2
@@ -641,7 +643,7 @@ def test_no_tensorboard_writes_none_and_the_core_imports_no_framework(tiny_dir, 
     _train(tiny_dir, out, "--no-tensorboard")
     assert not (out / "tb").exists()
     code = (
-        "import sys; from vaebench.tensorboard import RunLog; RunLog(sys.argv[1]).close(); "
+        "import sys; from vaebench.run.outputs.tensorboard import RunLog; RunLog(sys.argv[1]).close(); "
         "print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tb")], capture_output=True, text=True, timeout=120)

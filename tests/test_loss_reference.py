@@ -5,10 +5,10 @@ import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
-from vaebench import reference
-from vaebench.loss import bce_with_logits, gaussian_kl, neg_elbo_terms, numpy_ops
-from vaebench.spec import get_model
-from vaebench.weights import init_params
+from vaebench.model import reference
+from vaebench.model.catalogue import get_model
+from vaebench.model.loss import bce_with_logits, gaussian_kl, neg_elbo_terms, numpy_ops
+from vaebench.model.weights import init_params
 
 
 def test_bce_matches_the_bernoulli_log_likelihood():
@@ -56,7 +56,7 @@ def _windows_conv(x, k, stride, pad):
 
 @pytest.mark.parametrize("size, stride", [(8, 1), (8, 2), (7, 2)])
 def test_reference_conv_and_its_transpose_are_adjoint(size, stride):
-    from vaebench.spec import same_padding
+    from vaebench.model.layers import same_padding
 
     gen = np.random.default_rng(2)
     x = gen.normal(size=(2, size, size, 3))

@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 import pytest
 
-from vaebench import interleave, stats, timing
-from vaebench.paritycheck import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, PARAM_OUTLIERS, compare, table, tolerances, verdict
+from vaebench.measure import interleave, stats, timing
+from vaebench.measure.paritycheck import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, PARAM_OUTLIERS, compare, table, tolerances, verdict
 
 
 class FakeDevice:
@@ -369,12 +369,12 @@ def test_no_inference_unless_asked():
 
 # -- the runner's throughput arithmetic ---------------------------------------------
 def test_runner_images_per_second_is_timed_images_over_timed_seconds(monkeypatch, tiny_dir):
-    from vaebench import runner
-    from vaebench.data import load_dataset
-    from vaebench.numpy_backend import NumpyBackend
-    from vaebench.signals import StopFlag
-    from vaebench.spec import TrainConfig
-    from vaebench.weights import init_params
+    from vaebench.io.datasets import load_dataset
+    from vaebench.model.config import TrainConfig
+    from vaebench.model.weights import init_params
+    from vaebench.plugin.numpy_backend import NumpyBackend
+    from vaebench.run import runner
+    from vaebench.run.signals import StopFlag
 
     cfg = TrainConfig(backend="numpy", model="mlp", batch_size=16, epochs=1).resolved()
     model = NumpyBackend(device="cpu").build(cfg.spec, cfg.adam)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vaebench.numpy_backend import NumpyBackend
+from vaebench.plugin.numpy_backend import NumpyBackend
 from vaebench.testing.kit import BackendTests
 
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from vaebench import registry
-from vaebench.paritycheck import compare
+from vaebench.measure.paritycheck import compare
+from vaebench.plugin import registry
 
 
 def _result(seed: float = 0.0, outliers: int = 0) -> dict[str, np.ndarray]:

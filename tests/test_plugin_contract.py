@@ -7,15 +7,15 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from vaebench import registry
-from vaebench.contract import Backend
-from vaebench.environment import Environment
 from vaebench.errors import BackendError
-from vaebench.layouts import adam_state, convert, kernel_permutations
-from vaebench.registry import signature_problem
-from vaebench.spec import get_model
+from vaebench.model.catalogue import get_model
+from vaebench.model.layouts import adam_state, convert, kernel_permutations
+from vaebench.model.weights import init_params
+from vaebench.plugin import registry
+from vaebench.plugin.contract import Backend
+from vaebench.plugin.environment import Environment
+from vaebench.plugin.registry import signature_problem
 from vaebench.testing.kit import BackendTests
-from vaebench.weights import init_params
 
 
 def test_signature_problems_are_named():
@@ -51,7 +51,7 @@ def plugin(tmp_path, monkeypatch):
 def test_a_plugin_whose_build_cannot_take_the_cores_arguments_fails_at_load(plugin):
     name = plugin(
         """
-        from vaebench.contract import Backend
+        from vaebench.plugin.contract import Backend
         class Plugin(Backend):
             name = "broken"
             def _environment(self): ...
@@ -67,7 +67,7 @@ def test_a_plugin_whose_build_cannot_take_the_cores_arguments_fails_at_load(plug
 def test_a_plugin_missing_a_hook_names_it(plugin):
     name = plugin(
         """
-        from vaebench.contract import Backend
+        from vaebench.plugin.contract import Backend
         class Plugin(Backend):
             name = "broken"
             def build(self, spec, adam): ...
@@ -139,7 +139,7 @@ def test_a_plugin_that_returns_a_dict_environment_is_told_what_to_return():
 
         def build(self, spec, adam): ...
 
-    with pytest.raises(BackendError, match="must return vaebench.environment.Environment"):
+    with pytest.raises(BackendError, match="must return vaebench.plugin.environment.Environment"):
         Old().environment()
 
 
@@ -147,7 +147,7 @@ def test_engines_resolve_the_device_with_one_error_text():
     pytest.importorskip("torch")
     import torch
 
-    from vaebench.engines import resolve_device
+    from vaebench.plugin.engines import resolve_device
 
     assert resolve_device("cpu", "torch", "torch") == "cpu"
     if not torch.cuda.is_available():

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from vaebench.prefetch import Prefetcher
+from vaebench.run.prefetch import Prefetcher
 
 
 def test_yields_every_item_in_order_with_its_staged_value():

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vaebench.bench import _tune, split_options
-from vaebench.benchworker import CellRequest
 from vaebench.cli import cli
 from vaebench.errors import ConfigError
-from vaebench.profiles import Variant, check_precision, variants
+from vaebench.measure.bench import _tune
+from vaebench.measure.options import split_options
+from vaebench.measure.worker import CellRequest
+from vaebench.plugin.profiles import Variant, check_precision, variants
 
 TORCH_LIKE = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
 

@@ -7,9 +7,9 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from vaebench import registry
 from vaebench.cli import cli
 from vaebench.errors import BackendError
+from vaebench.plugin import registry
 
 
 class _Dist:
@@ -41,10 +41,10 @@ def test_missing_backend_names_the_install_command(monkeypatch):
 
 
 def test_broken_import_and_non_backend_are_clear_errors(monkeypatch):
-    _fake_eps(monkeypatch, ("broken", "module_that_does_not_exist:Backend"), ("bogus", "vaebench.spec:ModelSpec"))
+    _fake_eps(monkeypatch, ("broken", "module_that_does_not_exist:Backend"), ("bogus", "vaebench.model.layers:ModelSpec"))
     with pytest.raises(BackendError, match="failed to import"):
         registry.load("broken")
-    with pytest.raises(BackendError, match="not a vaebench.contract.Backend"):
+    with pytest.raises(BackendError, match="not a vaebench.plugin.contract.Backend"):
         registry.load("bogus")
 
 

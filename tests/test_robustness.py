@@ -14,14 +14,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaebench import registry, runner
 from vaebench.cli import cli
-from vaebench.contract import Model
-from vaebench.data import read_idx
 from vaebench.errors import DataError
-from vaebench.spec import AdamConfig, get_model
+from vaebench.io.datasets import read_idx
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.model.weights import load_params
+from vaebench.plugin import registry
+from vaebench.plugin.contract import Model
+from vaebench.run import runner
 from vaebench.testing import idx_bytes
-from vaebench.weights import load_params
 
 INSTALLED = sorted(registry.installed())
 
@@ -159,7 +161,7 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_dir):
 
 
 def test_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
-    from vaebench import fileio
+    from vaebench.io import fileio
 
     target = tmp_path / "metrics.json"
     fileio.atomic_write_json(target, {"epoch": 1})

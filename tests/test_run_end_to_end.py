@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vaebench import registry
 from vaebench.cli import cli
-from vaebench.spec import get_model
-from vaebench.weights import check_params, load_params
+from vaebench.model.catalogue import get_model
+from vaebench.model.weights import check_params, load_params
+from vaebench.plugin import registry
 
 INSTALLED = sorted(registry.installed())
 

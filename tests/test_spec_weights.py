@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from vaebench.errors import ConfigError, ShapeError
-from vaebench.spec import MODELS, TrainConfig, get_model, same_padding
-from vaebench.weights import check_params, init_params, load_params, save_params
+from vaebench.model.catalogue import MODELS, get_model
+from vaebench.model.config import TrainConfig
+from vaebench.model.layers import same_padding
+from vaebench.model.weights import check_params, init_params, load_params, save_params
 
 
 @pytest.mark.parametrize(
@@ -84,8 +86,8 @@ def test_the_old_name_seed_still_means_the_blog_network_in_files_and_warns_on_th
     from click.testing import CliRunner
 
     from vaebench.cli import cli
-    from vaebench.report import runs_table
-    from vaebench.results import config_of, read_metrics
+    from vaebench.report.tables import runs_table
+    from vaebench.run.results import config_of, read_metrics
 
     assert TrainConfig(model="seed").resolved().model == "blog"
     result = CliRunner().invoke(cli, ["sweep", "--backends", "numpy", "--models", "seed,mlp", "--dry-run"])

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vaebench import sweep as plan
 from vaebench.cli import cli
 from vaebench.errors import ConfigError, VaebenchError
-from vaebench.fileio import atomic_write_json
-from vaebench.report import equivalence_rows, load_inputs, seed_rows
+from vaebench.io.fileio import atomic_write_json
+from vaebench.report.inputs import load_inputs
+from vaebench.report.tables import equivalence_rows, seed_rows
+from vaebench.sweep import plan
 
 
 def test_seeds_parse_ranges_and_lists():

@@ -22,10 +22,10 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from vaebench import registry  # noqa: E402
-from vaebench.results import read_metrics  # noqa: E402
-from vaebench.sweep import SWEEP_FILE, read_record  # noqa: E402
-from vaebench.weights import load_params  # noqa: E402
+from vaebench.model.weights import load_params  # noqa: E402
+from vaebench.plugin import registry  # noqa: E402
+from vaebench.run.results import read_metrics  # noqa: E402
+from vaebench.sweep.plan import SWEEP_FILE, read_record  # noqa: E402
 
 NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
 

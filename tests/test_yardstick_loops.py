@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaebench.benchworker import synthetic_batches
-from vaebench.spec import get_model
+from vaebench.measure.worker import synthetic_batches
+from vaebench.model.catalogue import get_model
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import click
 
-from vaebench import registry
 from vaebench.errors import Terminated, VaebenchError
-from vaebench.interleave import SCHEDULES
-from vaebench.profiles import PRECISIONS, PROFILES
-from vaebench.spec import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, TrainConfig
+from vaebench.measure.interleave import SCHEDULES
+from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
+from vaebench.model.config import TrainConfig
+from vaebench.plugin import registry
+from vaebench.plugin.profiles import PRECISIONS, PROFILES
 
 
 def _options(values: tuple[str, ...]) -> dict[str, str]:
@@ -42,7 +43,7 @@ def _model_name(value: str, param: click.Parameter | None) -> str:
 
 
 class ModelName(click.ParamType):
-    """``--model``: one of :data:`~vaebench.spec.MODELS`, or an old alias (warned about)."""
+    """``--model``: one of :data:`~vaebench.model.catalogue.MODELS`, or an old alias (warned about)."""
 
     name = "model"
 
@@ -119,8 +120,8 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
     """Train a VAE on real data with one backend and write a run folder."""
-    from vaebench.results import RUN_OUTPUTS, default_run_dir
-    from vaebench.runner import resume_run, train_and_evaluate
+    from vaebench.run.results import RUN_OUTPUTS, default_run_dir
+    from vaebench.run.runner import resume_run, train_and_evaluate
 
     quiet = bool(kw["quiet"])
     log = (lambda _msg: None) if quiet else click.echo
@@ -180,7 +181,7 @@ def eval_(
 
     The test files are read from where the run recorded them unless --data-dir says otherwise.
     """
-    from vaebench.rescore import evaluate_run
+    from vaebench.run.rescore import evaluate_run
 
     if k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
@@ -207,8 +208,8 @@ def eval_(
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
 def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
     """Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance."""
-    from vaebench.parity import run_parity
-    from vaebench.paritycheck import table, tolerances
+    from vaebench.measure.parity import run_parity
+    from vaebench.measure.paritycheck import table, tolerances
 
     if steps < 1 or batch_size < 1:
         raise click.BadParameter("--steps and --batch-size must be at least 1")
@@ -301,10 +302,12 @@ def bench(
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     import datetime as dt
 
-    from vaebench.bench import WINDOW_SECONDS, run_matrix, split_options, write_bench
-    from vaebench.environment import load_snapshot, usable_cores
-    from vaebench.progress import progress
-    from vaebench.ttq import run_ttq
+    from vaebench.measure.bench import WINDOW_SECONDS, run_matrix
+    from vaebench.measure.documents import write_bench
+    from vaebench.measure.options import split_options
+    from vaebench.measure.ttq import run_ttq
+    from vaebench.plugin.host import load_snapshot, usable_cores
+    from vaebench.run.progress import progress
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(out) if out else Path("results/bench") / stamp
@@ -383,7 +386,7 @@ def bench(
 
 def _sweep_settings(toml_file: str | None, kw: dict[str, object]) -> dict[str, object]:
     """TOML values, overridden by every flag given."""
-    from vaebench.sweep import parse_seeds, read_toml
+    from vaebench.sweep.plan import parse_seeds, read_toml
 
     settings: dict[str, object] = read_toml(Path(toml_file)) if toml_file else {}
     flags = {key: kw[key] for key in ("backends", "models", "batch_sizes", "lr", "epochs") if kw[key] is not None}
@@ -446,7 +449,7 @@ def _sweep_settings(toml_file: str | None, kw: dict[str, object]) -> dict[str, o
 @click.option("--quiet", "-q", is_flag=True, help="No progress display; only the summary.")
 def sweep(toml_file: str | None, **kw: object) -> None:
     """Train a grid of runs (backends x models x seeds x batch sizes x learning rates) as Ray tasks."""
-    from vaebench import sweep as plan
+    from vaebench.sweep import plan
 
     quiet = bool(kw["quiet"])
     if kw["resume"]:
@@ -456,7 +459,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         sweep_dir = Path(str(kw["resume"]))
         record = plan.read_record(sweep_dir)
         address = kw["address"] or record["settings"].get("address")
-        from vaebench.cluster import require_ray
+        from vaebench.sweep.cluster import require_ray
 
         require_ray()
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
@@ -475,7 +478,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
                 click.echo(f"{run.name}  ({cores}{gpu})")
             click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
             return
-        from vaebench.cluster import require_ray
+        from vaebench.sweep.cluster import require_ray
 
         require_ray()  # before any folder exists
         if settings.get("storage") and kw["out"]:
@@ -503,7 +506,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
             raise VaebenchError(f"cannot create {sweep_dir}: {exc.strerror or exc}; choose another --out") from None
         plan.write_record(sweep_dir, record)
         address = settings.get("address")
-    from vaebench.cluster import execute
+    from vaebench.sweep.cluster import execute
 
     record = execute(sweep_dir, record, address, progress=not quiet, echo=click.echo, fresh=not kw["resume"])
     n = plan.counts(record)
@@ -534,18 +537,17 @@ def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> No
     Over runs of several seeds (a sweep), also each backend's test -ELBO as mean ± std
     over seeds and, for each pair of backends, whether they reach the same quality.
     """
-    from vaebench.report import (
+    from vaebench.report.inputs import by_kind, load_inputs
+    from vaebench.report.page import write_report
+    from vaebench.report.tables import (
         bench_table,
-        by_kind,
         equivalence_rows,
         harness_table,
         has_seeds,
-        load_inputs,
         runs_table,
         seed_rows,
         ttq_table,
     )
-    from vaebench.reportpage import write_report
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
     throughput, ttq, harness = by_kind(bench_results)
@@ -604,7 +606,7 @@ def backends(devices: bool) -> None:
 
 def main() -> None:
     """Entry point: run the click group, turning user errors and signals into one line."""
-    from vaebench.signals import terminate_cleanly
+    from vaebench.run.signals import terminate_cleanly
 
     terminate_cleanly()  # the training loop installs its own handler, which checkpoints
     try:

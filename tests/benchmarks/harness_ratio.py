@@ -3,8 +3,8 @@
     python tests/benchmarks/harness_ratio.py --backend jax --models mlp,blog --batch-sizes 128,512
 
 Both train the same model, cycling through the same four batches; windows
-are interleaved (:func:`vaebench.timing.measure`). The plugin is fed exactly
-as ``vaebench bench`` and the runner feed it (:func:`vaebench.benchworker.staged_feed`:
+are interleaved (:func:`vaebench.measure.timing.measure`). The plugin is fed exactly
+as ``vaebench bench`` and the runner feed it (:func:`vaebench.measure.worker.staged_feed`:
 NumPy through the contract, staged on the prefetch thread); the yardstick gets
 its batches converted to framework tensors up front (its best case), so the
 ratio includes the whole harness overhead.
@@ -21,12 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from vaebench import registry
-from vaebench.bench import write_harness
-from vaebench.benchworker import staged_feed, synthetic_batches
-from vaebench.spec import AdamConfig, get_model
-from vaebench.timing import measure
-from vaebench.weights import init_params
+from vaebench.measure.documents import write_harness
+from vaebench.measure.timing import measure
+from vaebench.measure.worker import staged_feed, synthetic_batches
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.model.weights import init_params
+from vaebench.plugin import registry
 
 # backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest.
 REFERENCES = {

@@ -67,7 +67,7 @@ def _loss(logits: jax.Array, x: jax.Array, mu: jax.Array, lv: jax.Array) -> jax.
 
 
 def make_step(model_name: str, batches: list[tuple[Any, Any]]) -> tuple[Any, Any]:
-    """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs)
+    """``(step, sync)`` for :func:`vaebench.measure.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs)
     put on the device once, up front: the loop's best case, with a new buffer every step as in training."""
     model = {"blog": BlogVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     on_device = [(jnp.asarray(x), jnp.asarray(eps)) for x, eps in batches]

@@ -57,7 +57,7 @@ def _mlp(latent: int = 20) -> tuple[Any, Any]:
 
 
 def make_step(model_name: str, batches: list[tuple[Any, Any]], xla: bool = False) -> tuple[Any, Any]:
-    """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs),
+    """``(step, sync)`` for :func:`vaebench.measure.timing.measure`, cycling through ``batches`` (NumPy ``x, eps`` pairs),
     each converted to a tensor once, up front: the loop's best case, with a new buffer every step as in training."""
     model, pixels = {"blog": _blog, "conv": _conv, "mlp": _mlp}[model_name]()
     opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)

@@ -6,7 +6,7 @@ Not part of the default test run (marker ``bench``)::
     pytest tests/benchmarks -m bench --benchmark-compare --benchmark-compare-fail=median:10%
 
 Each train-step round runs one step on a batch staged ahead, as ``vaebench
-bench`` and the runner feed it (:func:`vaebench.benchworker.staged_feed`), and
+bench`` and the runner feed it (:func:`vaebench.measure.worker.staged_feed`), and
 synchronises (the backend's ``fetch``), so a round is a step's full latency; ``warmup_rounds`` absorb tracing and
 compilation. ``extra_info`` records images/s and the fairness settings.
 """
@@ -14,11 +14,12 @@ compilation. ``extra_info`` records images/s and the fairness settings.
 import numpy as np
 import pytest
 
-from vaebench import registry
-from vaebench.benchworker import staged_feed, synthetic_batches
-from vaebench.evaluation import grid_points
-from vaebench.spec import AdamConfig, get_model
-from vaebench.weights import init_params
+from vaebench.measure.worker import staged_feed, synthetic_batches
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.model.weights import init_params
+from vaebench.plugin import registry
+from vaebench.run.evaluation import grid_points
 
 pytestmark = pytest.mark.bench
 IN_PROCESS = [b for b in ("torch", "jax", "keras") if b in registry.installed()]

@@ -86,7 +86,7 @@ class MlpVAE(nn.Module):
 
 
 def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True) -> tuple[Any, Any]:
-    """``(step, sync)`` for :func:`vaebench.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
+    """``(step, sync)`` for :func:`vaebench.measure.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
     converted to tensors once, up front: the loop's best case, with a new buffer every step as in training."""
     model = {"blog": BlogVAE, "conv": ConvVAE, "mlp": MlpVAE}[model_name]()
     if channels_last:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaebench.data import FILES
+from vaebench.io.datasets import FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ A plugin's test module subclasses :class:`BackendTests` and overrides the
             return TorchBackend(device="cpu")
 
 Tolerances are class attributes a plugin may tighten (never needs to loosen
-for float32 on CPU). The checks compare against :mod:`vaebench.reference`.
+for float32 on CPU). The checks compare against :mod:`vaebench.model.reference`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ from typing import final
 import numpy as np
 import pytest
 
-from vaebench.contract import Backend, Model
-from vaebench.environment import Environment
 from vaebench.errors import BackendError, ShapeError
-from vaebench.evaluation import grid_points
-from vaebench.prefetch import Prefetcher
-from vaebench.reference import adam_step, decode_logits, loss_and_grads
-from vaebench.reference import encode as ref_encode
-from vaebench.reference import evaluate as ref_evaluate
-from vaebench.reference import recon_nll as ref_recon_nll
-from vaebench.spec import AdamConfig, get_model
-from vaebench.weights import init_params
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.model.reference import adam_step, decode_logits, loss_and_grads
+from vaebench.model.reference import encode as ref_encode
+from vaebench.model.reference import evaluate as ref_evaluate
+from vaebench.model.reference import recon_nll as ref_recon_nll
+from vaebench.model.weights import init_params
+from vaebench.plugin.contract import Backend, Model
+from vaebench.plugin.environment import Environment
+from vaebench.run.evaluation import grid_points
+from vaebench.run.prefetch import Prefetcher
 
 MODEL_NAMES = ("mlp", "conv", "blog")
 
@@ -142,7 +143,7 @@ class BackendTests:
     @final
     @pytest.mark.parametrize("name", ["mlp", "conv"])
     def test_one_train_step_matches_the_reference_step(self, backend, name):
-        """Loss, gradients (by hand, float64) and the first Adam update against :mod:`vaebench.reference`.
+        """Loss, gradients (by hand, float64) and the first Adam update against :mod:`vaebench.model.reference`.
 
         Adam's first step is ``lr * g / (|g| + eps)``, about ``lr * sign(g)``: a coordinate
         whose float64 gradient is below float32 rounding (~1e-5 here) may step either way,

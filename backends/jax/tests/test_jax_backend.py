@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from vaebench.spec import AdamConfig, get_model
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
 from vaebench.testing.kit import BackendTests, perturbed_params, sample_inputs
 from vaebench_jax import JaxBackend
 

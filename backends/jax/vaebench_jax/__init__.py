@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaebench import engines
-from vaebench.contract import Backend, Model
-from vaebench.environment import Environment
-from vaebench.spec import AdamConfig, ModelSpec
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import ModelSpec
+from vaebench.plugin import engines
+from vaebench.plugin.contract import Backend, Model
+from vaebench.plugin.environment import Environment
 
 
 class JaxBackend(Backend):

@@ -22,16 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaebench import engines
-from vaebench.contract import Model
-from vaebench.environment import Environment
-from vaebench.layouts import adam_state
-from vaebench.loss import recon_nll, vae_terms
-from vaebench.spec import AdamConfig, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.layouts import adam_state
+from vaebench.model.loss import recon_nll, vae_terms
+from vaebench.plugin import engines
+from vaebench.plugin.contract import Model
+from vaebench.plugin.environment import Environment
 
 
 class JaxOps:
-    """The contract's :class:`~vaebench.contract.Ops` on ``jax.numpy`` arrays."""
+    """The contract's :class:`~vaebench.model.ops.Ops` on ``jax.numpy`` arrays."""
 
     exp = staticmethod(jnp.exp)
     log1p = staticmethod(jnp.log1p)

@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
-from vaebench import registry
 from vaebench.errors import BackendError
-from vaebench.spec import AdamConfig, get_model
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig
+from vaebench.plugin import registry
 from vaebench.testing.kit import BackendTests
 
 ENGINE = os.environ.get("VAEBENCH_KERAS_ENGINE", "keras")
@@ -68,7 +69,7 @@ def test_other_engines_in_their_own_process(engine):
 
 @pytest.mark.skipif(ENGINE != "keras", reason="only Keras on TensorFlow has a tunable (XLA on or off)")
 def test_profile_best_measures_xla_on_and_off_and_keeps_the_faster():
-    from vaebench.benchworker import Cell, CellRequest
+    from vaebench.measure.worker import Cell, CellRequest
 
     cell = Cell(CellRequest("keras", "mlp", 16, 1, "cpu", "fp32", "best"))
     assert [v.options for v in cell.variants] == [{"xla": "0"}, {"xla": "1"}]

@@ -18,11 +18,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from vaebench import engines
-from vaebench.contract import Backend, Model
-from vaebench.environment import Environment
 from vaebench.errors import BackendError
-from vaebench.spec import AdamConfig, ModelSpec
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import ModelSpec
+from vaebench.plugin import engines
+from vaebench.plugin.contract import Backend, Model
+from vaebench.plugin.environment import Environment
 
 _ENGINE_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # TensorFlow 2.21's native start-up notes: printed before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot stop them

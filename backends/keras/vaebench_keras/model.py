@@ -23,19 +23,20 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from vaebench import engines
-from vaebench.contract import Model
-from vaebench.environment import Environment
 from vaebench.errors import BackendError
-from vaebench.layouts import adam_state
-from vaebench.loss import recon_nll, vae_terms
-from vaebench.spec import AdamConfig, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.layouts import adam_state
+from vaebench.model.loss import recon_nll, vae_terms
+from vaebench.plugin import engines
+from vaebench.plugin.contract import Model
+from vaebench.plugin.environment import Environment
 
 ENGINE = keras.backend.backend()
 
 
 class KerasOps:
-    """The contract's :class:`~vaebench.contract.Ops` on ``keras.ops``: the same on every engine."""
+    """The contract's :class:`~vaebench.model.ops.Ops` on ``keras.ops``: the same on every engine."""
 
     exp = staticmethod(keras.ops.exp)
     log1p = staticmethod(keras.ops.log1p)

@@ -18,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebench import engines
-from vaebench.contract import Backend, Model
-from vaebench.environment import Environment
-from vaebench.layouts import adam_state
-from vaebench.loss import recon_nll, vae_terms
-from vaebench.spec import AdamConfig, Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.layouts import adam_state
+from vaebench.model.loss import recon_nll, vae_terms
+from vaebench.plugin import engines
+from vaebench.plugin.contract import Backend, Model
+from vaebench.plugin.environment import Environment
 
 
 class TorchOps:
-    """The contract's :class:`~vaebench.contract.Ops` on torch tensors."""
+    """The contract's :class:`~vaebench.model.ops.Ops` on torch tensors."""
 
     exp = staticmethod(torch.exp)
     log1p = staticmethod(torch.log1p)
@@ -120,7 +121,7 @@ class VAE(nn.Module):
 
 
 class TorchModel(Model):
-    """A :class:`~vaebench.contract.Model` running eagerly or under ``torch.compile``."""
+    """A :class:`~vaebench.plugin.contract.Model` running eagerly or under ``torch.compile``."""
 
     # torch stores Linear as (out, in), Conv2d as (out, in, h, w), ConvTranspose2d as (in, out, h, w)
     layout: ClassVar[dict[str, tuple[int, ...]]] = {"dense": (1, 0), "conv": (3, 2, 0, 1), "conv_transpose": (2, 3, 0, 1)}

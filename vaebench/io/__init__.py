@@ -1,0 +1,1 @@
+"""Reading and writing files: bounded, validated, atomic; the IDX data sets."""

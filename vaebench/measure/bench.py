@@ -1,0 +1,115 @@
+"""``vaebench bench``: the throughput matrix, cell by cell, backends interleaved; and its files.
+
+For every (model, batch size) cell, each backend gets a fresh worker process
+(:mod:`vaebench.measure.worker`) with the same thread count, and the coordinator
+(:mod:`vaebench.measure.interleave`) hands out timing windows in turn, the order
+rotated every round, so drift of a shared machine lands on every backend
+alike. With ``--profile best`` a backend with several tunable settings is first
+tuned in a worker of its own, which then exits, so the timed worker holds only
+the chosen model and its memory figures are its own. Every row records the
+schedule, profile, precision and variant that produced it, the median, IQR
+and windows, and the ratio to the cell's fastest backend with a 95% bootstrap
+interval. Time to quality (:mod:`vaebench.measure.ttq`) runs after the matrix, one
+fresh process per seed. This module owns the matrix and ``bench.json`` /
+``bench.csv`` / harness documents; the statistics are in :mod:`vaebench.measure.stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from vaebench.errors import ConfigError
+from vaebench.measure.interleave import SCHEDULES, Channel, run_cell
+from vaebench.measure.options import split_options
+from vaebench.measure.worker import CellRequest, WorkerProcess
+from vaebench.plugin import registry
+from vaebench.plugin.host import usable_cores
+from vaebench.plugin.profiles import PRECISIONS, PROFILES
+
+TUNE_WINDOWS = 3
+WINDOW_SECONDS = 1.0  # per timing window; window-to-window noise on a shared machine shrinks with longer windows
+MEMORY_METHOD = "a fresh worker process per (backend, cell): peak RSS and device memory are that cell's own"
+
+
+def _tune(request: CellRequest, spawn: Callable[[CellRequest], Channel]) -> tuple[CellRequest, dict[str, Any] | None]:
+    """``--profile best``: the request fixed to the fastest variant, and the tuning record (None: nothing to tune)."""
+    worker = spawn(request)
+    try:
+        if worker.ready()["variants"] == 1:
+            return CellRequest(**{**request.__dict__, "profile": "default"}), None
+        tuned = worker.call({"op": "tune", "windows": TUNE_WINDOWS})
+    finally:
+        worker.close()
+    choice = tuned["choice"]
+    fixed = CellRequest(**{**request.__dict__, "profile": "default", "compile": choice["compile"], "options": choice["options"]})
+    return fixed, tuned
+
+
+def run_matrix(
+    backends: list[str],
+    models: list[str],
+    batch_sizes: list[int],
+    rounds: int,
+    threads: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    profile: str = "default",
+    compile: bool = False,
+    options: Mapping[str, str] | None = None,
+    schedule: str = "interleaved",
+    inference_repeats: int = 3,
+    spawn: Callable[[CellRequest], Channel] = WorkerProcess,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield one row per (backend, model, batch size), cell by cell; see the module docstring.
+
+    Evaluation and grid timings do not depend on the training batch size, so
+    they are measured in the first cell of each model and repeated in its others.
+    """
+    if profile not in PROFILES or precision not in PRECISIONS or schedule not in SCHEDULES:
+        raise ConfigError(f"profile {profile!r}, precision {precision!r} or schedule {schedule!r} is not known")
+    threads = threads or usable_cores()
+    for name in backends:
+        registry.load(name)  # an unknown or uninstalled backend is one clear error, before anything starts
+    per_backend = split_options(options or {}, backends)
+    compiles = {b: compile and "compile" in registry.load(b)[0].tunables for b in backends}
+    for model in models:
+        timed: dict[str, dict[str, Any]] = {}
+        for batch in batch_sizes:
+            requests, tuning = {}, {}
+            for b in backends:
+                request = CellRequest(b, model, batch, threads, device, precision, profile, compiles[b], per_backend[b])
+                if profile == "best":
+                    request, tuning[b] = _tune(request, spawn)
+                requests[b] = request
+            channels: dict[str, Channel] = {}
+            try:
+                for b, request in requests.items():
+                    channels[b] = spawn(request)
+                cell = run_cell(channels, batch, rounds, schedule, 0 if timed else inference_repeats, progress=progress)
+            finally:
+                for channel in channels.values():
+                    channel.close()
+            if not timed:
+                timed = {b: {k: cell[b][k] for k in ("eval_pass_seconds", "grid_decode_seconds")} for b in backends}
+            for b in backends:
+                yield {
+                    "backend": b,
+                    "model": model,
+                    "batch_size": batch,
+                    **cell[b],
+                    **timed[b],
+                    "settings": {
+                        "threads": threads,
+                        "device": device,
+                        "synthetic_batches": True,
+                        "schedule": schedule,
+                        "rounds": rounds,
+                        "profile": profile,
+                        "precision": precision,
+                        "variant": {"compile": requests[b].compile, "options": requests[b].options},
+                        "tuning": tuning.get(b),
+                        "memory": MEMORY_METHOD,
+                    },
+                }

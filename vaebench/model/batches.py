@@ -1,0 +1,92 @@
+"""MNIST and Fashion-MNIST from the four standard IDX files, and the batch stream.
+
+Where the files are looked for, in order:
+
+1. ``--data-dir`` (the folder itself or its ``<dataset>/`` subfolder);
+2. ``$VAEBENCH_DATA_DIR`` (likewise);
+3. the user cache, ``platformdirs.user_cache_dir("vaebench")/<dataset>``;
+4. ``/usr/share/datasets/<dataset>`` (Debian's ``dataset-fashion-mnist``);
+5. a download from the public mirrors into the cache, each file checked
+   against the SHA-256 of its *uncompressed* bytes (mirrors re-compress files,
+   so the ``.gz`` digests differ between them while the content does not).
+
+A folder named by 1 or 2 that lacks the files is an error rather than a reason
+to look further: the user asked for that folder. Images stay in memory as
+uint8 (47 MB for MNIST's training set); each batch is converted to float32 on
+its own, so a run never holds the data set as float32 (188 MB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from vaebench.seeding import rng
+
+
+class Batch(NamedTuple):
+    """One step's inputs, exactly as every backend receives them."""
+
+    x: np.ndarray  # (batch, 28, 28, 1) float32 in [0, 1]
+    eps: np.ndarray  # (batch, latent_dim) float32 ~ N(0, I)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(n, 28, 28)`` -> float32 ``(n, 28, 28, 1)`` in [0, 1]."""
+    return (images.astype(np.float32) * np.float32(1 / 255)).reshape(*images.shape, 1)
+
+
+def binarize(x: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    """A Bernoulli draw per pixel with the pixel's intensity as probability."""
+    return (generator.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per epoch: the last partial batch is dropped, so every step has one shape."""
+    return n // batch_size
+
+
+def train_batches(
+    images: np.ndarray, batch_size: int, latent_dim: int, seed: int, epoch: int, dynamic_binarize: bool = False
+) -> Iterator[Batch]:
+    """The batches of one epoch: a seeded shuffle, optional fresh binarisation, fresh noise.
+
+    Every stream is keyed by ``(seed, epoch)``, so epoch ``e`` is the same
+    whichever backend runs it and whether or not earlier epochs ran.
+    """
+    order = rng(seed, "shuffle", epoch).permutation(len(images))
+    noise = rng(seed, "eps", epoch)
+    coins = rng(seed, "binarize", epoch)
+    for step in range(steps_per_epoch(len(images), batch_size)):
+        x = to_float(images[order[step * batch_size : (step + 1) * batch_size]])
+        if dynamic_binarize:
+            x = binarize(x, coins)
+        yield Batch(x, noise.standard_normal((batch_size, latent_dim), dtype=np.float32))
+
+
+def binarize_fixed(images: np.ndarray, seed: int, chunk: int = 1000) -> np.ndarray:
+    """One fixed Bernoulli draw of uint8 ``images``, as uint8 0/255 (the test set under ``--binarize``).
+
+    Done once per run, so every evaluation (-ELBO per epoch, IWAE, every
+    backend) scores the same binary images.
+    """
+    coins = rng(seed, "eval-binarize")
+    out = np.empty_like(images)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        out[start : start + chunk] = (coins.random(part.shape, dtype=np.float32) * 255 < part) * np.uint8(255)
+    return out
+
+
+def eval_batches(images: np.ndarray, batch_size: int, latent_dim: int, seed: int) -> Iterator[Batch]:
+    """The test set in order, in chunks, with one fixed noise draw per run.
+
+    Fixing the noise makes the per-epoch test -ELBO comparable across epochs
+    and identical across backends for identical weights.
+    """
+    noise = rng(seed, "eval-eps")
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size])
+        yield Batch(x, noise.standard_normal((len(x), latent_dim), dtype=np.float32))

@@ -1,0 +1,80 @@
+"""Canonical initial weights, made in NumPy so every backend starts identical.
+
+Scheme: Glorot-uniform kernels (Keras' default), zero biases. For a kernel of
+shape ``(..., in, out)`` with receptive field ``r`` (the product of the leading
+dimensions), ``limit = sqrt(6 / (r*in + r*out))`` and entries are
+``U(-limit, limit)``. PyTorch's own default (Kaiming-uniform with a=sqrt(5)
+and non-zero biases) differs; loading these weights neutralises that.
+
+Each parameter has its own random stream keyed by its canonical name, so the
+weights of one layer do not depend on which other layers exist.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from vaebench.errors import ShapeError, VaebenchError
+from vaebench.io.fileio import atomic_write_bytes, read_npz
+from vaebench.model.layers import ModelSpec
+from vaebench.seeding import rng
+
+Params = dict[str, np.ndarray]
+
+
+def glorot_uniform(shape: tuple[int, ...], generator: np.random.Generator) -> np.ndarray:
+    """Glorot/Xavier-uniform sample of ``shape`` (last two axes are in, out)."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return generator.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def init_params(spec: ModelSpec, seed: int) -> Params:
+    """Canonical float32 parameters of ``spec`` for run ``seed``."""
+    params: Params = {}
+    for name, shape in spec.param_shapes().items():
+        if name.endswith("/kernel"):
+            params[name] = glorot_uniform(shape, rng(seed, "init", name))
+        else:
+            params[name] = np.zeros(shape, np.float32)
+    return params
+
+
+def check_params(spec: ModelSpec, params: Mapping[str, np.ndarray]) -> None:
+    """Raise :class:`ShapeError` unless ``params`` has exactly the spec's names and shapes."""
+    expected = spec.param_shapes()
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ShapeError(f"weights do not fit model {spec.name!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise ShapeError(f"weight {name!r} has shape {tuple(params[name].shape)}, model {spec.name!r} needs {shape}")
+
+
+def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
+    """Write ``params`` as ``.npz`` atomically (temporary file, fsync, rename)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in params.items()})
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_params(path: Path) -> Params:
+    """Read canonical parameters written by :func:`save_params`: float arrays, every value finite.
+
+    Non-finite weights come from a run that diverged; scoring them would print
+    ``nan`` tables, so they are refused here with the file's name.
+    """
+    fix = "it is not a trained vaebench model; train the run again"
+    params = read_npz(Path(path), fix)
+    for name, value in params.items():
+        if value.dtype.kind != "f":
+            raise VaebenchError(f"{path}: weight {name!r} is {value.dtype}, not floating point; {fix}")
+        if not np.isfinite(value).all():
+            raise VaebenchError(f"{path}: weight {name!r} holds NaN or infinite values (a diverged run?); {fix}")
+    return params

@@ -1,0 +1,1 @@
+"""How a framework plugs in: the contract, engines, environment, registry, profiles, the numpy backend."""

@@ -1,0 +1,124 @@
+"""What the core asks of each array library, by name: devices, threads, precision, GPU memory.
+
+The torch, jax and keras plugins run on three engines (``torch``, ``jax``,
+``tensorflow``), and the keras plugin runs on all three. Resolving ``--device``
+with its error text, applying ``--threads`` and ``--precision``, and querying
+the GPU allocator's peak used to be written in each plugin, the keras one
+repeating the others. Each is written once here. The core still imports no
+framework: each function imports the engine it is asked about, when a plugin
+(which has imported it already) asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any
+
+from vaebench.errors import BackendError
+from vaebench.plugin.host import cpu_model, set_xla_threads
+
+ENGINES = ("torch", "jax", "tensorflow")
+#: --precision in JAX's words (``jax_default_matmul_precision``)
+JAX_MATMUL = {"fp32": "highest", "tf32": "high"}
+
+
+def _engine(engine: str) -> Any:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; engines are {ENGINES}")
+    return importlib.import_module(engine)
+
+
+def prepare(engine: str, threads: int | None) -> None:
+    """What must happen before ``engine`` is first imported: XLA reads its thread flags once, at start-up."""
+    if engine == "jax":
+        set_xla_threads(threads)
+
+
+def configure(engine: str, threads: int | None, precision: str) -> None:
+    """Apply ``--threads`` (``None``: the engine's default) and ``--precision`` (``fp32`` strict, ``tf32``)."""
+    module, tf32 = _engine(engine), precision == "tf32"
+    if engine == "torch":
+        if threads:
+            module.set_num_threads(threads)
+        module.backends.cuda.matmul.allow_tf32 = module.backends.cudnn.allow_tf32 = tf32
+    elif engine == "jax":
+        module.config.update("jax_default_matmul_precision", JAX_MATMUL[precision])
+    else:
+        if threads:
+            with contextlib.suppress(RuntimeError):  # the runtime is up already: keep its setting, reported as is
+                module.config.threading.set_intra_op_parallelism_threads(threads)
+        module.config.experimental.enable_tensor_float_32_execution(tf32)
+
+
+def gpu_available(engine: str) -> bool:
+    """Whether ``engine`` sees a GPU it can use."""
+    module = _engine(engine)
+    if engine == "torch":
+        return bool(module.cuda.is_available())
+    if engine == "jax":
+        try:
+            return bool(module.devices("gpu"))
+        except RuntimeError:
+            return False
+    return bool(module.config.list_physical_devices("GPU"))
+
+
+def resolve_device(requested: str, engine: str, who: str, hint: str = "use --device cpu") -> str:
+    """``cpu`` or ``cuda`` for a run asking ``requested`` (``auto``, ``cpu``, ``cuda``) of ``engine``.
+
+    ``auto`` takes the GPU when there is one; ``cuda`` without one is an error
+    the user can fix, and says how. ``who`` names the asker, e.g. ``torch 2.13.0``.
+    """
+    available = gpu_available(engine)
+    if requested == "cuda" and not available:
+        raise BackendError(f"--device cuda asked for, but {who} sees no GPU; {hint}")
+    return "cuda" if available and requested != "cpu" else "cpu"
+
+
+def device_name(engine: str, device: str) -> str:
+    """The model name of the device: the first GPU's as ``engine`` reports it, or this CPU's."""
+    if device != "cuda":
+        return cpu_model()
+    module = _engine(engine)
+    if engine == "torch":
+        return module.cuda.get_device_name(0)
+    if engine == "jax":
+        return module.devices("gpu")[0].device_kind
+    gpu = module.config.list_physical_devices("GPU")[0]
+    return module.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+
+
+def threads(engine: str, asked: int | None) -> int | str:
+    """The intra-op thread count in effect, or the default said in words."""
+    module = _engine(engine)
+    if engine == "torch":
+        return module.get_num_threads()
+    if engine == "jax":
+        return asked or "xla default (all usable cores)"
+    return module.config.threading.get_intra_op_parallelism_threads() or "tensorflow default (all usable cores)"
+
+
+def matmul_precision(engine: str) -> str:
+    """What ``engine`` was told about float32 matmuls, in its own words."""
+    module = _engine(engine)
+    if engine == "torch":
+        return module.get_float32_matmul_precision() + (", tf32 on" if module.backends.cuda.matmul.allow_tf32 else "")
+    if engine == "jax":
+        return str(module.config.jax_default_matmul_precision)
+    return "tf32 on" if module.config.experimental.tensor_float_32_execution_enabled() else "highest (tf32 off)"
+
+
+def peak_gpu_memory_mb(engine: str) -> float | None:
+    """The ``engine`` allocator's peak on the first GPU, in MiB (``None`` if it keeps no such figure).
+
+    The allocator's own peak is what decides whether a batch size fits, which
+    process RSS cannot show.
+    """
+    module = _engine(engine)
+    if engine == "torch":
+        return module.cuda.max_memory_allocated() / 2**20
+    if engine == "jax":
+        stats = module.devices("gpu")[0].memory_stats() or {}
+        return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+    return module.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20

@@ -1,0 +1,79 @@
+"""Execution profiles and the precision policy: which way each framework runs, declared, never implicit.
+
+Every throughput row names a *profile* and a *precision*, because "how fast is
+framework X" has no answer without them:
+
+* ``default``: what each framework gives out of the box with its usual idiom:
+  torch eager, jax ``jit``, Keras' compiled train step with Keras' own
+  ``jit_compile="auto"`` rule (XLA off on a CPU-only machine, on with a GPU).
+  The plugin's option defaults, ``--compile`` off unless asked for.
+* ``best``: the fastest documented setting of each framework *on the machine at
+  hand*, chosen by measurement at bench time: every combination of the
+  plugin's :attr:`~vaebench.plugin.contract.Backend.tunables` (torch.compile or not,
+  channels-last or not, XLA or not for Keras on TensorFlow) is timed briefly,
+  interleaved, and the fastest is kept. Settings the user fixed with
+  ``--compile`` or ``-o`` are not tuned.
+
+Precision is the core's: ``fp32`` is strict float32 everywhere (TF32 off in
+torch and TensorFlow, JAX matmul precision ``highest``), the precision the
+conformance kit's tolerances assume. ``tf32`` is an explicit, recorded choice
+for GPUs; on a CPU it would change nothing and is refused rather than recorded
+as if it had.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES = ("default", "best")
+PRECISIONS = ("fp32", "tf32")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run a backend: ``--compile`` and ``-o`` options."""
+
+    compile: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """``compile, layout=nchw``; ``plugin defaults`` when nothing is set."""
+        parts = (["compile"] if self.compile else []) + [f"{k}={v}" for k, v in sorted(self.options.items())]
+        return ", ".join(parts) or "plugin defaults"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as recorded with every row."""
+        return {"compile": self.compile, "options": dict(self.options)}
+
+
+def variants(
+    tunables: Mapping[str, tuple[str, ...]], profile: str, compile: bool = False, options: Mapping[str, str] | None = None
+) -> list[Variant]:
+    """The variants ``profile`` runs for a backend with these ``tunables``; the user's own settings are kept as given.
+
+    ``default``: the one variant the user asked for. ``best``: every combination
+    of the tunables the user did not fix (``compile`` is fixed by ``--compile``).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    options = dict(options or {})
+    if profile == "default":
+        return [Variant(compile, options)]
+    free = {k: v for k, v in tunables.items() if k not in options and not (k == "compile" and compile)}
+    out = []
+    for values in itertools.product(*free.values()):
+        chosen = dict(zip(free, values, strict=True))
+        flag = compile or chosen.pop("compile", "0") == "1"
+        out.append(Variant(flag, {**options, **chosen}))
+    return out or [Variant(compile, options)]
+
+
+def check_precision(precision: str, environment: Mapping[str, Any]) -> None:
+    """Refuse ``tf32`` where it would change nothing (no GPU), so no row claims a precision it did not run."""
+    from vaebench.errors import ConfigError
+
+    if precision == "tf32" and environment.get("device") != "cuda":
+        raise ConfigError("--precision tf32 needs a GPU (TF32 exists on NVIDIA GPUs only); on a CPU use --precision fp32")

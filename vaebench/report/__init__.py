@@ -1,0 +1,1 @@
+"""Reading documents back: inputs, tables, the Markdown and HTML page."""

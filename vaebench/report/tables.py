@@ -1,0 +1,305 @@
+"""``vaebench compare``: what it reads (``bench.json`` files, harness documents, run and sweep folders) and its tables.
+
+Nothing here runs a framework: it reads what ``vaebench bench`` and
+``vaebench run`` wrote, each file checked against its schema first. Each table
+is built once as a :class:`Table` and rendered as text (terminal, report.md)
+or as a sortable HTML table (:mod:`vaebench.report.page`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaebench.measure.stats import EQUIVALENCE_MARGIN, equivalence, mean_std
+
+
+@dataclass
+class Table:
+    """A table once, rendered twice: fixed-width text (the terminal, report.md) and a sortable HTML table.
+
+    Each cell is its display text and the value a column sorts by (numbers sort
+    as numbers, ``nan`` last), so the HTML can sort without reparsing text.
+    """
+
+    header: list[str]
+    rows: list[list[tuple[str, Any]]] = field(default_factory=list)
+    right: set[int] = field(default_factory=set)  # columns aligned right (numbers)
+
+    def add(self, *cells: tuple[str, Any] | str) -> None:
+        self.rows.append([c if isinstance(c, tuple) else (c, c) for c in cells])
+
+    def lines(self) -> list[str]:
+        widths = [max([len(h)] + [len(r[i][0]) for r in self.rows]) for i, h in enumerate(self.header)]
+
+        def fmt(cells: list[str]) -> str:
+            return " ".join(
+                c.rjust(w) if i in self.right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        return [fmt(self.header), *(fmt([c[0] for c in r]) for r in self.rows)]
+
+
+def _n(value: float | None, spec: str) -> tuple[str, float]:
+    """A number cell: formatted text, and the value to sort by (``nan`` for missing)."""
+    v = float("nan") if value is None else float(value)
+    return format(v, spec), v
+
+
+def ttq_rows(entries: list[dict]) -> Table:
+    """Time to quality per model and backend: median and full range over seeds, and how many reached the target."""
+    t = Table(["model", "backend", "target", "median s", "range s", "reached"], right={2, 3, 4, 5})
+    for e in sorted(entries, key=lambda e: (e["model"], e["median"] if e["median"] is not None else float("inf"))):
+        span = f"{e['min']:.1f}-{e['max']:.1f}" if e["median"] is not None else "-"
+        med = _n(e["median"], ".1f") if e["median"] is not None else ("never", float("inf"))
+        target = e.get("target", e["runs"][0]["target"] if e.get("runs") else None)
+        t.add(
+            e["model"],
+            e["backend"],
+            _n(target, ".1f"),
+            med,
+            (span, e["min"] or 0),
+            (f"{e['reached']}/{e['seeds']}", e["reached"]),
+        )
+    return t
+
+
+def ttq_table(entries: list[dict]) -> list[str]:
+    """:func:`ttq_rows` as text."""
+    return ttq_rows(entries).lines()
+
+
+def harness_rows(rows: list[dict]) -> Table:
+    """Each plugin against the fastest hand-written loop of its framework, timed side by side in one process."""
+    t = Table(
+        ["backend", "model", "batch", "plugin img/s", "IQR", "yardstick", "img/s", "IQR", "ratio", "harness cost"],
+        right={2, 3, 4, 6, 7, 8, 9},
+    )
+    for r in sorted(rows, key=lambda r: (r["backend"], r["model"], r["batch_size"])):
+        p, ref = r["results"]["plugin"], r["results"][r["fastest_yardstick"]]
+        t.add(
+            r["backend"],
+            r["model"],
+            (str(r["batch_size"]), r["batch_size"]),
+            _n(p["median"], ".0f"),
+            (f"{p['q1']:.0f}-{p['q3']:.0f}", p["q1"]),
+            r["fastest_yardstick"],
+            _n(ref["median"], ".0f"),
+            (f"{ref['q1']:.0f}-{ref['q3']:.0f}", ref["q1"]),
+            _n(r["ratio"], ".3f"),
+            (f"{100 * (1 - r['ratio']):+.1f}%", 1 - r["ratio"]),
+        )
+    return t
+
+
+def harness_table(rows: list[dict]) -> list[str]:
+    """:func:`harness_rows` as text."""
+    return harness_rows(rows).lines()
+
+
+def _ratio_text(r: dict, fastest: float) -> str:
+    ratio = r.get("ratio")
+    if ratio:  # schema 2: measured interleaved, with its bootstrap interval
+        return ratio["text"]
+    return f"{r['train_images_per_second']['median'] / fastest:.2f}"
+
+
+def _setting(r: dict) -> str:
+    s = r.get("settings", {})
+    busy = " BUSY" if (r.get("load") or {}).get("busy") else ""  # timed with --allow-busy on a loaded machine
+    return f"{s.get('profile', '?')}/{s.get('precision', '?')}{busy}"
+
+
+def bench_rows(results: list[dict]) -> Table:
+    """Throughput per (model, batch): median, IQR and windows; the ratio to the cell's fastest with its 95% interval
+    (printed to the digits the interval supports); profile/precision; compile, eval, grid and memory (the cell's own
+    worker process: peak RSS, and the accelerator allocator's peak where a GPU ran, else ``-``)."""
+    t = Table(
+        [
+            "model",
+            "batch",
+            "backend",
+            "img/s median",
+            "IQR",
+            "n",
+            "ratio (95% CI)",
+            "profile",
+            "compile s",
+            "eval s",
+            "grid ms",
+            "peak MB",
+            "GPU MB",
+            "source",
+        ],
+        right={1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12},
+    )
+    keys = sorted({(r["model"], r["batch_size"]) for r in results})
+    for model, batch in keys:
+        group = [r for r in results if (r["model"], r["batch_size"]) == (model, batch)]
+        fastest = max(r["train_images_per_second"]["median"] for r in group)
+        for r in sorted(group, key=lambda r: -r["train_images_per_second"]["median"]):
+            s = r["train_images_per_second"]
+            ev, grid = r.get("eval_pass_seconds"), r.get("grid_decode_seconds")
+            gpu = r.get("peak_device_memory_mb")
+            t.add(
+                model,
+                (str(batch), batch),
+                r["backend"],
+                _n(s["median"], ".0f"),
+                (f"{s['q1']:.0f}-{s['q3']:.0f}", s["q1"]),
+                (str(s["windows"]), s["windows"]),
+                (_ratio_text(r, fastest), s["median"] / fastest),
+                _setting(r),
+                _n(s["compile_seconds"], ".2f"),
+                _n(ev["median"] if ev else None, ".2f"),
+                _n(1000 * grid["median"] if grid else None, ".1f"),
+                _n(r["peak_rss_mb"], ".0f"),
+                ("-", -1.0) if gpu is None else _n(gpu, ".0f"),
+                Path(r["source"]).parent.name or ".",
+            )
+    return t
+
+
+def bench_table(results: list[dict]) -> list[str]:
+    """:func:`bench_rows` as text."""
+    return bench_rows(results).lines()
+
+
+def run_nll(metrics: dict) -> tuple[float | None, int | None]:
+    """A run's importance-weighted test NLL and its ``k``: from the run itself, else from ``vaebench eval``.
+
+    ``eval`` stores its result under ``evaluations.<backend>``; the training
+    backend's own evaluation comes first, then the one with the largest ``k``.
+    """
+    final = metrics.get("final") or {}
+    if final.get("test_nll") is not None:
+        return final["test_nll"], final.get("iwae_k")
+    evaluations = metrics.get("evaluations") or {}
+    scored = [e for e in evaluations.values() if isinstance(e, dict) and isinstance(e.get("test_nll"), int | float)]
+    own = evaluations.get(metrics["config"]["backend"])
+    if isinstance(own, dict) and isinstance(own.get("test_nll"), int | float):
+        return own["test_nll"], own.get("iwae_k")
+    if scored:
+        best = max(scored, key=lambda e: e.get("iwae_k") or 0)
+        return best["test_nll"], best.get("iwae_k")
+    return None, None
+
+
+def _throughput(m: dict) -> float | None:
+    """A run's median training images/s over its epochs."""
+    ips = [h["train_images_per_second"] for h in m.get("history", []) if h.get("train_images_per_second")]
+    return float(np.median(ips)) if ips else None
+
+
+def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
+    """Final quality and speed of each run; unfinished runs flagged."""
+    t = Table(
+        ["run", "backend", "model", "epochs", "test -ELBO", "NLL", "AU", "s/epoch", "img/s", "status"], right=set(range(3, 9))
+    )
+    for path, m in runs:
+        cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
+        epoch_s = float(np.median([h["epoch_seconds"] for h in hist])) if hist else None
+        au = final.get("active_units")
+        nll, _ = run_nll(m)
+        t.add(
+            path.name[:40],
+            cfg["backend"],
+            cfg["model"],
+            (str(len(hist)), len(hist)),
+            _n(final.get("test_neg_elbo"), ".2f"),
+            _n(nll, ".2f"),
+            ("" if au is None else str(au), -1 if au is None else au),
+            _n(epoch_s, ".1f"),
+            _n(_throughput(m), ".0f"),
+            m["status"],
+        )
+    return t
+
+
+def runs_table(runs: list[tuple[Path, dict]]) -> list[str]:
+    """:func:`runs_rows` as text."""
+    return runs_rows(runs).lines()
+
+
+def _setting_of(cfg: dict) -> str:
+    """What besides backend and seed defines a run, as a short label: runs with the same label are comparable."""
+    parts = [f"bs{cfg.get('batch_size')}", f"lr{cfg.get('lr'):g}", f"ep{cfg.get('epochs')}"]
+    if cfg.get("dataset", "mnist") != "mnist":
+        parts.insert(0, str(cfg["dataset"]))
+    parts += [f"z{cfg['latent_dim']}"] if cfg.get("latent_dim") is not None else []
+    parts += ["binarized"] if cfg.get("binarize") else []
+    parts += [f"first {cfg['limit_train']}"] if cfg.get("limit_train") else []
+    parts += [str(cfg["precision"])] if cfg.get("precision", "fp32") != "fp32" else []
+    parts += ["compiled"] if cfg.get("compile") else []
+    parts += [f"{k}={v}" for k, v in sorted((cfg.get("options") or {}).items())]
+    return " ".join(parts)
+
+
+def seed_groups(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """Completed runs by (model, setting), then backend: the cells of a sweep."""
+    cells: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for _path, m in runs:
+        final = m.get("final") or {}
+        if m.get("status") != "completed" or final.get("test_neg_elbo") is None:
+            continue
+        cfg = m["config"]
+        cells.setdefault((cfg["model"], _setting_of(cfg)), {}).setdefault(cfg["backend"], []).append(m)
+    return dict(sorted(cells.items()))
+
+
+def has_seeds(runs: list[tuple[Path, dict]]) -> bool:
+    """Whether some backend has two or more seeds of one setting: then the seed tables say something."""
+    return any(len(ms) > 1 for cell in seed_groups(runs).values() for ms in cell.values())
+
+
+def seed_rows(runs: list[tuple[Path, dict]]) -> Table:
+    """Per model, setting and backend: final test -ELBO as mean ± std over seeds, and the median throughput."""
+    header = ["model", "setting", "backend", "seeds", "test -ELBO mean", "± std", "img/s (median)", "placement"]
+    t = Table(header, right={3, 4, 5, 6})
+    for (model, setting), cell in seed_groups(runs).items():
+        for backend, ms in sorted(cell.items()):
+            mean, std = mean_std([m["final"]["test_neg_elbo"] for m in ms])
+            ips = [v for v in map(_throughput, ms) if v is not None]
+            placed = {(m.get("placement") or {}).get("exclusive") for m in ms}
+            where = "exclusive" if placed == {True} else "packed" if placed == {False} else "mixed" if len(placed) > 1 else ""
+            t.add(
+                model,
+                setting,
+                backend,
+                (str(len(ms)), len(ms)),
+                _n(mean, ".2f"),
+                _n(std, ".2f") if std is not None else ("", float("nan")),
+                _n(float(np.median(ips)) if ips else None, ".0f"),
+                where,
+            )
+    return t
+
+
+def equivalence_rows(runs: list[tuple[Path, dict]], margin: float = EQUIVALENCE_MARGIN) -> Table:
+    """Every pair of backends in a cell: difference of mean test -ELBO, its 95% interval, TOST p and the verdict."""
+    t = Table(["model", "setting", "A - B", "pairs", "diff (nats)", "95% interval", "TOST p", "verdict"], right={3, 4, 6})
+    for (model, setting), cell in seed_groups(runs).items():
+        names = sorted(cell)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                per_seed = [{m["config"]["seed"]: m["final"]["test_neg_elbo"] for m in cell[x]} for x in (a, b)]
+                e = equivalence(per_seed[0], per_seed[1], margin)
+                verdict = f"{e['verdict']} (±{margin:g})" if e["method"] else e["verdict"]
+                if e["method"] is None:
+                    blank = ("", float("nan"))
+                    t.add(model, setting, f"{a} - {b}", (str(e["n"]), e["n"]), blank, "", blank, verdict)
+                    continue
+                t.add(
+                    model,
+                    setting,
+                    f"{a} - {b}",
+                    (f"{e['n']}{'' if e['method'] == 'paired' else ' (welch)'}", e["n"]),
+                    _n(e["diff"], "+.3f"),
+                    f"{e['low']:+.3f} to {e['high']:+.3f}",
+                    _n(e["p_tost"], ".3g"),
+                    verdict,
+                )
+    return t

@@ -1,0 +1,1 @@
+"""One training run: the epoch loop, its session, checkpoint, results, signals, evaluation and outputs."""

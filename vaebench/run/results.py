@@ -1,0 +1,210 @@
+"""The run folder: its ``metrics.json`` (one schema, written atomically) and its lock.
+
+``metrics.json`` is rewritten after every epoch (status ``running``) and at the
+end (``completed``), so a crash never leaves a file that looks finished.
+
+Whoever writes into a run folder holds it: :func:`claim_run_dir` takes an
+``fcntl`` lock on ``<run>/.lock`` (released by the kernel if the holder dies, so
+it can never go stale) and writes the holder's PID, host and start time into it,
+so a second ``run``, ``--resume`` or ``eval`` on a held folder is refused with a
+line naming the holder. With ``--overwrite`` the old run's files are moved out
+of the way under that lock before anything new is written, so a new run that
+dies early can never be resumed on the old one's checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vaebench.errors import ConfigError, InUseError, VaebenchError
+from vaebench.io.fileio import atomic_write_json, read_json, remove_orphans
+from vaebench.io.schema import NUM, Maybe, check
+from vaebench.model.catalogue import canonical_model
+from vaebench.model.config import TrainConfig
+
+SCHEMA_VERSION = 1
+METRICS = "metrics.json"
+LOCK = ".lock"
+STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+#: What a finished run leaves for people (named in run's last line, uploaded to MLflow), in that order.
+RUN_OUTPUTS = ("metrics.json", "weights.npz", "grid.png", "samples.png", "reconstructions.png", "latent.png", "curves.png")
+#: Everything a run writes; --overwrite clears a folder only if it holds nothing else.
+RUN_FILES = frozenset({*RUN_OUTPUTS, "checkpoint.npz", "tb"})
+_TRASH = ".replaced-"
+
+CONFIG_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "dataset": str,
+    "epochs": int,
+    "batch_size": int,
+    "latent_dim": int,
+    "lr": NUM,
+    "seed": int,
+    "binarize": bool,
+    "device": str,
+    "limit_train": Maybe(int),
+    "eval_batch_size": int,
+    "eval_k": int,
+    "threads": Maybe(int),
+    "compile": bool,
+    "options": dict,
+    "precision": Maybe(str),
+}
+EPOCH_SCHEMA = {
+    "epoch": int,
+    "train_neg_elbo": Maybe(NUM),
+    "test_neg_elbo": Maybe(NUM),
+    "test_recon": Maybe(NUM),
+    "test_kl": Maybe(NUM),
+    "epoch_seconds": NUM,
+    "train_images_per_second": Maybe(NUM),
+}
+METRICS_SCHEMA = {
+    "schema_version": int,
+    "status": str,
+    "config": CONFIG_SCHEMA,
+    "history": [EPOCH_SCHEMA],
+    "timing": Maybe(dict),
+    "data": Maybe({"sha256": Maybe(dict), "source": Maybe(str)}),
+    "final": Maybe({"test_neg_elbo": Maybe(NUM), "test_nll": Maybe(NUM), "active_units": Maybe(int)}),
+    "evaluations": Maybe(dict),
+    "resumed": Maybe([dict]),
+}
+
+
+def default_run_dir(backend: str, model: str, root: Path = Path("results/runs")) -> Path:
+    """``results/runs/<UTC timestamp>-<backend>-<model>``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return root / f"{stamp}-{backend}-{model}"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<folder>/.lock``, naming its holder inside the file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`ConfigError` naming whoever holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VaebenchError(f"cannot lock {self.path.parent}: {exc.strerror or exc}; choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise InUseError(
+                f"{self.path.parent} is in use by another vaebench ({holder}); wait for it to end, or use another --out"
+            ) from None
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with contextlib.suppress(OSError):  # the lock holds even if its note cannot be written
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let go (the file stays: deleting it would race with the next holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _clear(path: Path, overwrite: bool) -> None:
+    """Make a held folder ready for a new run: refuse, or move the old run's files out and delete them."""
+    for leftover in path.glob(f"{_TRASH}*"):  # an earlier --overwrite killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    remove_orphans(path)
+    present = sorted(p.name for p in path.iterdir() if p.name != LOCK)
+    ours = [n for n in present if n in RUN_FILES]
+    if not ours:
+        return
+    if not overwrite:
+        raise ConfigError(f"{path} already holds a run; choose another --out or pass --overwrite")
+    foreign = [n for n in present if n not in RUN_FILES]
+    if foreign:
+        raise ConfigError(
+            f"--overwrite would delete files vaebench did not write in {path} ({', '.join(foreign[:3])}); "
+            "move them away or choose another --out"
+        )
+    trash = path / f"{_TRASH}{os.getpid()}"
+    trash.mkdir()
+    # metrics.json first: from then on the folder is not a run any more, whatever a crash leaves behind
+    for name in sorted(ours, key=lambda n: n != METRICS):
+        os.replace(path / name, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim_run_dir(path: Path, new: bool = True, overwrite: bool = False) -> Iterator[Path]:
+    """Hold ``path`` for the duration: a new run's folder (created, and cleared under ``overwrite``) or,
+    with ``new=False``, an existing run being resumed or evaluated."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder")
+    if new:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VaebenchError(f"cannot create {path}: {exc.strerror or exc}; choose another --out") from None
+    lock = RunLock(path).acquire()
+    try:
+        if new:
+            _clear(path, overwrite)
+        else:
+            remove_orphans(path)
+        yield path
+    finally:
+        lock.release()
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """Atomically replace ``run_dir/metrics.json``."""
+    atomic_write_json(run_dir / METRICS, metrics)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """Read a run's ``metrics.json``, checking it is one this version understands, with the structure it needs."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise VaebenchError(f"{run_dir} is not a vaebench run (no {METRICS})")
+    fix = "restore it from a backup, or start the run again with --overwrite"
+    metrics = read_json(path, fix)
+    if not isinstance(metrics, dict) or metrics.get("schema_version") != SCHEMA_VERSION:
+        version = metrics.get("schema_version") if isinstance(metrics, dict) else None
+        raise VaebenchError(f"{path} has schema version {version!r}, this vaebench reads {SCHEMA_VERSION}; {fix}")
+    check(metrics, METRICS_SCHEMA, path, fix)
+    if metrics["status"] not in STATUSES:
+        raise VaebenchError(f"{path} has an unknown status {metrics['status'][:40]!r}; {fix}")
+    metrics["config"]["model"] = canonical_model(metrics["config"]["model"])  # runs written before a rename
+    return metrics
+
+
+def config_of(metrics: dict[str, Any], where: object = "metrics.json") -> TrainConfig:
+    """The resolved :class:`TrainConfig` a run's ``metrics.json`` records (refused, in one line, if it cannot be one)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{key: value for key, value in metrics["config"].items() if key in known}).resolved()
+    except (KeyError, TypeError, ValueError, VaebenchError) as exc:
+        raise ConfigError(f"{where}: its recorded config is not a valid run ({exc}); start the run again") from None
+
+
+def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> str | Path | None:
+    """``data_dir`` if given, else the folder the run's data came from if it is still there (else ``None``)."""
+    source = (metrics.get("data") or {}).get("source")
+    if data_dir is None and isinstance(source, str) and Path(source).is_dir():
+        return source
+    return data_dir

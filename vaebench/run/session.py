@@ -1,0 +1,103 @@
+"""``train_and_evaluate`` and ``resume_run``: what ``vaebench run`` and the tests call.
+
+Timing rules (so the figures mean the same for every backend):
+
+* the first train step of a run is timed on its own, closed by the backend's
+  synchronisation, and reported as ``first_step_seconds`` (graph tracing,
+  compilation, allocator warm-up); it is left out of epoch 1's throughput;
+* ``train_images_per_second`` is images over the wall time of the epoch's
+  training loop, closed by a synchronisation: it includes the core's batch
+  preparation, which is identical NumPy work for every backend;
+* the loss is read back every ``FETCH_EVERY`` steps (one synchronisation for
+  many steps), which is also when a non-finite loss is caught.
+
+Runs survive: a checkpoint (canonical weights, Adam state, position, history)
+is written atomically after every epoch and when SIGINT or SIGTERM stops a run
+after its current step; ``resume_run`` continues from it and, since batches and
+noise are functions of (seed, epoch), reproduces the uninterrupted history. A
+non-finite loss stops the run as ``diverged`` and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaebench.errors import ConfigError
+from vaebench.io.datasets import Dataset, load_dataset
+from vaebench.model.batches import binarize_fixed
+from vaebench.model.config import TrainConfig
+from vaebench.plugin import registry
+from vaebench.plugin.contract import Model
+from vaebench.plugin.host import choose_threads, host_environment
+from vaebench.plugin.profiles import Variant, check_precision
+from vaebench.run.results import SCHEMA_VERSION
+
+
+def check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
+    images = dataset.train_images
+    if cfg.limit_train is not None:
+        images = images[: cfg.limit_train]
+    if cfg.batch_size > len(images):
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(images)} training images")
+    return images
+
+
+def split_test(test: dict[str, float]) -> dict[str, float]:
+    return {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything a run needs in memory, whether it starts fresh or resumes."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dataset: Dataset
+    train_images: np.ndarray
+    test_images: np.ndarray
+    model: Model
+    metrics: dict[str, Any]
+    tensorboard: bool = True
+    mlflow: str | None = None  # tracking URI ("" for ./mlruns), None: no MLflow
+
+
+def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, log: Callable[[str], None] = print) -> Session:
+    """Load plugin and data, build the model. Touches no file: what can fail on the user's input fails first.
+
+    Without ``--threads``, a busy machine gets fewer threads (:func:`~vaebench.plugin.host.choose_threads`),
+    said in one line and recorded under ``environment.threads``.
+    """
+    backend_cls, plugin = registry.load(cfg.backend)
+    dataset = load_dataset(cfg.dataset, data_dir)
+    train_images = check_sizes(cfg, dataset)
+    test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
+    threads, threads_record = choose_threads(cfg.threads, log)
+    backend = backend_cls(device=cfg.device, threads=threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision)
+    backend_env = backend.environment()
+    check_precision(cfg.precision, backend_env)
+    model = backend.build(cfg.spec, cfg.adam)
+    spec = cfg.spec
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
+        "environment": {**host_environment(), "threads": threads_record, "backend": backend_env, "plugin": plugin.describe()},
+        "execution": {
+            "profile": "default",
+            "precision": cfg.precision,
+            "variant": Variant(cfg.compile, cfg.options).to_dict(),
+            "execution": backend_env.get("execution"),
+        },
+        "data": {**dataset.describe(), "train_used": len(train_images)},
+        "history": [],
+        "timing": {"first_step_seconds": None},
+        "final": None,
+        "evaluations": {},
+    }
+    return Session(cfg, Path(run_dir), dataset, train_images, test_images, model, metrics)

@@ -1,0 +1,268 @@
+"""A sweep's plan and its record: the grid, the runs it expands to, and ``sweep.json``.
+
+This module owns what a sweep *is*, with no Ray in it: a grid of axes
+(backends x models x seeds x batch sizes x learning rates x epochs) plus the
+run options every run shares, read from flags or a TOML file; the runs it
+expands to, each with a folder name that says what differs; and ``sweep.json``,
+the one file that says which runs exist, which finished and where their folders
+are. :mod:`vaebench.sweep.cluster` executes a plan on Ray and keeps this record up to
+date; ``vaebench sweep --resume`` and ``vaebench compare`` read it back. Keeping
+the plan apart from the executor means ``--dry-run``, the TOML checks and the
+record's schema are tested without starting Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from vaebench.errors import ConfigError, VaebenchError
+from vaebench.io.fileio import atomic_write_json, read_json
+from vaebench.io.schema import NUM, Maybe, check
+from vaebench.model.config import TrainConfig
+
+SWEEP_FILE = "sweep.json"
+RUNS = "runs"  # run folders live in <sweep>/runs/<name>, whether written there by workers or brought home
+SCHEMA_VERSION = 1
+# a run's state in sweep.json: the run folder's own statuses, plus the two only a sweep has
+PENDING, RUNNING, COMPLETED, INTERRUPTED, LOST = "pending", "running", "completed", "interrupted", "lost"
+SWEEP_STATUSES = (PENDING, RUNNING, COMPLETED, INTERRUPTED, "diverged", "failed", LOST)
+# the axes a sweep varies, in the order they nest (and name run folders)
+AXES = ("backends", "models", "batch_sizes", "lrs", "epochs", "seeds")
+# run options every run of a sweep shares, as TrainConfig fields (plus data_dir and tensorboard)
+RUN_OPTIONS = (
+    "dataset",
+    "latent_dim",
+    "binarize",
+    "device",
+    "limit_train",
+    "threads",
+    "compile",
+    "options",
+    "precision",
+    "eval_k",
+)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")  # a backend name, which starts each run's folder name
+_SAFE_RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}$")
+
+RUN_SCHEMA = {
+    "name": str,
+    "status": str,
+    "config": dict,
+    "folder": Maybe(str),
+    "error": Maybe(str),
+    "node": Maybe(dict),
+    "seconds": Maybe(NUM),
+    "attempts": Maybe(int),
+}
+SWEEP_SCHEMA = {
+    "schema_version": int,
+    "kind": str,
+    "grid": dict,
+    "settings": dict,
+    "runs": [RUN_SCHEMA],
+    "sessions": Maybe([dict]),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One point of the grid: its folder name and its full config."""
+
+    name: str
+    config: TrainConfig
+
+
+@dataclasses.dataclass
+class Grid:
+    """The axes of a sweep and the settings all its runs share."""
+
+    backends: list[str]
+    models: list[str]
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    batch_sizes: list[int | None] = dataclasses.field(default_factory=lambda: [None])
+    lrs: list[float] = dataclasses.field(default_factory=lambda: [1e-3])
+    epochs: list[int | None] = dataclasses.field(default_factory=lambda: [None])
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)  # RUN_OPTIONS given
+
+    def axes(self) -> dict[str, list]:
+        """The axes as stored in ``sweep.json``."""
+        return {axis: list(getattr(self, axis)) for axis in AXES}
+
+    def expand(self) -> list[Run]:
+        """Every run, in nesting order; each config checked (a bad one fails the whole sweep before any starts)."""
+        for name in self.backends:
+            if not _SAFE_NAME.match(name):
+                raise ConfigError(f"backend name {name!r} cannot name a folder; use letters, digits and -_.+")
+        runs, seen = [], set()
+        for backend in self.backends:
+            for model in self.models:
+                for batch in self.batch_sizes:
+                    for lr in self.lrs:
+                        for epochs in self.epochs:
+                            for seed in self.seeds:
+                                cfg = TrainConfig(
+                                    backend=backend, model=model, batch_size=batch, lr=lr, epochs=epochs, seed=seed, **self.run
+                                ).resolved()
+                                name = f"{backend}-{model}-bs{cfg.batch_size}-lr{cfg.lr:g}-ep{cfg.epochs}-seed{cfg.seed}"
+                                if name not in seen:  # e.g. --batch-sizes 128 and the model's default 128
+                                    seen.add(name)
+                                    runs.append(Run(name, cfg))
+        return runs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"``, ``"0,3,7"`` or ``"0-2,10"`` as a sorted list without repeats."""
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ConfigError(f"--seeds {text!r}: {part!r} is not a seed or a range like 0-4")
+        low, high = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if high < low or high - low >= 10_000:
+            raise ConfigError(f"--seeds {text!r}: {part!r} is not a range of at most 10,000 seeds, low to high")
+        seeds.update(range(low, high + 1))
+    return sorted(seeds)
+
+
+def _as_list(key: str, value: Any, kind: type) -> list:
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for v in values:
+        if isinstance(v, str) and kind is not str:
+            try:
+                v = kind(v)
+            except ValueError:
+                raise ConfigError(f"{key}: {v!r} is not {kind.__name__}") from None
+        if isinstance(v, bool) or not isinstance(v, (kind, int) if kind is float else kind):
+            raise ConfigError(f"{key}: {v!r} is not {kind.__name__}")
+        out.append(kind(v))
+    if not out:
+        raise ConfigError(f"{key} is empty; give at least one value")
+    return out
+
+
+_TOML_AXES = {"backends": str, "models": str, "batch_sizes": int, "lr": float, "epochs": int}
+_TOML_RUN = {
+    "dataset": str,
+    "latent_dim": int,
+    "binarize": bool,
+    "device": str,
+    "limit_train": int,
+    "threads": int,
+    "compile": bool,
+    "options": dict,
+    "precision": str,
+    "eval_k": int,
+}
+_TOML_SWEEP = {"data_dir": str, "tensorboard": bool, "exclusive": bool, "storage": str, "address": str, "max_retries": int}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A sweep file's settings as keyword values for :func:`make_grid` (keys as the flags, ``-`` or ``_``)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); see README's sweep section for an example") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        norm = key.replace("-", "_")
+        norm = {"batch_size": "batch_sizes", "backend": "backends", "model": "models", "seed": "seeds"}.get(norm, norm)
+        if norm == "seeds":
+            out["seeds"] = parse_seeds(",".join(map(str, value)) if isinstance(value, list) else value)
+        elif norm in _TOML_AXES:
+            out[norm] = _as_list(f"{path}: {key}", value, _TOML_AXES[norm])
+        elif norm in _TOML_RUN or norm in _TOML_SWEEP:
+            kind = {**_TOML_RUN, **_TOML_SWEEP}[norm]
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+                raise ConfigError(f"{path}: {key} = {value!r} is not {kind.__name__}")
+            out[norm] = {k: str(v) for k, v in value.items()} if kind is dict else value
+        else:
+            known = sorted({*_TOML_AXES, "seeds", *_TOML_RUN, *_TOML_SWEEP})
+            raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
+    return out
+
+
+def make_grid(settings: dict[str, Any]) -> Grid:
+    """A :class:`Grid` from merged TOML and flag values (``backends``, ``models``, ``seeds``, ``lr``, ...)."""
+    if not settings.get("backends"):
+        raise ConfigError("no backends: give --backends torch,jax (or backends = [...] in the TOML file)")
+    if not settings.get("models"):
+        raise ConfigError("no models: give --models mlp,conv (or models = [...] in the TOML file)")
+    run = {k: settings[k] for k in RUN_OPTIONS if settings.get(k) is not None}
+    return Grid(
+        backends=list(settings["backends"]),
+        models=list(settings["models"]),
+        seeds=list(settings.get("seeds") or [0]),
+        batch_sizes=list(settings.get("batch_sizes") or [None]),
+        lrs=list(settings.get("lr") or [1e-3]),
+        epochs=list(settings.get("epochs") or [None]),
+        run=run,
+    )
+
+
+def default_sweep_dir(root: Path | None = None) -> Path:
+    """``<root>/<UTC timestamp>``; ``root`` is ``results/sweeps`` unless a shared ``--storage`` is given."""
+    return (root or Path("results/sweeps")) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_record(grid: Grid, runs: list[Run], settings: dict[str, Any]) -> dict[str, Any]:
+    """The first ``sweep.json`` of a sweep: every run pending."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "vaebench-sweep",
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "grid": grid.axes(),
+        "settings": {**settings, "run": grid.run},
+        "runs": [{"name": r.name, "status": PENDING, "config": r.config.to_dict(), "folder": None, "attempts": 0} for r in runs],
+        "sessions": [],
+    }
+
+
+def read_record(sweep_dir: Path) -> dict[str, Any]:
+    """``sweep.json`` of ``sweep_dir``, checked."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise ConfigError(f"{sweep_dir} holds no {SWEEP_FILE}; give the folder `vaebench sweep` printed")
+    record = read_json(path, "it is not a sweep record vaebench wrote")
+    check(record, SWEEP_SCHEMA, path, "it is not a sweep record this vaebench can read")
+    if record["schema_version"] != SCHEMA_VERSION or record["kind"] != "vaebench-sweep":
+        raise VaebenchError(f"{path} is a {record['kind']!r} record, version {record['schema_version']}; not a sweep")
+    for run in record["runs"]:
+        folder = run.get("folder")
+        if (
+            run["status"] not in SWEEP_STATUSES
+            or not _SAFE_RUN.match(run["name"])
+            or folder not in (None, f"{RUNS}/{run['name']}")  # a damaged or hostile record must not point elsewhere
+        ):
+            raise VaebenchError(
+                f"{path}: run {run['name'][:60]!r} (status {run['status'][:30]!r}, folder {str(folder)[:60]!r}) is not one "
+                "vaebench wrote; the file is damaged: start a new sweep"
+            )
+    return record
+
+
+def write_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """Atomically replace ``sweep.json``."""
+    atomic_write_json(Path(sweep_dir) / SWEEP_FILE, record)
+
+
+def run_folder(sweep_dir: Path, entry: dict[str, Any]) -> Path | None:
+    """Where a run's folder is, if it has one (always ``<sweep>/runs/<name>``)."""
+    return Path(sweep_dir) / entry["folder"] if entry.get("folder") else None
+
+
+def counts(record: dict[str, Any]) -> dict[str, int]:
+    """How many runs are in each state."""
+    out = dict.fromkeys(SWEEP_STATUSES, 0)
+    for run in record["runs"]:
+        out[run["status"]] += 1
+    return out
