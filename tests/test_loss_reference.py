@@ -54,14 +54,16 @@ def _windows_conv(x, k, stride, pad):
     return y
 
 
-@pytest.mark.parametrize("size, stride", [(8, 1), (8, 2), (7, 2)])
-def test_reference_conv_and_its_transpose_are_adjoint(size, stride):
-    from vaebench.model.layers import same_padding
+@pytest.mark.parametrize(
+    "size, stride, rule", [(8, 1, "same"), (8, 2, "same"), (7, 2, "same"), (14, 2, "symmetric"), (7, 2, "symmetric")]
+)
+def test_reference_conv_and_its_transpose_are_adjoint(size, stride, rule):
+    from vaebench.model.layers import same_padding, symmetric_padding
 
     gen = np.random.default_rng(2)
     x = gen.normal(size=(2, size, size, 3))
     k = gen.normal(size=(3, 3, 3, 4))
-    pad = same_padding(size, 3, stride)
+    pad = same_padding(size, 3, stride) if rule == "same" else symmetric_padding(3)
     y = reference.conv2d(x, k, stride, pad)
     assert np.allclose(y, _windows_conv(x, k, stride, pad))
     # <conv(x), v> == <x, conv_transpose(v)>, the transposed kernel stored (h, w, in=4, out=3)
@@ -71,7 +73,7 @@ def test_reference_conv_and_its_transpose_are_adjoint(size, stride):
     assert np.vdot(y, v) == pytest.approx(np.vdot(x, xt), rel=1e-10)
 
 
-@pytest.mark.parametrize("name", ["mlp", "conv", "blog"])
+@pytest.mark.parametrize("name", ["mlp", "conv", "blog", "conv-sym"])
 def test_reference_forward_shapes(name):
     spec = get_model(name).spec
     params = init_params(spec, 0)
@@ -80,3 +82,22 @@ def test_reference_forward_shapes(name):
     terms = reference.evaluate(spec, params, x, eps)
     assert all(t.shape == (2,) for t in terms)
     assert np.all(terms.recon > 0) and np.all(terms.kl >= 0)
+
+
+@pytest.mark.parametrize("name", ["conv", "conv-sym"])
+def test_reference_gradients_match_finite_differences(name):
+    """The hand-written backward pass, through every padding and crop, against central differences."""
+    spec = get_model(name).spec
+    gen = np.random.default_rng(1)
+    params = {k: v + gen.normal(0, 0.05, v.shape) for k, v in init_params(spec, 0).items()}
+    x, eps = gen.random((2, 28, 28, 1)), gen.standard_normal((2, spec.latent_dim))
+    _, grads = reference.loss_and_grads(spec, params, x, eps)
+    for key in ("encoder/0/kernel", "encoder/1/kernel", "decoder/2/kernel", "decoder/3/kernel", "decoder/4/kernel"):
+        for index in [tuple(gen.integers(0, n) for n in params[key].shape) for _ in range(3)]:
+            h, shifted = 1e-5, []
+            for sign in (1, -1):
+                p = dict(params)
+                p[key] = params[key].copy()
+                p[key][index] += sign * h
+                shifted.append(reference.loss_and_grads(spec, p, x, eps)[0])
+            assert grads[key][index] == pytest.approx((shifted[0] - shifted[1]) / (2 * h), rel=1e-4, abs=1e-6), (key, index)

@@ -15,6 +15,7 @@ from vaebench.model.weights import check_params, init_params, load_params, save_
         ("mlp", 784 * 400 + 400 + 2 * (400 * 20 + 20) + 20 * 400 + 400 + 400 * 784 + 784),
         # keras.io VAE model summaries: encoder 69,076 and decoder 65,089 parameters
         ("conv", 69_076 + 65_089),
+        ("conv-sym", 69_076 + 65_089),  # the same network, another padding rule
         # the blog's network: 4 encoder convs, Dense 32, two heads; Dense 50176, 5 decoder convs
         (
             "blog",
@@ -38,6 +39,7 @@ def test_defaults_of_each_source():
     assert {n: (m.spec.latent_dim, m.batch_size, m.epochs) for n, m in MODELS.items()} == {
         "blog": (2, 512, 100),
         "conv": (2, 128, 30),
+        "conv-sym": (2, 128, 30),
         "mlp": (20, 128, 10),
     }
 
@@ -49,6 +51,33 @@ def test_layer_shapes_and_tensorflow_same_padding():
     assert ("decoder/2", (14, 14, 64), (0, 1)) in shapes
     assert shapes[-1] == ("decoder/4", (28, 28, 1), (1, 1))
     assert same_padding(28, 3, 1) == (1, 1) and same_padding(7, 3, 2) == (1, 1)
+    crops = {i.name: i.crop for i in conv.layers()}
+    assert crops["decoder/2"] == (0, 1) and crops["decoder/4"] == (1, 1) and crops["encoder/0"] == (0, 0)
+
+
+def test_symmetric_padding_is_what_frameworks_compute_natively():
+    """conv-sym: pad 1 both sides; a stride-2 transposed 3x3 is ConvTranspose2d(padding=1, output_padding=1)."""
+    layers = {i.name: i for i in get_model("conv-sym").spec.layers()}
+    assert [layers[n].out_shape for n in ("encoder/0", "encoder/1")] == [(14, 14, 32), (7, 7, 64)]
+    assert layers["encoder/0"].padding == layers["encoder/1"].padding == (1, 1)
+    up = layers["decoder/2"]
+    assert up.out_shape == (14, 14, 64) and up.padding == (1, 1) and up.crop == (1, 0)
+    # torch: out = (in-1)*s - 2*padding + k + output_padding
+    assert up.output_padding == 1 and (7 - 1) * 2 - 2 * up.crop[0] + 3 + up.output_padding == 14
+    assert up.dilated_padding == (1, 2)  # XLA's conv_transpose: k-1-crop
+    last = layers["decoder/4"]
+    assert last.crop == (1, 1) and last.output_padding == 0
+    same = {i.name: i for i in get_model("conv").spec.layers()}["decoder/2"]
+    assert same.output_padding is None and same.dilated_padding == (2, 1)  # TF 'same' crops after only
+
+
+def test_a_padding_rule_that_cannot_keep_the_size_is_refused():
+    from vaebench.model.layers import Conv2D, ModelSpec
+
+    with pytest.raises(ConfigError, match="padding must be one of"):
+        ModelSpec("x", (Conv2D(4, padding="valid"),), (), 2).encoder_layers()
+    with pytest.raises(ConfigError, match="cannot map 28 to 28"):
+        ModelSpec("x", (Conv2D(4, kernel=4, padding="symmetric"),), (), 2).encoder_layers()
 
 
 def test_latent_override_changes_heads_and_decoder_input():
@@ -95,7 +124,7 @@ def test_the_old_name_seed_still_means_the_blog_network_in_files_and_warns_on_th
     assert "warning: model 'seed' is now called 'blog'" in result.output
     assert result.output.count("numpy-blog-bs512") == 1
     bad = CliRunner().invoke(cli, ["parity", "--model", "resnet"])
-    assert bad.exit_code == 2 and "choose one of blog, conv, mlp" in bad.output
+    assert bad.exit_code == 2 and "choose one of blog, conv, conv-sym, mlp" in bad.output
     (tmp_path / "r").mkdir()
     cfg = {**TrainConfig(model="blog").resolved().to_dict(), "model": "seed"}
     metrics = {"schema_version": 1, "status": "completed", "config": cfg, "history": [], "final": {"test_neg_elbo": 1.0}}

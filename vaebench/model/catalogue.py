@@ -1,24 +1,19 @@
-"""Declarative model specs and run settings: the one place a network is defined.
+"""The model catalogue: every network the suite trains, as a spec plus its source's training defaults.
 
-A backend never decides a layer size, a padding or a flattening order: it walks
-:meth:`ModelSpec.layers`, which gives every layer with its static input and
-output shapes (always channels-last, ``(height, width, channels)`` or
-``(features,)``) and, for convolutions, the exact TensorFlow-style ``'same'``
-padding. TensorFlow pads an even-sized stride-2 input asymmetrically (nothing
-before, one pixel after); PyTorch's ``padding=1`` would shift the sampling grid
-by a pixel. Spelling the padding out here keeps every backend on one grid.
-
-Flattening is in ``(h, w, c)`` order and reshaping fills ``(h, w, c)``, the
-Keras convention of the source blog; backends whose tensors are ``NCHW`` must
-permute before flattening (a free view on channels-last memory).
+Each model names its source. ``conv`` is the keras.io example as written (TensorFlow's
+``'same'`` padding); ``conv-sym`` is the same network with the symmetric padding
+every framework computes natively, so a reader can see what the padding rule
+costs or changes (the same FLOPs and parameter shapes; canonical weights are made
+per parameter name, so for a seed both models start from the same numbers).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from vaebench.errors import ConfigError
-from vaebench.model.layers import Conv2D, Dense, Flatten, ModelSpec, Reshape
+from vaebench.model.layers import Conv2D, Dense, Flatten, ModelSpec, Padding, Reshape
 
 
 @dataclass(frozen=True)
@@ -37,17 +32,24 @@ def _blog() -> ModelDefaults:
     return ModelDefaults(ModelSpec("blog", enc, dec, latent_dim=2, source=src), batch_size=512, epochs=100)
 
 
-def _conv() -> ModelDefaults:
-    enc = (Conv2D(32, stride=2, activation="relu"), Conv2D(64, stride=2, activation="relu"), Flatten(), Dense(16, "relu"))
+def _conv(name: str = "conv", padding: Padding = "same", src: str = "keras.io examples/generative/vae.py") -> ModelDefaults:
+    conv = partial(Conv2D, padding=padding)
+    enc = (conv(32, stride=2, activation="relu"), conv(64, stride=2, activation="relu"), Flatten(), Dense(16, "relu"))
     dec = (
         Dense(7 * 7 * 64, "relu"),
         Reshape((7, 7, 64)),
-        Conv2D(64, stride=2, activation="relu", transpose=True),
-        Conv2D(32, stride=2, activation="relu", transpose=True),
-        Conv2D(1, transpose=True),
+        conv(64, stride=2, activation="relu", transpose=True),
+        conv(32, stride=2, activation="relu", transpose=True),
+        conv(1, transpose=True),
     )
-    src = "keras.io examples/generative/vae.py"
-    return ModelDefaults(ModelSpec("conv", enc, dec, latent_dim=2, source=src), batch_size=128, epochs=30)
+    return ModelDefaults(ModelSpec(name, enc, dec, latent_dim=2, source=src), batch_size=128, epochs=30)
+
+
+def _conv_sym() -> ModelDefaults:
+    src = (
+        "keras.io examples/generative/vae.py, symmetric padding (Conv2d(padding=1), ConvTranspose2d(padding=1, output_padding=1))"
+    )
+    return _conv("conv-sym", "symmetric", src)
 
 
 def _mlp() -> ModelDefaults:
@@ -57,7 +59,7 @@ def _mlp() -> ModelDefaults:
     return ModelDefaults(ModelSpec("mlp", enc, dec, latent_dim=20, source=src), batch_size=128, epochs=10)
 
 
-MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _mlp())}
+MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp())}
 DEFAULT_MODEL = "conv"
 DATASETS = ("mnist", "fashion-mnist")
 # old model names still read: files written before a rename keep working; the command line warns

@@ -3,10 +3,15 @@
 A backend never decides a layer size, a padding or a flattening order: it walks
 :meth:`ModelSpec.layers`, which gives every layer with its static input and
 output shapes (always channels-last, ``(height, width, channels)`` or
-``(features,)``) and, for convolutions, the exact TensorFlow-style ``'same'``
-padding. TensorFlow pads an even-sized stride-2 input asymmetrically (nothing
-before, one pixel after); PyTorch's ``padding=1`` would shift the sampling grid
-by a pixel. Spelling the padding out here keeps every backend on one grid.
+``(features,)``) and, for convolutions, the exact padding in pixels: the
+input padding of a convolution, the crop of a transposed one. A convolution's
+``padding`` mode says which rule the spec follows: ``"same"`` is TensorFlow's
+(an even-sized stride-2 input is padded asymmetrically, nothing before and one
+pixel after, so PyTorch's ``padding=1`` would shift the sampling grid by a
+pixel); ``"symmetric"`` is what PyTorch and most hand-written networks compute
+natively (``(k-1)//2`` on both sides, and ``ConvTranspose2d(padding=1,
+output_padding=1)`` for a stride-2 transposed 3x3). Spelling the numbers out
+here keeps every backend on one grid, whichever rule a model uses.
 
 Flattening is in ``(h, w, c)`` order and reshaping fills ``(h, w, c)``, the
 Keras convention of the source blog; backends whose tensors are ``NCHW`` must
@@ -23,6 +28,8 @@ from typing import Literal
 from vaebench.errors import ConfigError
 
 Activation = Literal["relu"] | None
+Padding = Literal["same", "symmetric"]
+PADDINGS: tuple[Padding, ...] = ("same", "symmetric")
 Shape = tuple[int, ...]
 
 
@@ -36,12 +43,14 @@ class Dense:
 
 @dataclass(frozen=True)
 class Conv2D:
-    """3x3-style convolution with 'same' padding.
+    """Square convolution that keeps ``ceil(size / stride)`` pixels a side (or multiplies by ``stride``, transposed).
 
     Kernel ``(kh, kw, in, out)``. With ``transpose=True`` it is the transposed
-    convolution (the gradient of a 'same' convolution of the same stride), its
-    kernel still stored ``(kh, kw, in, out)`` where ``in`` is the channels it
-    reads, so that all convolution kernels share one canonical layout.
+    convolution (the gradient of a convolution of the same stride and padding
+    rule), its kernel still stored ``(kh, kw, in, out)`` where ``in`` is the
+    channels it reads, so that all convolution kernels share one canonical layout.
+    ``padding`` is the rule the pixels come from (:data:`PADDINGS`, see the module
+    docstring); :class:`LayerInfo` carries the resulting numbers.
     """
 
     filters: int
@@ -49,6 +58,7 @@ class Conv2D:
     stride: int = 1
     activation: Activation = None
     transpose: bool = False
+    padding: Padding = "same"
 
 
 @dataclass(frozen=True)
@@ -77,14 +87,26 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def symmetric_padding(kernel: int) -> tuple[int, int]:
+    """``(k-1)//2`` on both sides: PyTorch's ``Conv2d(padding=1)`` for a 3x3 kernel."""
+    return (kernel - 1) // 2, (kernel - 1) // 2
+
+
 @dataclass(frozen=True)
 class LayerInfo:
-    """A layer in place: its canonical name, shapes and padding.
+    """A layer in place: its canonical name, shapes, and the paddings a backend applies.
 
-    ``padding`` is ``(before, after)`` per spatial axis (both axes are equal in
-    every model here). For a transposed convolution it is the padding of the
-    forward convolution it transposes: the backend computes the full transposed
-    output ``(in-1)*stride + kernel`` and keeps ``[before : before + out]``.
+    Both are ``(before, after)`` per spatial axis (both axes are equal in every
+    model here), and a backend uses them as given:
+
+    * ``padding``: a convolution pads its input by it. For a transposed
+      convolution it is the padding of the forward convolution it transposes.
+    * ``crop``: a transposed convolution computes the full output
+      ``(in-1)*stride + kernel`` a side and drops ``crop`` pixels from it,
+      keeping ``[before : full - after]`` (``out`` pixels). ``(0, 0)`` otherwise.
+
+    :attr:`dilated_padding` and :attr:`output_padding` are the same crop in the
+    two conventions frameworks take.
     """
 
     name: str
@@ -92,6 +114,21 @@ class LayerInfo:
     in_shape: Shape
     out_shape: Shape
     padding: tuple[int, int] = (0, 0)
+    crop: tuple[int, int] = (0, 0)
+
+    @property
+    def dilated_padding(self) -> tuple[int, int]:
+        """A transposed convolution as a forward one: the padding of its stride-dilated input
+        before a stride-1 convolution with the flipped kernel, ``kernel - 1 - crop`` (XLA's ``conv_transpose``)."""
+        k = self.layer.kernel  # type: ignore[union-attr]
+        return k - 1 - self.crop[0], k - 1 - self.crop[1]
+
+    @property
+    def output_padding(self) -> int | None:
+        """PyTorch's and Keras' ``ConvTranspose(padding=crop[0], output_padding=...)`` for this crop, or
+        ``None`` when that convention cannot say it (``crop[0] < crop[1]``, or the difference reaches the stride)."""
+        extra = self.crop[0] - self.crop[1]
+        return extra if 0 <= extra < self.layer.stride else None  # type: ignore[union-attr]
 
     @property
     def key(self) -> str:
@@ -110,31 +147,49 @@ class LayerInfo:
         return {}
 
 
-def _infer(layer: Layer, shape: Shape) -> tuple[Shape, tuple[int, int]]:
+def _conv_padding(layer: Conv2D, size: int, out: int) -> tuple[int, int]:
+    """The input padding of a forward convolution from ``size`` to ``out`` pixels under the layer's rule."""
+    if layer.padding == "same":
+        return same_padding(size, layer.kernel, layer.stride)
+    if layer.padding != "symmetric":
+        raise ConfigError(f"Conv2D padding must be one of {', '.join(PADDINGS)}, got {layer.padding!r}")
+    pad = symmetric_padding(layer.kernel)
+    if (size + sum(pad) - layer.kernel) // layer.stride + 1 != out:
+        k, s = layer.kernel, layer.stride
+        raise ConfigError(f"symmetric padding of a {k}x{k} stride-{s} conv cannot map {size} to {out}")
+    return pad
+
+
+def _infer(layer: Layer, shape: Shape) -> tuple[Shape, tuple[int, int], tuple[int, int]]:
+    """Output shape, padding and crop of ``layer`` on an input of ``shape``."""
     if isinstance(layer, Dense):
         if len(shape) != 1:
             raise ConfigError(f"Dense needs a flat input, got {shape}: put a Flatten before it")
-        return (layer.units,), (0, 0)
+        return (layer.units,), (0, 0), (0, 0)
     if isinstance(layer, Flatten):
         n = 1
         for s in shape:
             n *= s
-        return (n,), (0, 0)
+        return (n,), (0, 0), (0, 0)
     if isinstance(layer, Reshape):
         n = 1
         for s in layer.shape:
             n *= s
         if (n,) != tuple(shape):
             raise ConfigError(f"Reshape to {layer.shape} needs {n} features, got {shape}")
-        return tuple(layer.shape), (0, 0)
+        return tuple(layer.shape), (0, 0), (0, 0)
     h, w, _ = shape
     if h != w:
         raise ConfigError("only square feature maps are supported")
     if layer.transpose:
         out = h * layer.stride
-        return (out, out, layer.filters), same_padding(out, layer.kernel, layer.stride)
+        pad = _conv_padding(layer, out, h)
+        full = (h - 1) * layer.stride + layer.kernel
+        if full - pad[0] < out:
+            raise ConfigError(f"a transposed {layer.kernel}x{layer.kernel} stride-{layer.stride} conv cannot make {out} pixels")
+        return (out, out, layer.filters), pad, (pad[0], full - pad[0] - out)
     out = -(-h // layer.stride)
-    return (out, out, layer.filters), same_padding(h, layer.kernel, layer.stride)
+    return (out, out, layer.filters), _conv_padding(layer, h, out), (0, 0)
 
 
 @dataclass(frozen=True)
@@ -161,8 +216,8 @@ class ModelSpec:
 
     def _walk(self, prefix: str, layers: tuple[Layer, ...], shape: Shape) -> Iterator[LayerInfo]:
         for i, layer in enumerate(layers):
-            out, pad = _infer(layer, shape)
-            yield LayerInfo(f"{prefix}/{i}", layer, shape, out, pad)
+            out, pad, crop = _infer(layer, shape)
+            yield LayerInfo(f"{prefix}/{i}", layer, shape, out, pad, crop)
             shape = out
 
     def encoder_layers(self) -> list[LayerInfo]:

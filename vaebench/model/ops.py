@@ -1,24 +1,20 @@
-"""The backend contract: what a plugin translates, documented once, here.
+"""The array primitives the core's maths is written in (:class:`Ops`), and the loss terms it returns.
 
-A plugin provides a :class:`Backend` subclass (registered under the entry-point
-group ``vaebench.backends``) whose :meth:`Backend.build` returns a
-:class:`Model`. Everything crosses the boundary as NumPy:
+:mod:`vaebench.model.loss` computes the VAE objective on an :class:`Ops` a plugin
+supplies, so the loss is defined once in the suite. :class:`ArrayOps` builds one
+from any array module that uses NumPy's names (``torch``, ``jax.numpy``,
+``keras.ops``), so a plugin states only what its framework does differently.
 
-* images ``x``: ``(batch, 28, 28, 1)`` float32 in ``[0, 1]`` (channels-last);
-* noise ``eps``: ``(batch, latent_dim)`` float32 standard normal, drawn by the
-  core so every backend sees the same reparameterisation noise;
-* latent points ``z``: ``(n, latent_dim)`` float32;
-* parameters: the canonical dict of :mod:`vaebench.model.weights`.
-
-The public methods of :class:`Model` check shapes and dtypes (so a wrong input
-is the core's :class:`~vaebench.errors.ShapeError`, never a framework
-traceback) and call the ``_``-prefixed hooks a plugin implements. The maths a
-plugin runs (reparameterisation, the loss) comes from :mod:`vaebench.model.loss`,
-written once on the tiny :class:`Ops` namespace each plugin supplies.
+Why not the Python array API (``array-api-compat``): it would replace three
+short tables with a dependency, and not even those: it has no ``relu`` (the
+frameworks' own ``relu`` kernels are what the compiled steps fuse today; a
+``maximum(x, 0)`` is another op, with another gradient at 0 in JAX), no fused
+BCE, and ``keras.ops`` is outside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 
@@ -63,3 +59,25 @@ class LossTerms(NamedTuple):
     neg_elbo: Any
     recon: Any
     kl: Any
+
+
+class ArrayOps:
+    """:class:`Ops` from an array module with NumPy's names (``exp``, ``log1p``, ``abs``, ``mean``, ``sum``).
+
+    ``relu`` is the framework's own (a fused kernel, the gradient it defines at 0);
+    ``overrides`` replace any other primitive, e.g. torch's ``flatten`` view or a
+    fused ``bce_with_logits``.
+    """
+
+    def __init__(self, xp: Any, relu: Callable[[Any], Any], **overrides: Callable[..., Any]) -> None:
+        self.exp, self.log1p, self.abs, self.mean, self.relu = xp.exp, xp.log1p, xp.abs, xp.mean, relu
+        self._sum = xp.sum
+        vars(self).update(overrides)
+
+    def flatten(self, x: Any) -> Any:
+        """``(B, ...) -> (B, D)`` by ``reshape``."""
+        return x.reshape(x.shape[0], -1)
+
+    def sum_per_example(self, x: Any) -> Any:
+        """``sum(x, axis=-1)``."""
+        return self._sum(x, axis=-1)

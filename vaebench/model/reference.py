@@ -26,10 +26,12 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, stride: int, padding: tuple[int, i
     return np.einsum("bhwcij,ijco->bhwo", windows, kernel, optimize=True)
 
 
-def conv2d_transpose(x: np.ndarray, kernel: np.ndarray, stride: int, padding: tuple[int, int], out: int) -> np.ndarray:
+def conv2d_transpose(x: np.ndarray, kernel: np.ndarray, stride: int, crop: tuple[int, int], out: int) -> np.ndarray:
     """The adjoint of :func:`conv2d` (TensorFlow's ``conv2d_transpose``), ``out`` pixels a side.
 
-    ``kernel`` is ``(kh, kw, in, out)`` with ``in`` the channels of ``x``.
+    ``kernel`` is ``(kh, kw, in, out)`` with ``in`` the channels of ``x``. The full
+    ``(h-1)*stride + k`` output loses ``crop[0]`` pixels before; ``out`` are kept
+    (so ``crop[1]`` after, :attr:`~vaebench.model.layers.LayerInfo.crop`).
     """
     b, h, w, _ = x.shape
     k = kernel.shape[0]
@@ -38,7 +40,7 @@ def conv2d_transpose(x: np.ndarray, kernel: np.ndarray, stride: int, padding: tu
     for di in range(k):
         for dj in range(k):
             y[:, di : di + (h - 1) * stride + 1 : stride, dj : dj + (w - 1) * stride + 1 : stride] += x @ kernel[di, dj]
-    before = padding[0]
+    before = crop[0]
     return y[:, before : before + out, before : before + out]
 
 
@@ -53,7 +55,7 @@ def apply_layer(info: LayerInfo, params: Mapping[str, np.ndarray], x: np.ndarray
     if isinstance(layer, Dense):
         y = x @ w + b
     elif isinstance(layer, Conv2D) and layer.transpose:
-        y = conv2d_transpose(x, w, layer.stride, info.padding, info.out_shape[0]) + b
+        y = conv2d_transpose(x, w, layer.stride, info.crop, info.out_shape[0]) + b
     else:
         y = conv2d(x, w, layer.stride, info.padding) + b
     return np.maximum(y, 0) if layer.activation == "relu" else y
@@ -117,16 +119,16 @@ def _layer_backward(
         return dy @ w.T
     k, s, pad = layer.kernel, layer.stride, info.padding
     if layer.transpose:
-        # y = crop(full); dW[di,dj,c,o] = sum x[b,i,j,c] * dfull[b, i*s+di, j*s+dj, o]; dx = conv2d(dy, W^T)
-        full = (x.shape[1] - 1) * s + k
-        dfull = np.pad(dy, ((0, 0), (pad[0], full - pad[0] - dy.shape[1]), (pad[0], full - pad[0] - dy.shape[2]), (0, 0)))
+        # y = crop(full); dfull = dy padded back by the crop; dW[di,dj,c,o] = sum x[b,i,j,c] * dfull[b, i*s+di, j*s+dj, o];
+        # dx = the stride-s correlation of dfull with W^T
+        dfull = np.pad(dy, ((0, 0), info.crop, info.crop, (0, 0)))
         windows = sliding_window_view(dfull, (k, k), axis=(1, 2))[:, ::s, ::s]
         grads[f"{info.name}/kernel"] = np.einsum("bhwc,bhwoij->ijco", x, windows, optimize=True)
-        return conv2d(dy, w.transpose(0, 1, 3, 2), s, pad)
+        return conv2d(dfull, w.transpose(0, 1, 3, 2), s, (0, 0))
     xp = np.pad(x, ((0, 0), pad, pad, (0, 0)))
     windows = sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::s, ::s]
     grads[f"{info.name}/kernel"] = np.einsum("bhwcij,bhwo->ijco", windows, dy, optimize=True)
-    return conv2d_transpose(dy, w.transpose(0, 1, 3, 2), s, pad, x.shape[1])
+    return conv2d_transpose(dy, w.transpose(0, 1, 3, 2), s, pad, x.shape[1])  # the forward padding is its crop
 
 
 def _forward_cached(

@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from vaebench.errors import BackendError
+from vaebench.plugin.environment import Environment
 from vaebench.plugin.host import cpu_model, set_xla_threads
 
 ENGINES = ("torch", "jax", "tensorflow")
@@ -122,3 +123,29 @@ def peak_gpu_memory_mb(engine: str) -> float | None:
         stats = module.devices("gpu")[0].memory_stats() or {}
         return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
     return module.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def setup(engine: str, backend: Any, who: str, hint: str = "use --device cpu") -> str:
+    """Apply the backend's ``--threads`` and ``--precision`` to ``engine`` and resolve its ``--device``:
+    what every plugin's constructor does once its engine is imported. Returns ``cpu`` or ``cuda``."""
+    configure(engine, backend.threads, backend.precision)
+    return resolve_device(backend.device, engine, who, hint)
+
+
+def environment(
+    engine: str, backend: Any, framework: str, execution: str, versions: dict[str, str], extra: dict[str, Any] | None = None
+) -> Environment:
+    """The plugin's :class:`Environment` with every field ``engine`` answers filled here: the engine's
+    version, device name, threads, precision and matmul precision. The plugin adds only what is its
+    own: its framework family, how a step runs, other libraries' versions, framework-only settings."""
+    return Environment(
+        framework=framework,
+        versions={engine: _engine(engine).__version__, **versions},
+        device=backend.device_kind,
+        device_name=device_name(engine, backend.device_kind),
+        threads=threads(engine, backend.threads),
+        precision=backend.precision,
+        float32_matmul_precision=matmul_precision(engine),
+        execution=execution,
+        extra=extra or {},
+    )

@@ -32,3 +32,16 @@ def test_unknown_option_and_missing_cuda_are_clear():
     if not torch.cuda.is_available():
         with pytest.raises(BackendError, match="sees no GPU; use --device cpu"):
             TorchBackend(device="cuda")
+
+
+def test_the_specs_paddings_are_torchs_own_where_torch_can_say_them():
+    """conv-sym is native torch (Conv2d(padding=1), ConvTranspose2d(padding=1, output_padding=1)); conv's TF 'same'
+    padding needs an explicit pad before its stride-2 convs and a crop after its stride-2 transposed ones."""
+    from torch import nn
+
+    sym = TorchBackend(device="cpu").build(get_model("conv-sym").spec, AdamConfig()).net.built
+    assert all(type(m) in (nn.Linear, nn.Conv2d, nn.ConvTranspose2d) for m in sym.values())
+    assert sym["encoder/0"].padding == (1, 1) and sym["decoder/2"].output_padding == (1, 1)
+    same = TorchBackend(device="cpu").build(get_model("conv").spec, AdamConfig()).net.built
+    assert type(same["encoder/0"]) is not nn.Conv2d and type(same["decoder/2"]) is not nn.ConvTranspose2d
+    assert type(same["decoder/4"]) is nn.ConvTranspose2d and same["decoder/4"].padding == (1, 1)

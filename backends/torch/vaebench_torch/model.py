@@ -1,0 +1,201 @@
+"""The PyTorch side of the plugin (imported by :class:`~vaebench_torch.TorchBackend`).
+
+Tensors between layers are NCHW, on channels-last memory with ``layout=nhwc``:
+Flatten permutes to ``(h, w, c)`` order first and Reshape permutes back, as the
+spec's flattening order asks. The spec's paddings map onto torch's own where
+they can (``Conv2d(padding=p)`` for a symmetric pad, ``ConvTranspose2d(padding,
+output_padding)`` for a crop it can say); otherwise an explicit ``F.pad`` or a slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaebench.model.config import AdamConfig
+from vaebench.model.layers import LayerInfo, ModelSpec
+from vaebench.model.layouts import adam_state
+from vaebench.model.loss import recon_nll
+from vaebench.model.ops import ArrayOps
+from vaebench.plugin import walk
+from vaebench.plugin.contract import Model
+
+# the fused BCE is one kernel of the core's formula (stable, unclipped), forward and backward
+OPS = ArrayOps(
+    torch,
+    torch.relu,
+    flatten=lambda x: x.flatten(1),
+    bce_with_logits=lambda logits, targets: F.binary_cross_entropy_with_logits(logits, targets, reduction="none"),
+)
+
+
+class Layers:
+    """The spec's layers as ``torch.nn`` modules and functions on NCHW tensors."""
+
+    relu = staticmethod(torch.relu)
+
+    @staticmethod
+    def dense(info: LayerInfo) -> nn.Module:
+        return nn.Linear(info.in_shape[0], info.layer.units)
+
+    @staticmethod
+    def conv(info: LayerInfo) -> Any:
+        layer, (before, after) = info.layer, info.padding
+        conv = nn.Conv2d(info.in_shape[-1], layer.filters, layer.kernel, layer.stride, padding=before if before == after else 0)
+        if before == after:
+            return conv
+        return _Padded(conv, lambda x: F.pad(x, (before, after, before, after)))
+
+    @staticmethod
+    def conv_transpose(info: LayerInfo) -> Any:
+        layer, (before, after), extra = info.layer, info.crop, info.output_padding
+        native = before == after or extra is not None
+        conv = nn.ConvTranspose2d(
+            info.in_shape[-1],
+            layer.filters,
+            layer.kernel,
+            layer.stride,
+            padding=before if native else 0,
+            output_padding=extra or 0,
+        )
+        if native:
+            return conv
+        out = info.out_shape[0]
+        return _Cropped(conv, lambda y: y[:, :, before : before + out, before : before + out])
+
+    @staticmethod
+    def flatten(info: LayerInfo) -> Any:
+        if len(info.in_shape) == 3:
+            return lambda x: x.permute(0, 2, 3, 1).flatten(1)
+        return lambda x: x.flatten(1)
+
+    @staticmethod
+    def reshape(info: LayerInfo) -> Any:
+        shape = info.layer.shape
+        return lambda x: x.view(x.shape[0], *shape).permute(0, 3, 1, 2)
+
+
+class _Padded(nn.Module):
+    """A convolution reading its input padded first (the spec's asymmetric padding)."""
+
+    def __init__(self, conv: nn.Module, pad: Any) -> None:
+        super().__init__()
+        self.conv, self.pad, self.weight, self.bias = conv, pad, conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+class _Cropped(_Padded):
+    """A transposed convolution whose full output is cropped after (a crop torch's arguments cannot say)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pad(self.conv(x))
+
+
+class TorchModel(Model):
+    """A :class:`~vaebench.plugin.contract.Model` running eagerly or under ``torch.compile``."""
+
+    # torch stores Linear as (out, in), Conv2d as (out, in, h, w), ConvTranspose2d as (in, out, h, w)
+    layout: ClassVar[dict[str, tuple[int, ...]]] = {"dense": (1, 0), "conv": (3, 2, 0, 1), "conv_transpose": (2, 3, 0, 1)}
+    engine = "torch"
+
+    def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
+        super().__init__(spec, adam)
+        self.device_kind = backend.device_kind
+        self.device = torch.device(backend.device_kind)
+        self.channels_last = backend.options["layout"] == "nhwc"
+        self.net = net = walk.network(spec, Layers)
+        self.modules = nn.ModuleDict({name.replace("/", "_"): m for name, m in net.built.items()}).to(self.device)
+        if self.channels_last:
+            self.modules.to(memory_format=torch.channels_last)
+        self.params = net.parameters(("weight", "bias"))
+
+        def loss(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+            return net.loss(OPS, x, eps)
+
+        self.loss_fn = torch.compile(loss) if backend.compile else loss
+        self.fused = backend.options["fused_adam"] == "1"
+        self._new_optimizer()
+
+    def _new_optimizer(self) -> None:
+        a = self.adam
+        self.opt = torch.optim.Adam(
+            self.modules.parameters(),
+            lr=a.lr,
+            betas=(a.beta1, a.beta2),
+            eps=a.eps,
+            fused=self.fused or None,
+            foreach=None if self.fused else True,
+        )
+
+    def _images(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return t if self.channels_last else t.contiguous()
+
+    def _put(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(self.device, non_blocking=True)
+
+    # -- weights and Adam state (arrays arrive and leave in torch's layout) --
+    def _load_weights(self, params: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for key, param in self.params:
+                param.copy_(torch.from_numpy(params[key]))
+        self._new_optimizer()
+
+    def _export_weights(self) -> dict[str, np.ndarray]:
+        return {key: param.detach().cpu().numpy() for key, param in self.params}
+
+    def _export_optimizer_state(self) -> dict[str, np.ndarray]:
+        states = [(key, param, self.opt.state.get(param) or {}) for key, param in self.params]
+        step = next((float(st["step"]) for _, _, st in states if "step" in st), 0.0)
+
+        def host(st: dict, name: str, param: nn.Parameter) -> np.ndarray:
+            return st[name].detach().cpu().numpy() if name in st else np.zeros(tuple(param.shape), np.float32)
+
+        return adam_state(step, ((k, host(st, "exp_avg", p), host(st, "exp_avg_sq", p)) for k, p, st in states))
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self._new_optimizer()
+        for key, param in self.params:
+            # empty_like keeps the parameter's memory format (channels-last), as the fused kernel expects
+            m, v = (torch.empty_like(param).copy_(torch.from_numpy(state[f"{key}/{s}"])) for s in ("m", "v"))
+            step = torch.tensor(float(state["step"]), dtype=torch.float32, device=param.device if self.fused else "cpu")
+            self.opt.state[param] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
+
+    # -- the step and inference --
+    def _train_step(self, x: np.ndarray, eps: np.ndarray) -> torch.Tensor:
+        loss = self.loss_fn(self._images(x), self._put(eps))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def _fetch(self, values: Sequence[torch.Tensor]) -> np.ndarray:
+        return torch.stack(list(values)).cpu().numpy()
+
+    @torch.inference_mode()
+    def _evaluate(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(t.cpu().numpy() for t in self.net.terms(OPS, self._images(x), self._put(eps)))
+
+    @torch.inference_mode()
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, logvar = self.net.encode(self._images(x))
+        return mean.cpu().numpy(), logvar.cpu().numpy()
+
+    @torch.inference_mode()
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self.net.decode(self._put(z))).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return recon_nll(OPS, self.net.decode(self._put(z)), self._images(x)).cpu().numpy()
+
+    def _synchronize(self) -> None:
+        if self.device_kind == "cuda":
+            torch.cuda.synchronize(self.device)
