@@ -1,0 +1,135 @@
+"""The cost model counts what the frameworks compute: a hand count, torch's FlopCounterMode and XLA's cost analysis.
+
+The framework cross-checks are exact (no tolerance): each known difference
+between a counter's convention and ours is computed and named in the test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vaebench.model.catalogue import MODELS, get_model
+from vaebench.model.costs import ADAM_FLOPS_PER_PARAM, CONVENTION, layer_costs, model_costs, step_flops_per_image
+
+MODEL_NAMES = sorted(MODELS)
+
+
+def test_mlp_forward_flops_match_a_hand_count():
+    # pytorch/examples' VAE: 784 -> 400 -> (20, 20) -> 400 -> 784, one MAC per weight per image
+    macs = 784 * 400 + 2 * (400 * 20) + 20 * 400 + 400 * 784
+    assert macs == 651_200
+    costs = model_costs(get_model("mlp").spec, 128)
+    assert costs["total"]["macs"] == macs
+    assert costs["total"]["forward_flops"] == 2 * macs == 1_302_400
+    # the first layer reads the image: no gradient to its input, so backward is 2*forward minus its 784*400 MACs
+    assert costs["total"]["grad_input_flops"] == 2 * (macs - 784 * 400)
+    assert costs["total"]["grad_weight_flops"] == 2 * macs
+    params = 784 * 400 + 400 + 2 * (400 * 20 + 20) + 20 * 400 + 400 + 400 * 784 + 784
+    assert costs["total"]["params"] == params and costs["total"]["param_bytes"] == 4 * params
+    assert costs["total"]["optimizer_flops"] == ADAM_FLOPS_PER_PARAM * params / 128
+    assert costs["convention"] == CONVENTION and "1 MAC = 2 FLOPs" in CONVENTION
+
+
+def test_conv_counts_padded_taps_and_transposed_convs_in_direct_form():
+    layers = {c.name: c for c in layer_costs(get_model("conv").spec)}
+    first = layers["encoder/0"]  # 28x28x1 -> 14x14x32, stride 2, padded (0, 1)
+    assert first.macs == 14 * 14 * 9 * 1 * 32
+    assert first.valid_macs == 41 * 41 * 1 * 32  # per axis 14 outputs x 3 taps, less the one tap on the padded row
+    assert first.grad_input_flops == 0 and first.grad_weight_flops == first.forward_flops
+    up = layers["decoder/2"]  # transposed 7x7x64 -> 14x14x64: every input pixel through the whole 3x3 kernel
+    assert up.macs == 7 * 7 * 9 * 64 * 64
+    assert up.valid_macs == 20 * 20 * 64 * 64  # the full 15x15 output's last row and column are cropped
+    assert up.grad_input_flops == up.forward_flops
+    assert up.activation_elements == 14 * 14 * 64
+
+
+def test_step_flops_per_image_adds_every_part_and_depends_on_batch_only_through_adam():
+    spec = get_model("conv").spec
+    t = model_costs(spec, 64)["total"]
+    parts = t["forward_flops"] + t["grad_input_flops"] + t["grad_weight_flops"] + t["elementwise_flops"] + t["optimizer_flops"]
+    assert step_flops_per_image(spec, 64) == pytest.approx(parts)
+    delta = step_flops_per_image(spec, 64) - step_flops_per_image(spec, 128)
+    assert delta == pytest.approx(ADAM_FLOPS_PER_PARAM * spec.num_params() * (1 / 64 - 1 / 128))
+    with pytest.raises(ValueError):
+        model_costs(spec, 0)
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_torch_flop_counter_agrees_on_the_torch_plugins_network(model_name):
+    """FlopCounterMode counts matrix products (mm, addmm, convolution and their backward), padded taps included,
+    a transposed conv as its direct form: our ``macs`` convention exactly. It counts no elementwise op (bias, ReLU,
+    loss, Adam), so it is compared with the matrix FLOPs only."""
+    pytest.importorskip("torch")
+    pytest.importorskip("vaebench_torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaebench.model.config import AdamConfig
+    from vaebench.model.weights import init_params
+    from vaebench.plugin import registry
+
+    spec = get_model(model_name).spec
+    batch = 2
+    backend_cls, _ = registry.load("torch")
+    model = backend_cls(device="cpu").build(spec, AdamConfig())
+    model.load_weights(init_params(spec, 0))
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 28, 28, 1), np.float32)
+    eps = rng.standard_normal((batch, spec.latent_dim)).astype(np.float32)
+    t = model_costs(spec, batch)["total"]
+    with FlopCounterMode(display=False) as forward:
+        model.evaluate(x, eps)
+    assert forward.get_total_flops() == batch * t["forward_flops"]
+    # the whole step through the contract: forward, backward (torch skips the image's gradient, as we do), Adam (uncounted)
+    with FlopCounterMode(display=False) as step:
+        model.fetch([model.train_step(x, eps)])
+    assert step.get_total_flops() == batch * t["matrix_step_flops"]
+
+
+def _xla_flops(fn, *args) -> float:
+    import jax
+
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_xla_cost_analysis_agrees_layer_by_layer_on_the_jax_plugins_layers(model_name):
+    """XLA counts a convolution's taps only where they read a real pixel (no padded tap, no hole of a dilated
+    input, no cropped output): our ``valid_macs``. It also counts the bias: one add per output element forward,
+    and for the bias gradient a sum over the batch and pixels, ``batch * out - c_out`` adds. With those two named,
+    the three products of every layer agree exactly; the whole loss is not compared, since XLA also counts every
+    elementwise op of the loss, whose exact count depends on its fusion choices."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("vaebench_jax")
+    import jax.numpy as jnp
+
+    from vaebench_jax.model import _layer
+
+    spec = get_model(model_name).spec
+    batch = 2
+    costs = {c.name: c for c in layer_costs(spec)}
+    checked = 0
+    for info in spec.layers():
+        if info.name not in costs:
+            continue
+        c = costs[info.name]
+        mod = _layer(info)
+        x = jnp.asarray(np.random.default_rng(0).random((batch, *info.in_shape), np.float32))
+        p = mod.init(jax.random.key(0), x)
+        y = mod.apply(p, x)
+        out = int(np.prod(info.out_shape))
+        bias_grad = batch * out - info.out_shape[-1]
+
+        def grad_input(p, x, g, mod=mod):
+            return jax.vjp(lambda x: mod.apply(p, x), x)[1](g)[0]
+
+        def grad_weight(p, x, g, mod=mod):
+            return jax.vjp(lambda p: mod.apply(p, x), p)[1](g)[0]
+
+        assert _xla_flops(mod.apply, p, x) == batch * (2 * c.valid_macs + out), info.name
+        assert _xla_flops(grad_input, p, x, y) == batch * 2 * c.valid_macs, info.name
+        assert _xla_flops(grad_weight, p, x, y) == batch * 2 * c.valid_macs + bias_grad, info.name
+        checked += 1
+    assert checked == len(costs)
