@@ -17,6 +17,7 @@ is the best over libraries and sizes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,16 +42,14 @@ def _numpy(n: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
 
 
 def _torch(n: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
-    import torch
-
+    torch = importlib.import_module("torch")  # by name: the core imports no framework at module level
     a, b = torch.rand(n, n), torch.rand(n, n)
     return (lambda: a @ b), (lambda r: r)  # eager CPU matmul returns when done
 
 
 def _jax(n: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
-    import jax
-    import jax.numpy as jnp
-
+    jax = importlib.import_module("jax")
+    jnp = importlib.import_module("jax.numpy")
     a, b = jnp.ones((n, n), jnp.float32), jnp.ones((n, n), jnp.float32)
     f = jax.jit(jnp.matmul)
     return (lambda: f(a, b)), jax.block_until_ready
@@ -61,7 +60,7 @@ def available_libraries() -> dict[str, Gemm]:
     libs: dict[str, Gemm] = {"numpy": _numpy}
     for name, gemm in (("torch", _torch), ("jax", _jax)):
         try:
-            __import__(name)
+            importlib.import_module(name)
         except ImportError:
             continue
         libs[name] = gemm
