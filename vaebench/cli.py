@@ -15,6 +15,7 @@ import click
 
 from vaebench.errors import Terminated, VaebenchError
 from vaebench.measure.interleave import SCHEDULES
+from vaebench.measure.ttq import DEFAULT_SEEDS
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
 from vaebench.model.config import TrainConfig
 from vaebench.plugin import registry
@@ -61,11 +62,22 @@ def cli() -> None:
 
 
 @cli.command(
-    epilog="Examples:\n\n\b\n  vaebench run --backend torch --epochs 5\n"
+    short_help="Train with one backend, or several one after another with one report.",
+    epilog="Examples:\n\n\b\n  vaebench run --backend torch,jax,keras --epochs 5\n"
+    "  vaebench run --backend all --epochs 5 --dry-run\n"
+    "  vaebench run --backend torch --epochs 5\n"
     "  vaebench run -b jax -m mlp --seed 3 --out results/runs/jax-mlp-3\n"
-    "  vaebench run --resume results/runs/jax-mlp-3"
+    "  vaebench run --resume results/runs/jax-mlp-3",
 )
-@click.option("--backend", "-b", default="torch", show_default=True, help="Plugin to train with (see `vaebench backends`).")
+@click.option(
+    "--backend",
+    "-b",
+    default="torch",
+    show_default=True,
+    help="Plugin to train with (see `vaebench backends`); a comma list (torch,jax,keras) or `all` (every installed "
+    "plugin but numpy) trains each in turn into <out>/<backend>/ and writes one report there, after printing the "
+    "estimated cost.",
+)
 @click.option("--model", "-m", type=ModelName(), default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
 @click.option("--epochs", type=int, help="Default: the model's source (blog 100, conv 30, mlp 10).")
@@ -76,10 +88,19 @@ def cli() -> None:
 @click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder. Default: results/runs/<time>-<backend>-<model>.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run folder (several backends: the folder of their runs and report). Default: results/runs/<time>-<backend>-<model>.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--limit-train", type=int, help="Train on the first N training images only.")
-@click.option("--threads", type=int, help="Intra-op threads for the framework (default: its own choice).")
+@click.option(
+    "--threads",
+    type=int,
+    help="Intra-op threads for the framework. Default: from the machine's load, every usable core on a quiet machine, "
+    "fewer on a busy one (said in one line; recorded as environment.threads.chosen_by: load).",
+)
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting; repeatable.")
 @click.option(
@@ -117,14 +138,27 @@ def cli() -> None:
     metavar="[URI]",
     help="Also log to MLflow: ./mlruns, or the tracking URI given (needs the [mlflow] extra).",
 )
+@click.option("--dry-run", is_flag=True, help="With several backends: probe them, print the estimated cost, train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def run(**kw: object) -> None:
-    """Train a VAE on real data with one backend and write a run folder."""
+    """Train a VAE on real data with one backend and write a run folder; or several backends, one after another.
+
+    With several backends (--backend torch,jax,keras or all) each is probed first (a
+    few timed training steps in a fresh process, a few seconds each) and the estimated
+    time per backend is printed before anything trains; then each trains the same model
+    and recipe in a fresh process into <out>/<backend>/, and <out>/report.html compares
+    them: quality, speed, the curves and the grids side by side.
+    """
     from vaebench.run.results import RUN_OUTPUTS, default_run_dir
     from vaebench.run.runner import resume_run, train_and_evaluate
 
     quiet = bool(kw["quiet"])
     log = (lambda _msg: None) if quiet else click.echo
+    if "," in str(kw["backend"]) or kw["backend"] == "all":
+        _run_many(kw)
+        return
+    if kw["dry_run"]:
+        raise click.UsageError("--dry-run applies with several backends (--backend torch,jax or all)")
     if kw["resume"]:
         metrics = resume_run(
             Path(kw["resume"]),
@@ -160,6 +194,69 @@ def run(**kw: object) -> None:
     final = metrics["final"]["test_neg_elbo"]
     wrote = [n for n in RUN_OUTPUTS if (out / n).exists()] + (["tb/"] if (out / "tb").is_dir() else [])
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
+
+
+def _run_many(kw: dict[str, object]) -> None:
+    """``run --backend a,b,c``: data checked once, every backend probed and costed, then trained in turn; one report."""
+    from vaebench.report.inputs import load_inputs
+    from vaebench.report.page import write_report
+    from vaebench.report.tables import runs_table
+    from vaebench.run.results import default_run_dir
+    from vaebench.sweep import local
+
+    if kw["resume"]:
+        raise click.UsageError("--resume takes one run folder: vaebench run --resume <out>/<backend>")
+    if kw["accept_data_change"]:
+        raise click.UsageError("--accept-data-change applies only with --resume")
+    names = local.parse_backends(str(kw["backend"]), list(registry.installed()))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options", "backend"}
+    config = TrainConfig(
+        **{name: value for name, value in kw.items() if name in fields},
+        backend=names[0],
+        compile=bool(kw["compile_"]),
+        options=_options(kw["options"]),
+    ).resolved()
+    out = Path(kw["out"]) if kw["out"] else default_run_dir("compare", config.model)
+    local.check_out(out, names, bool(kw["overwrite"]))
+    train_n, test_n = local.check_data(config, kw["data_dir"])
+    threads = local.probe_threads(config)
+    click.echo(f"Probing {len(names)} backends ({', '.join(names)}; {threads} thread(s)), a few seconds each...")
+    estimates = []
+    for name in names:
+        probe = local.probe_backend(dataclasses.replace(config, backend=name), threads)
+        estimates.append(local.estimate(probe, config, train_n, test_n))
+    click.echo("\n".join(local.estimate_lines(estimates, config)))
+    if kw["dry_run"]:
+        return
+    options = {
+        "data_dir": kw["data_dir"],
+        "progress": not kw["quiet"],
+        "overwrite": bool(kw["overwrite"]),
+        "tensorboard": bool(kw["tensorboard"]),
+        "mlflow": kw["mlflow_uri"],
+    }
+    outcomes = local.run_backends(config, names, out, log=click.echo, **options)
+    done = [o.run_dir for o in outcomes if (o.run_dir / "metrics.json").is_file()]
+    if done:
+        _, runs = load_inputs(done)
+        click.echo("\n".join(runs_table(runs)))
+        md, html = write_report([], runs, out)
+        click.echo(f"wrote {html} and {md} (tensorboard --logdir {out})")
+        if any(o.error is None for o in outcomes) and len(names) > 1:
+            click.echo(
+                "One seed per backend: for a verdict on whether backends reach the same quality, train seeds "
+                f"(vaebench sweep --backends {','.join(names)} --models {config.model} --seeds 0-4), then vaebench compare."
+            )
+    failed = [o for o in outcomes if o.error]
+    stopped = [o for o in outcomes if o.error == "interrupted"]
+    if stopped:
+        left = names[len(outcomes) :]
+        click.echo(f"interrupted: resume {stopped[0].run_dir} with vaebench run --resume {stopped[0].run_dir}", err=True)
+        if left:
+            click.echo(f"not started: {', '.join(left)}", err=True)
+        sys.exit(stopped[0].returncode)
+    if failed:
+        raise VaebenchError(f"{', '.join(o.backend for o in failed)} did not complete; see each one's error above")
 
 
 @cli.command(
@@ -275,7 +372,7 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 )
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
 @click.option("--ttq-models", callback=_csv(models=True), help="Also time to quality on real data for these models (MNIST).")
-@click.option("--ttq-seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds for --ttq-models.")
+@click.option("--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
 def bench(
