@@ -34,7 +34,7 @@ def test_donated_state_is_consumed():
     spec = get_model("mlp").spec
     model = JaxBackend(device="cpu").build(spec, AdamConfig())
     model.load_weights(perturbed_params("mlp"))
-    old = model.params["encoder_1"]["kernel"]
+    old = model.params["encoder/1/kernel"]
     x, eps = sample_inputs(spec.latent_dim, n=8)
     model.fetch([model.train_step(x, eps)])
     assert old.is_deleted()

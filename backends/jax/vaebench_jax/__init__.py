@@ -1,4 +1,4 @@
-"""JAX backend for vaebench: Flax Linen layers, Optax Adam, one jitted train step.
+"""JAX backend for vaebench: the spec as ``jax.lax`` layers, Optax Adam, one jitted train step.
 
 This module imports no JAX: XLA reads its thread settings from ``XLA_FLAGS``
 when JAX is first imported, so :class:`JaxBackend` sets them from ``--threads``
@@ -7,6 +7,7 @@ and only then imports :mod:`vaebench_jax.model`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from vaebench.model.config import AdamConfig
@@ -17,8 +18,8 @@ from vaebench.plugin.environment import Environment
 
 
 class JaxBackend(Backend):
-    """JAX on CPU, or CUDA when jax finds a GPU. Precision is the core's ``--precision``:
-    ``fp32`` sets matmul precision ``highest`` (full float32, as the kit's tolerances
+    """JAX on CPU, or CUDA when jax finds a GPU; always one ``jax.jit`` step. Precision is the core's
+    ``--precision``: ``fp32`` sets matmul precision ``highest`` (full float32, as the kit's tolerances
     assume), ``tf32`` sets ``high`` (TF32 passes on GPUs)."""
 
     name = "jax"
@@ -30,11 +31,18 @@ class JaxBackend(Backend):
 
         self._impl = model
         hint = "install vaebench-jax[cuda] on a CUDA machine, or use --device cpu"
-        self.device_kind = engines.resolve_device(self.device, "jax", f"jax {model.jax.__version__}", hint)
-        engines.configure("jax", self.threads, self.precision)
+        self.device_kind = engines.setup("jax", self, f"jax {model.jax.__version__}", hint)
 
     def _environment(self) -> Environment:
-        return self._impl.environment(self)
+        jax, optax = self._impl.jax, self._impl.optax
+        return engines.environment(
+            "jax",
+            self,
+            framework="jax",
+            execution="jax.jit (whole step, params and Adam state donated)",
+            versions={"jaxlib": getattr(jax.lib, "__version__", jax.__version__), "optax": optax.__version__},
+            extra={"devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")},
+        )
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
         return self._impl.JaxModel(spec, adam, self)
