@@ -30,7 +30,7 @@ from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 
 # backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest.
-REFERENCES = {
+YARDSTICKS = {
     "jax": [("yardstick", "jax_yardstick", {})],
     "torch": [("yardstick", "torch_yardstick", {})],
     "keras": [("tf-graph", "keras_yardstick", {"xla": False}), ("tf-xla", "keras_yardstick", {"xla": True})],
@@ -38,7 +38,7 @@ REFERENCES = {
 
 
 # steps per window: about half a second on a 2-core CPU for the slowest contender of each model
-STEPS = {"mlp": 40, "conv": 4, "blog": 2}
+STEPS = {"mlp": 40, "conv": 4, "conv-sym": 4, "blog": 2}
 
 
 def compare(backend_name: str, model_name: str, batch_size: int, windows: int, steps: int, options: dict | None = None) -> dict:
@@ -50,7 +50,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
     model.load_weights(init_params(spec, 0))
     with staged_feed(model, batches) as plugin:
         contenders = {"plugin": plugin}
-        for label, module, kwargs in REFERENCES[backend_name]:
+        for label, module, kwargs in YARDSTICKS[backend_name]:
             if "xla" in kwargs and (options or {}).get("xla") in ("0", "1") and kwargs["xla"] != (options["xla"] == "1"):
                 continue  # the plugin's XLA setting is fixed: hold it to the hand-written loop with the same setting
             contenders[label] = importlib.import_module(module).make_step(model_name, batches, **kwargs)
@@ -69,7 +69,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, windows: int, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", required=True, choices=sorted(REFERENCES))
+    parser.add_argument("--backend", required=True, choices=sorted(YARDSTICKS))
     parser.add_argument("--models", default="mlp,conv,blog")
     parser.add_argument("--batch-sizes", default="128,512")
     parser.add_argument("--windows", type=int, default=5)
