@@ -176,7 +176,7 @@ def test_a_constant_ratio_has_a_zero_width_interval_whatever_the_drift():
     assert point == pytest.approx(0.5) and low == pytest.approx(0.5) and high == pytest.approx(0.5)
 
 
-def test_ratio_interval_is_the_ratio_of_pooled_medians_with_a_bracketing_deterministic_interval():
+def test_ratio_interval_is_the_median_of_per_round_ratios_with_a_bracketing_deterministic_interval():
     gen = np.random.default_rng(3)
     a = [[float(v)] for v in 100 + gen.normal(0, 5, 12)]
     b = [[float(v)] for v in 200 + gen.normal(0, 5, 12)]
@@ -310,14 +310,38 @@ def test_sequential_schedule_gives_each_backend_its_windows_back_to_back():
 
 
 def test_order_rotates_by_one_per_round():
-    assert [interleave.order(list("abc"), r, "interleaved") for r in range(4)] == [
+    assert [interleave.order(list("abc"), r) for r in range(4)] == [
         list("abc"),
         list("bca"),
         list("cab"),
         list("abc"),
     ]
     with pytest.raises(ValueError, match="unknown schedule"):
-        interleave.order(list("ab"), 0, "random")
+        interleave.run_cell({"a": StubChannel("a", 0.1, [])}, batch_size=10, rounds=1, schedule="random", settle=0)
+
+
+def test_the_fastest_beats_every_other_backend_in_its_own_pairing():
+    """The issue's three-backend cell: pairing against an anchor printed keras as 1 while jax showed 1.7."""
+    by_round = {
+        "torch": [[6852.88], [1644.18], [2688.24]],
+        "jax": [[30927.8], [21104.7], [16912.5]],
+        "keras": [[13448.9], [12688.8], [19677.5]],
+    }
+    ratios = interleave.cell_ratios(by_round)
+    assert {r["to"] for r in ratios.values()} == {"jax"} and ratios["jax"]["text"] == "1"
+    assert all(r["value"] <= 1 and r["clear"] for r in ratios.values())
+    for name in ("torch", "keras"):  # the fastest's own paired ratio against each other backend is at least 1
+        assert stats.ratio_interval(by_round["jax"], by_round[name])[0] >= 1
+
+
+def test_a_cycle_of_pairings_has_no_clear_fastest_and_no_ratio_above_one():
+    by_round = {"a": [[1.0], [2.0], [3.0]], "b": [[2.0], [3.0], [1.0]], "c": [[3.0], [1.0], [2.0]]}
+    ratios = interleave.cell_ratios(by_round)
+    assert not any(r["clear"] for r in ratios.values())
+    ref = ratios["a"]["to"]
+    assert ratios[ref]["text"] == "1 (no clear fastest)"
+    for r in ratios.values():
+        assert r["value"] <= 1 or (r["tie"] and r["text"].startswith("tie"))
 
 
 def test_cell_figures_and_ratios_follow_from_the_windows():

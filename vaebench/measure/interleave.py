@@ -43,10 +43,8 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
-def order(names: list[str], round_: int, schedule: str) -> list[str]:
-    """Backends in the order they get a window in round ``round_``: rotated by one every round."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}")
+def order(names: list[str], round_: int) -> list[str]:
+    """Backends in the order they get a window in round ``round_`` of the interleaved schedule: rotated by one every round."""
     k = round_ % len(names)
     return names[k:] + names[:k]
 
@@ -72,6 +70,8 @@ def run_cell(
     round), ``ratio`` to the fastest backend of the cell with its 95% bootstrap
     interval, the inference timings if asked, and the worker's ``finish`` reply.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}")
     names = list(channels)
     for name in names:
         channels[name].ready()
@@ -104,7 +104,7 @@ def run_cell(
                 one_window(name, r)
     else:
         for r in range(rounds):
-            for name in order(names, r, schedule):
+            for name in order(names, r):
                 one_window(name, r)
     for name in names:
         channels[name].resume()
@@ -142,15 +142,35 @@ def summarize_cell(
 def cell_ratios(by_round: Mapping[str, list[list[float]]]) -> dict[str, dict[str, Any]]:
     """Every backend's paired ratio to the cell's fastest, with its interval.
 
-    The fastest is the backend with the highest paired ratio to an arbitrary
-    anchor (the first), so it is chosen by the same per-round pairing the
-    ratios use rather than by pooled medians, which drift can reorder.
+    Medians of paired ratios do not compose across pairs (A over B and B over C
+    say nothing exact about A over C), so the fastest is not found through an
+    anchor: it is the backend whose paired ratio against *every* other is at
+    least 1 (of several, the one whose smallest such ratio is largest). Where
+    no backend beats all others (the pairs disagree in a cycle) the cell has
+    no clear fastest: ratios are then to the backend whose worst pairing is
+    best, and ``clear`` is false. A ratio above 1 against the reference (the
+    median of an even number of rounds is not the reciprocal of the median of
+    the reciprocals, and without a clear fastest pairs may disagree) is shown
+    as a tie, never as a number above 1.
     """
     names = list(by_round)
-    anchor = by_round[names[0]]
-    fastest = max(names, key=lambda n: ratio_interval(by_round[n], anchor)[0])
+    point = {(a, b): ratio_interval(by_round[a], by_round[b])[0] for a in names for b in names if a != b}
+
+    def worst(n: str) -> float:
+        return min((point[n, m] for m in names if m != n), default=1.0)
+
+    beats_all = [n for n in names if worst(n) >= 1]
+    fastest = max(beats_all or names, key=worst)
+    clear = bool(beats_all)
     out = {}
     for name in names:
-        point, low, high = ratio_interval(by_round[name], by_round[fastest])
-        out[name] = {"to": fastest, "value": point, "low": low, "high": high, "text": format_ratio(point, low, high)}
+        value, low, high = ratio_interval(by_round[name], by_round[fastest])
+        tie = name != fastest and value > 1
+        if tie:
+            text = "tie" if low == high else f"tie ({format_ratio(value, low, high).split(' ', 1)[1][1:-1]})"
+        elif name == fastest and not clear:
+            text = "1 (no clear fastest)"
+        else:
+            text = format_ratio(value, low, high)
+        out[name] = {"to": fastest, "value": value, "low": low, "high": high, "text": text, "tie": tie, "clear": clear}
     return out

@@ -1,7 +1,7 @@
 """Cross-backend parity: the same canonical weights, batches and noise in every backend.
 
 Each backend runs in a process of its own (Keras fixes its engine per process)
-and reports three things, which are then compared pairwise:
+and reports four things, which are then compared pairwise:
 
 * ``neg_elbo``: per-example -ELBO of a fixed batch under the initial weights;
 * ``grid``: the decoded 20x20 latent grid (pixel probabilities);

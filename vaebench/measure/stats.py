@@ -124,7 +124,6 @@ def ttq_summary(seconds: Sequence[float | None]) -> dict[str, Any]:
 
 
 EQUIVALENCE_MARGIN = 0.5  # nats of test -ELBO: differences smaller than this are not worth a framework switch
-VERDICTS = ("equivalent", "different", "inconclusive", "too few seeds")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:

@@ -45,7 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from vaebench.errors import BackendError
-from vaebench.measure.timing import Step, Sync, measure, steps_for, timed_call, window
+from vaebench.measure.timing import Clock, Step, Sync, measure, steps_for, timed_call, window
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.weights import init_params
@@ -79,7 +79,8 @@ class CellRequest:
 
     @classmethod
     def from_json(cls, text: str) -> CellRequest:
-        """Parse a request, refusing unknown or missing fields."""
+        """Parse a request: an unknown field is refused, and so is a missing one of the four without a default
+        (``backend``, ``model``, ``batch_size``, ``threads``); the other fields take their defaults."""
         data = json.loads(text)
         return cls(**data)
 
@@ -111,21 +112,25 @@ def staged_feed(model: Model, batches: list[tuple[np.ndarray, np.ndarray]]) -> I
         yield (lambda: model.train_staged(next(feed)[1])), (lambda out: model.fetch([out]))
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+def _timed(fn: Callable[[], Any], repeats: int, clock: Clock = time.perf_counter) -> dict[str, float]:
     fn()  # warm-up: compiles the evaluation graph where there is one
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
 class Cell:
-    """The models of one worker and what it measures on them."""
+    """The models of one worker and what it measures on them.
 
-    def __init__(self, request: CellRequest) -> None:
+    ``clock`` times every figure (a parameter so tests can count what a window timed with a fake one).
+    """
+
+    def __init__(self, request: CellRequest, clock: Clock = time.perf_counter) -> None:
         self.request = request
+        self.clock = clock
         backend_cls, self.plugin = registry.load(request.backend)
         self.spec = get_model(request.model).spec
         self.gen = np.random.default_rng(0)
@@ -151,13 +156,13 @@ class Cell:
 
     def compile(self) -> dict[str, Any]:
         step, sync = self.feed
-        compile_seconds = timed_call(step, sync)
+        compile_seconds = timed_call(step, sync, self.clock)
         sync(step())  # discarded: the second call may still pay for allocation
-        return {"compile_seconds": compile_seconds, "probe_seconds": timed_call(step, sync)}
+        return {"compile_seconds": compile_seconds, "probe_seconds": timed_call(step, sync, self.clock)}
 
     def window(self, steps: int) -> dict[str, Any]:
         step, sync = self.feed
-        return {"seconds": window(step, sync, steps), "steps": steps}
+        return {"seconds": window(step, sync, steps, self.clock), "steps": steps}
 
     def tune(self, windows: int) -> dict[str, Any]:
         """Every variant timed in this process, windows interleaved; the fastest by median images/s."""
@@ -166,9 +171,10 @@ class Cell:
                 v.label(): stack.enter_context(staged_feed(m, self.batches))
                 for v, m in zip(self.variants, self.models, strict=True)
             }
-            compiles = {name: timed_call(*c) for name, c in contenders.items()}  # first calls: compile, apart
-            probe = min(timed_call(*c) for c in contenders.values())
-            results = measure(contenders, self.request.batch_size, windows=windows, steps=steps_for(probe), warmup=1)
+            compiles = {name: timed_call(*c, self.clock) for name, c in contenders.items()}  # first calls: compile, apart
+            probe = min(timed_call(*c, self.clock) for c in contenders.values())
+            steps = steps_for(probe)
+            results = measure(contenders, self.request.batch_size, windows=windows, steps=steps, warmup=1, clock=self.clock)
         candidates = []
         for v in self.variants:
             summary = {k: s for k, s in results[v.label()].summary().items() if k != "samples"}
@@ -180,9 +186,9 @@ class Cell:
         model = self.models[0]
         ex = self.gen.random((EVAL_CHUNK, 28, 28, 1), dtype=np.float32)
         eeps = self.gen.standard_normal((EVAL_CHUNK, self.spec.latent_dim), dtype=np.float32)
-        evaluation = _timed(lambda: [model.evaluate(ex, eeps) for _ in range(EVAL_IMAGES // EVAL_CHUNK)], repeats)
+        evaluation = _timed(lambda: [model.evaluate(ex, eeps) for _ in range(EVAL_IMAGES // EVAL_CHUNK)], repeats, self.clock)
         z = grid_points(self.spec.latent_dim, 0)
-        return {"eval_pass_seconds": evaluation, "grid_decode_seconds": _timed(lambda: model.decode(z), repeats)}
+        return {"eval_pass_seconds": evaluation, "grid_decode_seconds": _timed(lambda: model.decode(z), repeats, self.clock)}
 
     def finish(self) -> dict[str, Any]:
         self.stack.close()
@@ -194,17 +200,17 @@ class Cell:
         }
 
 
-def serve(request: CellRequest, commands: TextIO, replies: TextIO) -> None:
-    """Build the cell, then answer ``commands`` until ``finish`` or end of input."""
+def serve(request: CellRequest, commands: TextIO, replies: TextIO, clock: Clock = time.perf_counter) -> None:
+    """Build the cell, then answer ``commands`` until ``finish`` or end of input (``clock``: see :class:`Cell`)."""
 
     def reply(obj: dict[str, Any]) -> None:
         replies.write(json.dumps(obj) + "\n")
         replies.flush()
 
     try:
-        t0 = time.perf_counter()
-        cell = Cell(request)
-        reply({"ready": True, "build_seconds": time.perf_counter() - t0, "variants": len(cell.variants)})
+        t0 = clock()
+        cell = Cell(request, clock)
+        reply({"ready": True, "build_seconds": clock() - t0, "variants": len(cell.variants)})
         for line in commands:
             cmd = json.loads(line)
             op = cmd["op"]
