@@ -84,17 +84,40 @@ class KerasBackend(Backend):
             from vaebench_keras import model
 
         self._impl = model
-        self.device_kind = model.setup_engine(self)
+        self.device_kind = engines.setup(self.engine, self, f"Keras' {self.engine} engine")
+        if self.engine == "tensorflow":
+            model.quiet_tensorflow(self.device_kind)
+        if self.engine == "torch" and self.compile:
+            raise BackendError("--compile is not supported by keras-torch (Keras drives torch eagerly); drop it")
+
+    def use_xla(self) -> bool:
+        """TensorFlow's XLA switch. ``auto`` is Keras' own ``jit_compile="auto"`` rule for a
+        compiled train step: XLA on when TensorFlow sees a GPU, off on a CPU-only machine.
+
+        Which is faster depends on the network and the machine (on a 2-core CPU XLA
+        lost on the convolutional networks and won on ``mlp``), so ``--profile best``
+        measures both rather than encoding a rule here.
+        """
+        xla = self.options["xla"]
+        return xla == "1" if xla != "auto" else self.device_kind == "cuda"
 
     def _environment(self) -> Environment:
-        return self._impl.environment(self)
+        xla = getattr(self, "xla_used", None) if self.engine == "tensorflow" else self.engine == "jax"
+        if self.engine == "tensorflow":
+            execution = "tf.function, XLA " + {True: "on", False: "off", None: f"{self.options['xla']} (set at build)"}[xla]
+        elif self.engine == "jax":
+            execution = "jax.jit of Keras stateless_call + stateless_apply, state donated"
+        else:
+            execution = "eager"
+        versions = {"keras": self._impl.keras.__version__}
+        return engines.environment(self.engine, self, "keras", execution, versions, extra={"engine": self.engine, "xla": xla})
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
         return self._impl.KerasModel(spec, adam, self)
 
 
 class KerasJaxBackend(KerasBackend):
-    """Keras 3 on JAX: the step is Keras' stateless API under one ``jax.jit``."""
+    """Keras 3 on JAX: the step is Keras' stateless API under one ``jax.jit`` (always; ``--compile`` changes nothing)."""
 
     name = "keras-jax"
     engine = "jax"
@@ -102,7 +125,7 @@ class KerasJaxBackend(KerasBackend):
 
 
 class KerasTorchBackend(KerasBackend):
-    """Keras 3 on PyTorch: eager, or ``torch.compile`` with ``--compile``."""
+    """Keras 3 on PyTorch, eagerly: Keras drives torch op by op, and ``--compile`` is refused with that reason."""
 
     name = "keras-torch"
     engine = "torch"

@@ -23,34 +23,66 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from vaebench.errors import BackendError
 from vaebench.model.config import AdamConfig
-from vaebench.model.layers import Dense, Flatten, LayerInfo, ModelSpec, Reshape
+from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll, vae_terms
-from vaebench.plugin import engines
+from vaebench.model.ops import ArrayOps
+from vaebench.plugin import engines, walk
 from vaebench.plugin.contract import Model
-from vaebench.plugin.environment import Environment
 
 ENGINE = keras.backend.backend()
 
 
-class KerasOps:
-    """The contract's :class:`~vaebench.model.ops.Ops` on ``keras.ops``: the same on every engine."""
+OPS = ArrayOps(keras.ops, keras.ops.relu, flatten=lambda x: keras.ops.reshape(x, (-1, math.prod(x.shape[1:]))))
 
-    exp = staticmethod(keras.ops.exp)
-    log1p = staticmethod(keras.ops.log1p)
-    abs = staticmethod(keras.ops.abs)
+
+class Layers:
+    """The spec's layers as Keras layers (NHWC on every engine). Keras' ``'same'`` is TensorFlow's rule, so a
+    layer under the spec's ``same`` rule uses it; any other padding or crop is a ZeroPadding2D or Cropping2D."""
+
     relu = staticmethod(keras.ops.relu)
-    mean = staticmethod(keras.ops.mean)
 
     @staticmethod
-    def flatten(x: Any) -> Any:
-        return keras.ops.reshape(x, (-1, math.prod(x.shape[1:])))
+    def dense(info: LayerInfo) -> Any:
+        return keras.layers.Dense(info.layer.units, name=info.key)
 
     @staticmethod
-    def sum_per_example(x: Any) -> Any:
-        return keras.ops.sum(x, axis=-1)
+    def conv(info: LayerInfo) -> Any:
+        layer = info.layer
+        if layer.padding == "same":
+            return keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding="same", name=info.key)
+        conv = keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding="valid", name=info.key)
+        return _Around(conv, before=keras.layers.ZeroPadding2D((info.padding, info.padding), name=f"{info.key}_pad"))
+
+    @staticmethod
+    def conv_transpose(info: LayerInfo) -> Any:
+        layer, cls = info.layer, keras.layers.Conv2DTranspose
+        if layer.padding == "same":
+            return cls(layer.filters, layer.kernel, strides=layer.stride, padding="same", name=info.key)
+        conv = cls(layer.filters, layer.kernel, strides=layer.stride, padding="valid", name=info.key)
+        return _Around(conv, after=keras.layers.Cropping2D((info.crop, info.crop), name=f"{info.key}_crop"))
+
+    @staticmethod
+    def flatten(info: LayerInfo) -> Any:
+        return keras.layers.Flatten(name=info.key)
+
+    @staticmethod
+    def reshape(info: LayerInfo) -> Any:
+        return keras.layers.Reshape(info.layer.shape, name=info.key)
+
+
+class _Around:
+    """A Keras convolution with the spec's padding (before) or crop (after) as layers of their own."""
+
+    def __init__(self, layer: Any, before: Any = None, after: Any = None) -> None:
+        self.layer, self.before, self.after = layer, before or (lambda x: x), after or (lambda x: x)
+
+    def __call__(self, x: Any) -> Any:
+        return self.after(self.layer(self.before(x)))
+
+    kernel = property(lambda self: self.layer.kernel)
+    bias = property(lambda self: self.layer.bias)
 
 
 class CoreAdam(keras.optimizers.Adam):
@@ -71,71 +103,6 @@ class CoreAdam(keras.optimizers.Adam):
         self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.sqrt(v) + self.epsilon * correction_2))
 
 
-def setup_engine(backend: Any) -> str:
-    """Apply threads, precision and the device choice to the engine; return ``cpu`` or ``cuda``."""
-    engines.configure(ENGINE, backend.threads, backend.precision)
-    kind = engines.resolve_device(backend.device, ENGINE, f"Keras' {ENGINE} engine")
-    if ENGINE == "tensorflow":
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")  # retracing notes for Keras' own predict functions, not actionable here
-        if kind == "cpu" and engines.gpu_available(ENGINE):
-            tf.config.set_visible_devices([], "GPU")
-    if ENGINE == "torch" and backend.compile:
-        raise BackendError("--compile is not supported by keras-torch (Keras drives torch eagerly); drop it")
-    return kind
-
-
-def use_xla(backend: Any, spec: ModelSpec) -> bool:
-    """TensorFlow's XLA switch. ``auto`` is Keras' own ``jit_compile="auto"`` rule for a
-    compiled train step: XLA on when TensorFlow sees a GPU, off on a CPU-only machine.
-
-    Which is faster depends on the network and the machine (on a 2-core CPU XLA
-    lost on the convolutional networks and won on ``mlp``), so ``--profile best``
-    measures both rather than encoding a rule here.
-    """
-    xla = backend.options["xla"]
-    if xla != "auto":
-        return xla == "1"
-    return backend.device_kind == "cuda"
-
-
-def environment(backend: Any) -> Environment:
-    """Keras and engine versions, device, and how the step ran."""
-    import importlib
-
-    xla = getattr(backend, "xla_used", None) if ENGINE == "tensorflow" else ENGINE == "jax"
-    if ENGINE == "tensorflow":
-        execution = "tf.function, XLA " + {True: "on", False: "off", None: f"{backend.options['xla']} (set at build)"}[xla]
-    elif ENGINE == "jax":
-        execution = "jax.jit of Keras stateless_call + stateless_apply, state donated"
-    else:
-        execution = "eager"
-    return Environment(
-        framework="keras",
-        versions={"keras": keras.__version__, ENGINE: importlib.import_module(ENGINE).__version__},
-        device=backend.device_kind,
-        device_name=engines.device_name(ENGINE, backend.device_kind),
-        threads=engines.threads(ENGINE, backend.threads),
-        precision=backend.precision,
-        float32_matmul_precision=engines.matmul_precision(ENGINE),
-        execution=execution,
-        extra={"engine": ENGINE, "xla": xla},
-    )
-
-
-def _layer(info: LayerInfo) -> keras.layers.Layer:
-    layer, key = info.layer, info.key
-    if isinstance(layer, Dense):
-        return keras.layers.Dense(layer.units, activation=layer.activation, name=key)
-    if isinstance(layer, Flatten):
-        return keras.layers.Flatten(name=key)
-    if isinstance(layer, Reshape):
-        return keras.layers.Reshape(layer.shape, name=key)
-    cls = keras.layers.Conv2DTranspose if layer.transpose else keras.layers.Conv2D
-    return cls(layer.filters, layer.kernel, strides=layer.stride, padding="same", activation=layer.activation, name=key)
-
-
 class KerasModel(Model):
     """The spec as functional Keras models sharing layers: encoder, decoder, the training loss, the evaluation terms."""
 
@@ -145,29 +112,18 @@ class KerasModel(Model):
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
         super().__init__(spec, adam)
         self.device_kind = backend.device_kind
-        self.layers: dict[str, keras.layers.Layer] = {}  # canonical layer name -> layer with weights
-
-        def chain(infos: list[LayerInfo], x: Any) -> Any:
-            for info in infos:
-                layer = _layer(info)
-                if info.param_shapes:
-                    self.layers[info.name] = layer
-                x = layer(x)
-            return x
-
+        self.walk = net = walk.network(spec, Layers)
         x_in = keras.Input(spec.input_shape, name="x")
-        h = chain(spec.encoder_layers(), x_in)
-        heads = [chain([info], h) for info in spec.head_layers()]
-        self.encoder = keras.Model(x_in, heads, name="encoder")
+        self.encoder = keras.Model(x_in, list(net.encode(x_in)), name="encoder")
         z_in = keras.Input((spec.latent_dim,), name="z")
-        self.decoder = keras.Model(z_in, chain(spec.decoder_layers(), z_in), name="decoder")
+        self.decoder = keras.Model(z_in, net.decode(z_in), name="decoder")
         self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
-        terms = vae_terms(KerasOps, self.encoder, self.decoder, x_net, eps_net)
+        terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
         self.net = keras.Model([x_net, eps_net], terms.neg_elbo, name="vae")  # what training differentiates
         self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
-        self.nll = keras.Model([x_net, z_in], recon_nll(KerasOps, self.decoder(z_in), x_net), name="recon_nll")
-        self.xla = use_xla(backend, spec) if ENGINE == "tensorflow" else ENGINE == "jax"
+        self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
+        self.xla = backend.use_xla() if ENGINE == "tensorflow" else ENGINE == "jax"
         backend.xla_used = self.xla
         for m in (self.net, self.terms, self.encoder, self.probs, self.nll):
             m.compile(jit_compile=self.xla)
@@ -181,7 +137,7 @@ class KerasModel(Model):
 
     # -- weights and Adam state (arrays arrive and leave in Keras' layout) --
     def _variables(self) -> list[tuple[str, Any]]:
-        return [(f"{n}/{p}", getattr(layer, p)) for n, layer in self.layers.items() for p in ("kernel", "bias")]
+        return self.walk.parameters()
 
     def _load_weights(self, params: dict[str, np.ndarray]) -> None:
         self._step.pull()
@@ -293,7 +249,7 @@ class _TfStep(_Step):
 
     def stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
         # Converted on the prefetch thread, off the step's. mlp against the hand-written XLA loop
-        # (reference_ratio.py): NumPy into the tf.function 0.87-0.93x at batch 128, tf.constant on the step's
+        # (tests/benchmarks/harness_ratio.py): NumPy into the tf.function 0.87-0.93x at batch 128, tf.constant on the step's
         # thread 0.93x; staged ahead, median of 7 runs 0.970x at 128 and 0.971x at 512 (runs 0.83-1.01x on
         # this noisy machine). The compiled step called on ready tensors ran at 1.00-1.01x.
         return self.tf.constant(x), self.tf.constant(eps)
@@ -375,3 +331,12 @@ class _JaxStep(_Step):
 
 
 STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}
+
+
+def quiet_tensorflow(device_kind: str) -> None:
+    """TensorFlow's retracing notes off, and its GPU hidden when the run asked for the CPU."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notes for Keras' own predict functions, not actionable here
+    if device_kind == "cpu" and engines.gpu_available("tensorflow"):
+        tf.config.set_visible_devices([], "GPU")
