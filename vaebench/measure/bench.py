@@ -87,7 +87,15 @@ def run_matrix(
             try:
                 for b, request in requests.items():
                     channels[b] = spawn(request)
-                cell = run_cell(channels, batch, rounds, schedule, 0 if timed else inference_repeats, progress=progress)
+                cell = run_cell(
+                    channels,
+                    batch,
+                    rounds,
+                    schedule,
+                    0 if timed else inference_repeats,
+                    progress=progress,
+                    window_seconds=WINDOW_SECONDS,  # the value bench.json records as window_seconds
+                )
             finally:
                 for channel in channels.values():
                     channel.close()
