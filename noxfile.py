@@ -33,10 +33,12 @@ def install_core(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole tree."""
-    session.install("ruff")
+    """ruff check, ruff format --check, and the import-linter contracts that keep the layers from eroding."""
+    session.install("ruff", "import-linter==2.17")
+    session.install("--no-deps", "-e", ".", "-e", "backends/torch", "-e", "backends/jax", "-e", "backends/keras")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")  # the layers contract and the forbidden ones in pyproject.toml
 
 
 @nox.session(python="3.11")
