@@ -105,7 +105,9 @@ def test_xla_cost_analysis_agrees_layer_by_layer_on_the_jax_plugins_layers(model
     pytest.importorskip("vaebench_jax")
     import jax.numpy as jnp
 
-    from vaebench_jax.model import _layer
+    from vaebench.model.layers import Conv2D
+    from vaebench.model.weights import init_params
+    from vaebench_jax.model import Layers
 
     spec = get_model(model_name).spec
     batch = 2
@@ -115,9 +117,18 @@ def test_xla_cost_analysis_agrees_layer_by_layer_on_the_jax_plugins_layers(model
         if info.name not in costs:
             continue
         c = costs[info.name]
-        mod = _layer(info)
+        layer = info.layer
+        kind = ("conv_transpose" if layer.transpose else "conv") if isinstance(layer, Conv2D) else "dense"
+
+        def apply(p, x, info=info, kind=kind):  # the plugin's own layer, from the canonical parameters
+            return getattr(Layers(p), kind)(info)(x)
+
+        mod = type("Layer", (), {"apply": staticmethod(apply)})
         x = jnp.asarray(np.random.default_rng(0).random((batch, *info.in_shape), np.float32))
-        p = mod.init(jax.random.key(0), x)
+        p = {k: v for k, v in init_params(spec, 0).items() if k.startswith(f"{info.name}/")}
+        if kind == "conv_transpose":  # the plugin's layout for transposed kernels: (h, w, out, in)
+            p[f"{info.name}/kernel"] = p[f"{info.name}/kernel"].transpose(0, 1, 3, 2)
+        p = {k: jnp.asarray(v) for k, v in p.items()}
         y = mod.apply(p, x)
         out = int(np.prod(info.out_shape))
         bias_grad = batch * out - info.out_shape[-1]
