@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from the four standard IDX files, and the batch stream.
+"""MNIST and Fashion-MNIST from the four standard IDX files: where they are found, read and checked.
 
 Where the files are looked for, in order:
 

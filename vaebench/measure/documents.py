@@ -1,17 +1,7 @@
-"""``vaebench bench``: the throughput matrix, cell by cell, backends interleaved; and its files.
+"""What bench writes and what the report reads: ``bench.json`` / ``bench.csv``, harness documents, and their schemas.
 
-For every (model, batch size) cell, each backend gets a fresh worker process
-(:mod:`vaebench.measure.worker`) with the same thread count, and the coordinator
-(:mod:`vaebench.measure.interleave`) hands out timing windows in turn, the order
-rotated every round, so drift of a shared machine lands on every backend
-alike. With ``--profile best`` a backend with several tunable settings is first
-tuned in a worker of its own, which then exits, so the timed worker holds only
-the chosen model and its memory figures are its own. Every row records the
-schedule, profile, precision and variant that produced it, the median, IQR
-and windows, and the ratio to the cell's fastest backend with a 95% bootstrap
-interval. Time to quality (:mod:`vaebench.measure.ttq`) runs after the matrix, one
-fresh process per seed. This module owns the matrix and ``bench.json`` /
-``bench.csv`` / harness documents; the statistics are in :mod:`vaebench.measure.stats`.
+The schemas and the version-1 migration live here, apart from the matrix, so that :mod:`vaebench.report` can read
+a document without importing the worker, the registry or a framework.
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""MNIST and Fashion-MNIST from the four standard IDX files, and the batch stream.
+"""The batch stream every backend receives: float32 images in [0, 1], binarised on request, and the noise.
 
-Where the files are looked for, in order:
-
-1. ``--data-dir`` (the folder itself or its ``<dataset>/`` subfolder);
-2. ``$VAEBENCH_DATA_DIR`` (likewise);
-3. the user cache, ``platformdirs.user_cache_dir("vaebench")/<dataset>``;
-4. ``/usr/share/datasets/<dataset>`` (Debian's ``dataset-fashion-mnist``);
-5. a download from the public mirrors into the cache, each file checked
-   against the SHA-256 of its *uncompressed* bytes (mirrors re-compress files,
-   so the ``.gz`` digests differ between them while the content does not).
-
-A folder named by 1 or 2 that lacks the files is an error rather than a reason
-to look further: the user asked for that folder. Images stay in memory as
-uint8 (47 MB for MNIST's training set); each batch is converted to float32 on
-its own, so a run never holds the data set as float32 (188 MB).
+Images stay uint8 in memory and each batch is converted on its own, so a run never holds the data set as
+float32; the order and the noise come from the run's seed (:mod:`vaebench.seeding`), the same in every backend.
 """
 
 from __future__ import annotations

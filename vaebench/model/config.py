@@ -1,17 +1,4 @@
-"""Declarative model specs and run settings: the one place a network is defined.
-
-A backend never decides a layer size, a padding or a flattening order: it walks
-:meth:`ModelSpec.layers`, which gives every layer with its static input and
-output shapes (always channels-last, ``(height, width, channels)`` or
-``(features,)``) and, for convolutions, the exact TensorFlow-style ``'same'``
-padding. TensorFlow pads an even-sized stride-2 input asymmetrically (nothing
-before, one pixel after); PyTorch's ``padding=1`` would shift the sampling grid
-by a pixel. Spelling the padding out here keeps every backend on one grid.
-
-Flattening is in ``(h, w, c)`` order and reshaping fills ``(h, w, c)``, the
-Keras convention of the source blog; backends whose tensors are ``NCHW`` must
-permute before flattening (a free view on channels-last memory).
-"""
+"""Run settings: Adam as PyTorch and Optax define it, and :class:`TrainConfig`, everything that defines a run."""
 
 from __future__ import annotations
 

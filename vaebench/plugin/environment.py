@@ -1,8 +1,4 @@
-"""What a result needs to be reproducible: the host, the software, the commit.
-
-Backends add their framework's part (versions, device, threads); this module
-owns everything that does not depend on a framework.
-"""
+"""The :class:`Environment` record a plugin returns: its framework, versions, device and execution, checked by the contract."""
 
 from __future__ import annotations
 

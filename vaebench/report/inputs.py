@@ -1,10 +1,4 @@
-"""``vaebench compare``: what it reads (``bench.json`` files, harness documents, run and sweep folders) and its tables.
-
-Nothing here runs a framework: it reads what ``vaebench bench`` and
-``vaebench run`` wrote, each file checked against its schema first. Each table
-is built once as a :class:`Table` and rendered as text (terminal, report.md)
-or as a sortable HTML table (:mod:`vaebench.report.page`).
-"""
+"""What ``vaebench compare`` reads: ``bench.json`` files, harness documents, run and sweep folders, each validated."""
 
 from __future__ import annotations
 

@@ -1,22 +1,4 @@
-"""``train_and_evaluate`` and ``resume_run``: what ``vaebench run`` and the tests call.
-
-Timing rules (so the figures mean the same for every backend):
-
-* the first train step of a run is timed on its own, closed by the backend's
-  synchronisation, and reported as ``first_step_seconds`` (graph tracing,
-  compilation, allocator warm-up); it is left out of epoch 1's throughput;
-* ``train_images_per_second`` is images over the wall time of the epoch's
-  training loop, closed by a synchronisation: it includes the core's batch
-  preparation, which is identical NumPy work for every backend;
-* the loss is read back every ``FETCH_EVERY`` steps (one synchronisation for
-  many steps), which is also when a non-finite loss is caught.
-
-Runs survive: a checkpoint (canonical weights, Adam state, position, history)
-is written atomically after every epoch and when SIGINT or SIGTERM stops a run
-after its current step; ``resume_run`` continues from it and, since batches and
-noise are functions of (seed, epoch), reproduces the uninterrupted history. A
-non-finite loss stops the run as ``diverged`` and keeps the last good checkpoint.
-"""
+"""The end of a run: the final evaluation, the pictures, TensorBoard and MLflow, under the run's stop flag."""
 
 from __future__ import annotations
 
