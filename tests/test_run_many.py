@@ -128,3 +128,26 @@ def test_dry_run_trains_nothing_and_bad_names_are_one_line(tmp_path, tiny_dir):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "Estimated cost: mlp, 2 epochs" in proc.stdout and not out.exists()
+
+
+def test_every_nll_in_the_runs_table_names_its_k():
+    from vaebench.report.tables import runs_rows
+
+    def run(k, where):
+        m = {
+            "config": {"backend": "torch", "model": "conv"},
+            "history": [],
+            "status": "completed",
+            "final": {"test_neg_elbo": 99.0},
+        }
+        if where == "final":
+            m["final"].update(test_nll=90.0, iwae_k=k)
+        elif where == "eval":  # what `vaebench eval` adds
+            m["evaluations"] = {"torch": {"test_nll": 90.0, "iwae_k": k}}
+        return m
+
+    table = runs_rows([(Path(f"r{k}"), run(k, w)) for k, w in ((10, "final"), (5000, "eval"))] + [(Path("none"), run(0, "none"))])
+    assert table.header[5] == "NLL (IWAE k)"
+    cells = [row[5][0] for row in table.rows]
+    assert cells == ["90.00 (k=10)", "90.00 (k=5000)", "nan"]
+    assert [row[5][1] for row in table.rows][:2] == [90.0, 90.0]  # sorted by value, not by text

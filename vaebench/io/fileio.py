@@ -60,13 +60,14 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: Path, obj: object) -> None:
-    """Write ``obj`` as strict, indented JSON atomically.
+def atomic_write_json(path: Path, obj: object, compact: bool = False) -> None:
+    """Write ``obj`` as strict JSON atomically: indented, or ``compact`` (a fraction of the size).
 
     NaN and infinities become ``null``: a diverged value must not stop the file
     that records the divergence from being written.
     """
-    atomic_write_bytes(Path(path), (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
+    text = json.dumps(_finite(obj), allow_nan=False, **({"separators": (",", ":")} if compact else {"indent": 2}))
+    atomic_write_bytes(Path(path), (text + "\n").encode())
 
 
 def remove_orphans(folder: Path) -> list[Path]:
@@ -87,19 +88,68 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json(path: Path, fix: str) -> Any:
-    """Parse strict JSON from ``path``; any failure is one error naming the file and ``fix``."""
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads it as inf, which no vaebench file holds
+        raise ValueError(f"the number {text[:40]} is out of range for a float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= 1 << 63:  # no count vaebench writes is this large; as a float it would overflow or round
+        raise ValueError(f"the integer {text[:40]}... is out of range")
+    return value
+
+
+def read_bounded(path: Path, limit: int, fix: str, what: str = "vaebench's") -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them: the one read every file vaebench reads as a whole goes through.
+
+    The bound is on the bytes read, not on ``stat``: ``/dev/zero``, a FIFO or a
+    file that grows while it is read all stop at ``limit`` and are refused in one
+    line, instead of filling memory.
+    """
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise VaebenchError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MB, too large to be vaebench's; {fix}")
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise VaebenchError(f"{path} does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise VaebenchError(f"{path} is a folder, not a file; {fix}") from None
+    except OSError as exc:
+        raise VaebenchError(f"cannot read {path}: {exc.strerror or exc}; {fix}") from None
+    if len(data) > limit:
+        size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit >> 10} KB"
+        raise VaebenchError(f"{path} is larger than {size}, too large to be {what}; {fix}")
+    return data
+
+
+def read_text(path: Path, limit: int, fix: str, what: str = "vaebench's") -> str:
+    """:func:`read_bounded`, decoded as UTF-8 text; a binary file is one error."""
+    data = read_bounded(path, limit, fix, what)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VaebenchError(f"{path} is not UTF-8 text (a binary file?); {fix}") from None
+    if "\x00" in text:
+        raise VaebenchError(f"{path} holds NUL bytes (a binary file?); {fix}")
+    return text
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """Parse strict JSON from ``path``; any failure is one error naming the file and ``fix``.
+
+    Strict: no NaN or Infinity, and no number out of a float's range (``1e400``).
+    """
+    path = Path(path)
+    text = read_text(path, MAX_JSON_BYTES, fix)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
     except RecursionError:
         raise VaebenchError(f"{path} is nested too deeply to be vaebench's; {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise VaebenchError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError; so are 1e400 and ints past Python's digit limit
+        raise VaebenchError(f"{path} is not valid JSON ({str(exc)[:200]}); {fix}") from None
 
 
 def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:

@@ -4,11 +4,73 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from vaebench.errors import ConfigError
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, canonical_model, get_model
 from vaebench.model.layers import ModelSpec
+
+MAX_THREADS = 1024  # past this no machine has the cores, and the OS refuses to start the threads (a traceback)
+BYTES_PER_PARAM = 40  # float32 weights, gradients, Adam's m and v, and the checkpoint's exported and serialised copies
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def iwae_bytes(k: int, latent_dim: int) -> int:
+    """Host memory the IWAE bound holds for the one test image in flight: ``k`` samples of ``latent_dim`` in float64
+    (noise, latents and their squares) plus ``k`` float64 log-weights and their terms
+    (:func:`vaebench.run.evaluation.iwae_nll`)."""
+    return k * (44 * latent_dim + 64)
+
+
+def check_iwae_k(k: int, latent_dim: int, flag: str = "--eval-k") -> None:
+    """Refuse a ``k`` whose samples for one image would not fit in half this machine's memory, before anything runs."""
+    if k < 0:
+        raise ConfigError(f"{flag} must be 0 (no IWAE) or more, got {k}")
+    memory = machine_memory()
+    if memory is None or k == 0:
+        return
+    limit = memory // 2  # the rest is the backend's, the data's and everyone else's
+    if iwae_bytes(k, latent_dim) > limit:
+        most = limit // (44 * latent_dim + 64)
+        raise ConfigError(
+            f"{flag} {k} needs about {_gib(iwae_bytes(k, latent_dim))} for one test image's samples (latent size "
+            f"{latent_dim}), more than half of this machine's {_gib(memory)} memory; use at most {most:,} "
+            "(5000 is the published convention)"
+        )
+
+
+def _check_model_memory(cfg: TrainConfig) -> None:
+    """Refuse a model whose training state cannot fit in this machine's memory, naming the largest latent size that fits."""
+    memory = machine_memory()
+    params = cfg.spec.num_params()
+    if memory is None or params * BYTES_PER_PARAM <= memory:
+        return
+    base = get_model(cfg.model).spec
+    low, high = 1, cfg.latent_dim  # the largest latent size whose state fits, by bisection (num_params grows with it)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if base.with_latent(mid).num_params() * BYTES_PER_PARAM <= memory:
+            low = mid
+        else:
+            high = mid - 1
+    raise ConfigError(
+        f"--latent-dim {cfg.latent_dim} gives model {cfg.model!r} {params:,} parameters; training holds about "
+        f"{BYTES_PER_PARAM} bytes per parameter (weights, gradients, Adam's moments, the checkpoint's copies), "
+        f"{_gib(params * BYTES_PER_PARAM)}, more than this machine's {_gib(memory)}; the largest latent size that fits is "
+        f"about {low:,}"
+    )
 
 
 @dataclass(frozen=True)
@@ -68,12 +130,19 @@ class TrainConfig:
             (cfg.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (cfg.eval_k >= 0, "--eval-k must be 0 (no IWAE) or more"),
             (cfg.threads is None or cfg.threads >= 1, "--threads must be at least 1"),
+            (
+                cfg.threads is None or cfg.threads <= MAX_THREADS,
+                f"--threads {cfg.threads} is more than {MAX_THREADS}: no machine vaebench runs on has that many cores, "
+                "and the OS would refuse to start the threads; give at most the cores you have (or leave it out)",
+            ),
             (cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {cfg.device!r}"),
             (cfg.precision in ("fp32", "tf32"), f"--precision must be fp32 or tf32, got {cfg.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        _check_model_memory(cfg)
+        check_iwae_k(cfg.eval_k, cfg.latent_dim)
         return cfg
 
     @property

@@ -24,6 +24,7 @@ from vaebench.model.layers import ModelSpec
 from vaebench.seeding import rng
 
 Params = dict[str, np.ndarray]
+CANONICAL_DTYPE = np.dtype(np.float32)  # what weights.npz holds, whichever backend trained
 
 
 def glorot_uniform(shape: tuple[int, ...], generator: np.random.Generator) -> np.ndarray:
@@ -45,16 +46,24 @@ def init_params(spec: ModelSpec, seed: int) -> Params:
     return params
 
 
-def check_params(spec: ModelSpec, params: Mapping[str, np.ndarray]) -> None:
-    """Raise :class:`ShapeError` unless ``params`` has exactly the spec's names and shapes."""
+def check_params(spec: ModelSpec, params: Mapping[str, np.ndarray], source: object = None, fix: str = "") -> None:
+    """Raise :class:`ShapeError` unless ``params`` has exactly the spec's names and shapes.
+
+    ``source`` (the file they came from) and ``fix`` go into the message, so a
+    user learns which file does not fit, not only which array.
+    """
+    where = f"{source}: " if source is not None else ""
+    tail = f"; {fix}" if fix else ""
     expected = spec.param_shapes()
     missing = sorted(set(expected) - set(params))
     extra = sorted(set(params) - set(expected))
     if missing or extra:
-        raise ShapeError(f"weights do not fit model {spec.name!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise ShapeError(f"{where}weights do not fit model {spec.name!r}: missing {missing[:3]}, unexpected {extra[:3]}{tail}")
     for name, shape in expected.items():
         if tuple(params[name].shape) != shape:
-            raise ShapeError(f"weight {name!r} has shape {tuple(params[name].shape)}, model {spec.name!r} needs {shape}")
+            raise ShapeError(
+                f"{where}weight {name!r} has shape {tuple(params[name].shape)}, model {spec.name!r} needs {shape}{tail}"
+            )
 
 
 def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
@@ -65,16 +74,18 @@ def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
 
 
 def load_params(path: Path) -> Params:
-    """Read canonical parameters written by :func:`save_params`: float arrays, every value finite.
+    """Read canonical parameters written by :func:`save_params`: float32 arrays, every value finite.
 
-    Non-finite weights come from a run that diverged; scoring them would print
-    ``nan`` tables, so they are refused here with the file's name.
+    Only the canonical dtype is accepted: float16 weights would be scored as if
+    they were the run's, after a silent loss of precision. Non-finite weights
+    come from a run that diverged; scoring them would print ``nan`` tables, so
+    they are refused here with the file's name.
     """
     fix = "it is not a trained vaebench model; train the run again"
     params = read_npz(Path(path), fix)
     for name, value in params.items():
-        if value.dtype.kind != "f":
-            raise VaebenchError(f"{path}: weight {name!r} is {value.dtype}, not floating point; {fix}")
+        if value.dtype != CANONICAL_DTYPE:
+            raise VaebenchError(f"{path}: weight {name!r} is {value.dtype}, not {CANONICAL_DTYPE} (vaebench's canonical); {fix}")
         if not np.isfinite(value).all():
             raise VaebenchError(f"{path}: weight {name!r} holds NaN or infinite values (a diverged run?); {fix}")
     return params

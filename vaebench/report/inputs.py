@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,49 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
     Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``, and so do the
     rows of harness documents (``harness_ratio.py --json``), marked ``kind == "harness"``. Every
     file is checked against its schema first: a malformed one is one error naming it.
+
+    Each run and each file counts once, however often it is named: ``A ./A A/``,
+    overlapping globs, a sweep folder with its own runs, or a copy of a run
+    folder (the same ``run_id``) are one run, not seeds of a comparison.
     """
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
+    seen_paths: set[Path] = set()
+    seen_ids: set[str] = set()
+
+    def add_run(folder: Path) -> None:
+        real = folder.resolve()
+        if real in seen_paths:
+            return
+        seen_paths.add(real)
+        metrics = read_metrics(folder)
+        run_id = metrics.get("run_id")
+        if run_id is not None:
+            if run_id in seen_ids:
+                return
+            seen_ids.add(run_id)
+        runs.append((folder, metrics))
+
     for path in map(Path, paths):
         if path.is_dir() and (path / SWEEP_FILE).exists():  # a sweep: every run folder it lists
             record = read_record(path)
             folders = [run_folder(path, r) for r in record["runs"]]
-            runs.extend((f, read_metrics(f)) for f in folders if f is not None and (f / METRICS).is_file())
+            for f in folders:
+                if f is not None and (f / METRICS).is_file():
+                    add_run(f)
             continue
         if path.is_dir() and (path / METRICS).exists():
-            runs.append((path, read_metrics(path)))
+            add_run(path)
             continue
         file = path / "bench.json" if path.is_dir() else path
         if not file.is_file():
             raise VaebenchError(f"{path} is neither a run folder nor a bench.json")
+        if file.resolve() in seen_paths:
+            continue
+        seen_paths.add(file.resolve())
         doc = read_bench_doc(file)
+        if doc["kind"] == "bench":
+            _check_medians(file, doc["results"])
         machine = str((doc.get("environment") or {}).get("cpu_model", "?"))
         if doc["kind"] == "harness":
             bench.extend({**r, "kind": "harness", "source": str(file), "machine": machine} for r in doc["results"])
@@ -40,6 +68,17 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
         bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
         bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality") or [])
     return bench, runs
+
+
+def _check_medians(file: Path, results: list[dict]) -> None:
+    """A throughput no measurement gives (0, negative, not finite) is a damaged file, refused before any ratio divides by it."""
+    for i, r in enumerate(results):
+        median = r["train_images_per_second"]["median"]
+        if not (isinstance(median, int | float) and math.isfinite(median) and median > 0):
+            raise VaebenchError(
+                f"{file}: results[{i}] ({r.get('backend')}, {r.get('model')}) has a median of {median!r} images/s, which no "
+                "measurement gives; the file is damaged: run vaebench bench again"
+            )
 
 
 def by_kind(entries: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:

@@ -8,6 +8,7 @@ or as a sortable HTML table (:mod:`vaebench.report.page`).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,21 @@ from typing import Any
 import numpy as np
 
 from vaebench.measure.stats import EQUIVALENCE_MARGIN, equivalence, mean_std
+from vaebench.run.results import COMPARABLE, comparable
+
+
+def plain(text: str) -> str:
+    """``text`` safe for a terminal and a Markdown code block: control characters (a newline, an escape sequence)
+    written as ``\\n`` or ``\\x1b``, and backticks as ``\\```, so a name from a file cannot end the block or draw."""
+    out = []
+    for c in str(text):
+        if c == "`":
+            out.append("\\`")
+        elif unicodedata.category(c).startswith("C"):
+            out.append(repr(c)[1:-1] if c.isascii() else f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 @dataclass
@@ -33,14 +49,17 @@ class Table:
         self.rows.append([c if isinstance(c, tuple) else (c, c) for c in cells])
 
     def lines(self) -> list[str]:
-        widths = [max([len(h)] + [len(r[i][0]) for r in self.rows]) for i, h in enumerate(self.header)]
+        """Fixed-width text, every cell through :func:`plain` (the HTML escapes its own way)."""
+        header = [plain(h) for h in self.header]
+        rows = [[(plain(text), key) for text, key in r] for r in self.rows]
+        widths = [max([len(h)] + [len(r[i][0]) for r in rows]) for i, h in enumerate(header)]
 
         def fmt(cells: list[str]) -> str:
             return " ".join(
                 c.rjust(w) if i in self.right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
             ).rstrip()
 
-        return [fmt(self.header), *(fmt([c[0] for c in r]) for r in self.rows)]
+        return [fmt(header), *(fmt([c[0] for c in r]) for r in rows)]
 
 
 def _n(value: float | None, spec: str) -> tuple[str, float]:
@@ -211,8 +230,13 @@ def run_nll(metrics: dict) -> tuple[float | None, int | None]:
     final = metrics.get("final") or {}
     if final.get("test_nll") is not None:
         return final["test_nll"], final.get("iwae_k")
-    evaluations = metrics.get("evaluations") or {}
-    scored = [e for e in evaluations.values() if isinstance(e, dict) and isinstance(e.get("test_nll"), int | float)]
+    run_id = metrics.get("run_id")
+    evaluations = {  # a score recorded for another run (another run_id) never stands for this one
+        name: e
+        for name, e in (metrics.get("evaluations") or {}).items()
+        if isinstance(e, dict) and (run_id is None or e.get("run_id") in (None, run_id))
+    }
+    scored = [e for e in evaluations.values() if isinstance(e.get("test_nll"), int | float)]
     own = evaluations.get(metrics["config"]["backend"])
     if isinstance(own, dict) and isinstance(own.get("test_nll"), int | float):
         return own["test_nll"], own.get("iwae_k")
@@ -220,6 +244,13 @@ def run_nll(metrics: dict) -> tuple[float | None, int | None]:
         best = max(scored, key=lambda e: e.get("iwae_k") or 0)
         return best["test_nll"], best.get("iwae_k")
     return None, None
+
+
+def nll_cell(nll: float | None, k: int | None) -> tuple[str, float]:
+    """An NLL cell that names its ``k``: ``88.21 (k=100)``. A k=10 and a k=5000 NLL are different numbers
+    (the bound tightens with k), so none is shown bare; sorting is by the value."""
+    text, value = _n(nll, ".2f")
+    return (text if nll is None else f"{text} (k={k if k is not None else '?'})"), value
 
 
 def _throughput(m: dict) -> float | None:
@@ -231,20 +262,21 @@ def _throughput(m: dict) -> float | None:
 def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
     """Final quality and speed of each run; unfinished runs flagged."""
     t = Table(
-        ["run", "backend", "model", "epochs", "test -ELBO", "NLL", "AU", "s/epoch", "img/s", "status"], right=set(range(3, 9))
+        ["run", "backend", "model", "epochs", "test -ELBO", "NLL (IWAE k)", "AU", "s/epoch", "img/s", "status"],
+        right=set(range(3, 9)),
     )
     for path, m in runs:
         cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
         epoch_s = float(np.median([h["epoch_seconds"] for h in hist])) if hist else None
         au = final.get("active_units")
-        nll, _ = run_nll(m)
+        nll, nll_k = run_nll(m)
         t.add(
             path.name[:40],
             cfg["backend"],
             cfg["model"],
             (str(len(hist)), len(hist)),
             _n(final.get("test_neg_elbo"), ".2f"),
-            _n(nll, ".2f"),
+            nll_cell(nll, nll_k),
             ("" if au is None else str(au), -1 if au is None else au),
             _n(epoch_s, ".1f"),
             _n(_throughput(m), ".0f"),
@@ -272,16 +304,56 @@ def _setting_of(cfg: dict) -> str:
     return " ".join(parts)
 
 
-def seed_groups(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[str, list[dict]]]:
-    """Completed runs by (model, setting), then backend: the cells of a sweep."""
-    cells: dict[tuple[str, str], dict[str, list[dict]]] = {}
+def _comparable_cells(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[tuple, list[dict]]]:
+    """Completed runs by their (model, setting) label, then by the full comparability rule
+    (:func:`~vaebench.run.results.comparable`): more than one entry under a label means runs that look alike but are not."""
+    cells: dict[tuple[str, str], dict[tuple, list[dict]]] = {}
     for _path, m in runs:
         final = m.get("final") or {}
         if m.get("status") != "completed" or final.get("test_neg_elbo") is None:
             continue
         cfg = m["config"]
-        cells.setdefault((cfg["model"], _setting_of(cfg)), {}).setdefault(cfg["backend"], []).append(m)
+        key = tuple(comparable(m).items())
+        cells.setdefault((cfg["model"], _setting_of(cfg)), {}).setdefault(key, []).append(m)
+    return cells
+
+
+def _differs(keys: list[tuple]) -> list[str]:
+    """The comparability fields whose values differ between ``keys``."""
+    values = [dict(k) for k in keys]
+    return [f for f in COMPARABLE if len({v[f] for v in values}) > 1]
+
+
+def seed_groups(runs: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """Completed runs by (model, setting), then backend: the cells of a sweep.
+
+    Only comparable runs share a cell (same data, model, objective and recipe):
+    runs that share a label but differ in one of those are split, and each part's
+    setting names what differs (``data 1a2b3c4d5e6f``), so no verdict pairs them.
+    """
+    cells: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for (model, setting), parts in _comparable_cells(runs).items():
+        fields = _differs(list(parts)) if len(parts) > 1 else []
+        for key, ms in parts.items():
+            tag = " ".join(f"{f} {dict(key)[f]}" for f in fields)
+            label = f"{setting} [{tag}]" if tag else setting
+            for m in ms:
+                cells.setdefault((model, label), {}).setdefault(m["config"]["backend"], []).append(m)
     return dict(sorted(cells.items()))
+
+
+def comparability_notes(runs: list[tuple[Path, dict]]) -> list[str]:
+    """One line per label whose runs were split because they are not comparable, naming the field that differs."""
+    notes = []
+    for (model, setting), parts in sorted(_comparable_cells(runs).items()):
+        if len(parts) > 1:
+            fields = _differs(list(parts))
+            values = "; ".join(f"{f}: {' vs '.join(sorted({dict(k)[f] for k in parts}))}" for f in fields)
+            notes.append(
+                f"runs of {model} ({setting}) differ in {', '.join(fields)} ({values}): they are not seeds of one "
+                "comparison and are shown apart"
+            )
+    return notes
 
 
 def has_seeds(runs: list[tuple[Path, dict]]) -> bool:

@@ -18,9 +18,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,11 +73,18 @@ EPOCH_SCHEMA = {
 }
 METRICS_SCHEMA = {
     "schema_version": int,
+    "run_id": Maybe(str),
     "status": str,
+    "error": Maybe(str),
+    "model": Maybe(dict),
+    "environment": Maybe({"backend": Maybe(dict), "threads": Maybe(dict)}),
+    "execution": Maybe(dict),
+    "placement": Maybe(dict),
+    "tracking": Maybe(dict),
     "config": CONFIG_SCHEMA,
     "history": [EPOCH_SCHEMA],
     "timing": Maybe(dict),
-    "data": Maybe({"sha256": Maybe(dict), "source": Maybe(str)}),
+    "data": Maybe({"sha256": Maybe(dict), "source": Maybe(str), "changes": Maybe([dict])}),
     "final": Maybe({"test_neg_elbo": Maybe(NUM), "test_nll": Maybe(NUM), "active_units": Maybe(int)}),
     "evaluations": Maybe(dict),
     "resumed": Maybe([dict]),
@@ -151,10 +160,15 @@ def _clear(path: Path, overwrite: bool) -> None:
 @contextlib.contextmanager
 def claim_run_dir(path: Path, new: bool = True, overwrite: bool = False) -> Iterator[Path]:
     """Hold ``path`` for the duration: a new run's folder (created, and cleared under ``overwrite``) or,
-    with ``new=False``, an existing run being resumed or evaluated."""
+    with ``new=False``, an existing run being resumed or evaluated.
+
+    A folder this call created is removed again if what runs inside fails before
+    writing anything into it: a refused run leaves no folder holding only ``.lock``.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder")
+    created = new and not path.exists()
     if new:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -167,6 +181,12 @@ def claim_run_dir(path: Path, new: bool = True, overwrite: bool = False) -> Iter
         else:
             remove_orphans(path)
         yield path
+    except BaseException:
+        if created and {p.name for p in path.iterdir()} <= {LOCK}:
+            with contextlib.suppress(OSError):
+                (path / LOCK).unlink()
+                path.rmdir()
+        raise
     finally:
         lock.release()
 
@@ -174,6 +194,54 @@ def claim_run_dir(path: Path, new: bool = True, overwrite: bool = False) -> Iter
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Atomically replace ``run_dir/metrics.json``."""
     atomic_write_json(run_dir / METRICS, metrics)
+
+
+def new_run_id() -> str:
+    """A run's identity, recorded in ``metrics.json`` when it starts and kept when it resumes."""
+    return uuid.uuid4().hex
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file (``None`` if it is not there)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def run_identity(run_dir: Path, metrics: dict[str, Any]) -> dict[str, str | None]:
+    """What makes a run folder *this* run: its ``run_id`` and the SHA-256 of its ``weights.npz``.
+
+    Whoever attaches a result to a run (``eval``, a sweep) takes this before its
+    work and compares it under the folder's lock before writing: a run replaced
+    in between (``run --overwrite``) has another id, or other weights where a run
+    predates run ids.
+    """
+    return {"run_id": metrics.get("run_id"), "weights_sha256": file_sha256(Path(run_dir) / "weights.npz")}
+
+
+def finalise(run_dir: Path, metrics: dict[str, Any], status: str, error: str | None = None) -> str | None:
+    """The one place a run's end is recorded: ``status`` (and ``error``) into ``metrics.json``, whatever else failed.
+
+    Returns ``None`` once it is written, else why it could not be: the caller
+    names its first cause and this second one. The status is tried twice, the
+    second time as compact JSON (a fraction of the size), so a disk or a
+    file-size limit that refused the checkpoint can still take the status.
+    """
+    metrics["status"] = status
+    if error is not None:
+        metrics["error"] = error
+    try:
+        write_metrics(run_dir, metrics)
+        return None
+    except VaebenchError as exc:
+        first = str(exc)
+    try:
+        atomic_write_json(Path(run_dir) / METRICS, metrics, compact=True)
+        return None
+    except (VaebenchError, TypeError, ValueError):
+        return first
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
@@ -208,3 +276,32 @@ def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> s
     if data_dir is None and isinstance(source, str) and Path(source).is_dir():
         return source
     return data_dir
+
+
+#: What makes two runs comparable, i.e. seeds of one comparison: the same data, model, objective and recipe.
+#: Backend, seed, device, threads and execution settings are what a comparison varies or does not care about.
+COMPARABLE = ("data", "model", "objective", "recipe")
+_RECIPE = ("dataset", "batch_size", "lr", "epochs", "binarize", "limit_train", "precision")
+
+
+def comparable(metrics: dict[str, Any]) -> dict[str, str]:
+    """A run's value of each :data:`COMPARABLE` field, as short text: runs are comparable when every one is equal.
+
+    The one rule ``compare``, the report and a sweep's statistics group by:
+    the data by SHA-256 of every file (a run resumed on changed data counts as
+    its own data), the model by name and latent size, the objective (the ELBO
+    unless a run records another, with its weight), the recipe by what else
+    shapes training.
+    """
+    cfg = metrics["config"]
+    data = metrics.get("data") or {}
+    sha = data.get("sha256") or {}
+    digest = hashlib.sha256(repr(sorted((str(k), str(v)) for k, v in sha.items())).encode()).hexdigest()[:12] if sha else "?"
+    if data.get("changes"):
+        digest += f"+{len(data['changes'])} changes"
+    objective = str(cfg.get("objective") or "elbo")
+    for extra in ("beta", "iwae_k_train", "k"):
+        if cfg.get(extra) is not None:
+            objective += f" {extra}={cfg[extra]}"
+    recipe = " ".join(f"{key}={cfg.get(key)}" for key in _RECIPE)
+    return {"data": digest, "model": f"{cfg.get('model')} z{cfg.get('latent_dim')}", "objective": objective, "recipe": recipe}

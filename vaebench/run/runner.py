@@ -20,6 +20,7 @@ non-finite loss stops the run as ``diverged`` and keeps the last good checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, Terminated
+from vaebench.errors import ConfigError, DivergedError, RunInterruptedError, ShapeError, Terminated, VaebenchError
 from vaebench.io.datasets import check_same_data
 from vaebench.model.batches import Batch, steps_per_epoch, train_batches
 from vaebench.model.config import TrainConfig
 from vaebench.model.weights import init_params
 from vaebench.plugin.contract import Model
-from vaebench.run.checkpoint import Position, load_checkpoint, save_checkpoint
+from vaebench.run.checkpoint import CHECKPOINT, Position, check_position, load_checkpoint, save_checkpoint
 from vaebench.run.evaluation import evaluate_split
 from vaebench.run.finish import finish
 from vaebench.run.outputs.mlflowlog import MlflowLog
@@ -41,7 +42,7 @@ from vaebench.run.outputs.mlflowlog import require as require_mlflow
 from vaebench.run.outputs.tensorboard import RunLog
 from vaebench.run.prefetch import Prefetcher
 from vaebench.run.progress import progress as progress_bar
-from vaebench.run.results import claim_run_dir, config_of, read_metrics, recorded_data_dir, write_metrics
+from vaebench.run.results import claim_run_dir, config_of, finalise, new_run_id, read_metrics, recorded_data_dir, write_metrics
 from vaebench.run.session import Session, open_session, split_test
 from vaebench.run.signals import StopFlag
 
@@ -187,6 +188,8 @@ def resume_run(
             raise ConfigError(f"{run_dir} is already completed; nothing to resume")
         params, adam, position = load_checkpoint(run_dir)
         session = open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir), log)
+        check_position(position, session.cfg, len(session.train_images), run_dir)
+        session.metrics["run_id"] = old.get("run_id") or new_run_id()  # the same run, going on
         tracking = old.get("tracking") or {}
         session.tensorboard = tensorboard
         session.mlflow = mlflow if mlflow is not None else tracking.get("mlflow_uri")  # an MLflow run goes on in MLflow
@@ -199,8 +202,12 @@ def resume_run(
             data["changes"] = [*data.get("changes", []), change]
             session.metrics["data"] = data
             log(f"warning: resuming on different data ({', '.join(changed)} changed); recorded under data.changes")
-        session.model.load_weights(params)
-        session.model.load_optimizer_state(adam)
+        try:
+            session.model.load_weights(params)
+            session.model.load_optimizer_state(adam)
+        except ShapeError as exc:
+            fix = "the run cannot be resumed; start it again with --overwrite"
+            raise ShapeError(f"{run_dir / CHECKPOINT}: {exc}; {fix}") from None
         session.metrics.update(history=position.history, timing=position.timing)
         resumed = {"epoch": position.epoch, "step": position.step}
         if placement is not None:
@@ -216,18 +223,24 @@ def resume_run(
 def _train(session: Session, start: Position, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Epochs from ``start``, then :func:`finish`; whatever stops it, ``metrics.json`` says why.
 
-    SIGINT and SIGTERM are caught for the whole of it, final evaluation and
-    pictures included: they stop the run at the next step, chunk or picture.
+    TensorBoard and MLflow are set up first, inside the same handling, so a
+    tracking store that cannot be used refuses the run before it trains and
+    leaves its status recorded, never ``running``. SIGINT and SIGTERM are caught
+    for the whole of it, final evaluation and pictures included: they stop the
+    run at the next step, chunk or picture. Every end goes through
+    :func:`~vaebench.run.results.finalise`.
     """
     cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
     timing = metrics["timing"]
     stop = StopFlag()
-    tb = RunLog(run_dir, session.tensorboard)
-    tb.config(metrics["config"])
-    ml = MlflowLog(session.mlflow, run_dir, metrics, log)
-    steps = steps_per_epoch(len(session.train_images), cfg.batch_size)
+    tb: RunLog | None = None
+    ml: MlflowLog | None = None
     try:
         with stop.installed():
+            tb = RunLog(run_dir, session.tensorboard)
+            tb.config(metrics["config"])
+            ml = MlflowLog(session.mlflow, run_dir, metrics, log)
+            steps = steps_per_epoch(len(session.train_images), cfg.batch_size)
             for epoch in range(start.epoch + 1, cfg.epochs + 1):
                 resume_at = start if epoch == start.epoch + 1 and start.step else None
 
@@ -264,25 +277,38 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
             finish(session, progress, log, stop)
-    except RunInterruptedError:
-        metrics["status"] = "interrupted"
-        write_metrics(run_dir, metrics)
+    except RunInterruptedError as exc:
+        _record_end(run_dir, metrics, "interrupted", None, exc, log)
         raise
     except DivergedError as exc:
         done = metrics["history"]
         kept = f"the checkpoint of epoch {done[-1]['epoch']} is kept" if done else "no epoch finished, so there is no checkpoint"
         error = DivergedError(f"{exc}; {kept}; try a lower --lr")
-        metrics.update(status="diverged", error=str(error))
-        write_metrics(run_dir, metrics)
+        _record_end(run_dir, metrics, "diverged", str(error), error, log)
         raise error from None
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt | Terminated)
-        metrics.update(status="interrupted" if interrupted else "failed")
-        if not interrupted:
-            metrics["error"] = f"{type(exc).__name__}: {exc}"
-        write_metrics(run_dir, metrics)
+        message = None if interrupted else (str(exc) if isinstance(exc, VaebenchError) else f"{type(exc).__name__}: {exc}")
+        _record_end(run_dir, metrics, "interrupted" if interrupted else "failed", message, exc, log)
         raise
     finally:
-        tb.close()
-        ml.finish(run_dir, metrics["status"])
+        if tb is not None:
+            with contextlib.suppress(Exception):  # closing a log must not hide why the run ended
+                tb.close()
+        if ml is not None:
+            ml.finish(run_dir, metrics["status"])
     return metrics
+
+
+def _record_end(
+    run_dir: Path, metrics: dict[str, Any], status: str, error: str | None, cause: BaseException, log: Callable[[str], None]
+) -> None:
+    """Finalise the status; if even that write fails, the error the user sees names the first cause, then this one."""
+    failed = finalise(run_dir, metrics, status, error)
+    if failed is None:
+        return
+    note = f"and its status ({status}) could not be recorded either: {failed}"
+    if isinstance(cause, VaebenchError):
+        cause.args = (f"{cause}; {note}",)
+    else:
+        log(f"warning: the run ended with {type(cause).__name__}, {note}")

@@ -18,9 +18,9 @@ from vaebench.model.batches import binarize_fixed
 from vaebench.model.config import TrainConfig
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Model
-from vaebench.plugin.host import choose_threads, host_environment
+from vaebench.plugin.host import choose_threads, host_environment, usable_cores
 from vaebench.plugin.profiles import Variant, check_precision
-from vaebench.run.results import SCHEMA_VERSION
+from vaebench.run.results import SCHEMA_VERSION, new_run_id
 
 
 def check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
@@ -62,6 +62,14 @@ def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, l
     train_images = check_sizes(cfg, dataset)
     test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
     threads, threads_record = choose_threads(cfg.threads, log)
+    cores = usable_cores()
+    if cfg.threads and cfg.threads > cores:
+        log(
+            f"warning: --threads {cfg.threads} on {cores} usable core{'s' if cores > 1 else ''}: the threads will take "
+            f"turns and spin against each other, so the run is slower and its timings are not the framework's; "
+            f"--threads {cores} or fewer is what this machine can run at once"
+        )
+        threads_record["oversubscribed"] = {"threads": cfg.threads, "usable_cores": cores}
     backend = backend_cls(device=cfg.device, threads=threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision)
     backend_env = backend.environment()
     check_precision(cfg.precision, backend_env)
@@ -69,6 +77,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, l
     spec = cfg.spec
     metrics: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "run_id": new_run_id(),  # kept on resume; what eval checks before it attaches a result
         "status": "running",
         "config": cfg.to_dict(),
         "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,13 @@ from vaebench.run.results import RUN_OUTPUTS
 EXPERIMENT = "vaebench"
 EPOCH_METRICS = ("train_neg_elbo", "test_neg_elbo", "test_recon", "test_kl", "train_images_per_second", "epoch_seconds")
 STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
+CONNECT_SECONDS = 5.0  # how long a tracking server gets to answer before the run is refused
+# MLflow's own defaults retry an unreachable server for minutes (7 retries, backoff 2, 120 s timeouts)
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
 def default_uri() -> str:
@@ -32,10 +41,29 @@ def default_uri() -> str:
     return Path("mlruns").resolve().as_uri()
 
 
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
 def require(uri: str | None) -> None:
     """Refuse ``--mlflow`` up front, before a run folder is touched, when MLflow is not installed."""
     if uri is not None and importlib.util.find_spec("mlflow") is None:
         raise ConfigError('--mlflow needs MLflow, which is not installed: pip install -e ".[mlflow]"')
+
+
+def _probe(uri: str) -> None:
+    """An ``http(s)://`` tracking server must accept a connection within :data:`CONNECT_SECONDS`."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"the MLflow tracking server {uri} cannot be reached ({exc.strerror or exc}, {CONNECT_SECONDS:g} s); "
+            "start it, fix --mlflow's URI, or run without --mlflow"
+        ) from None
 
 
 class MlflowLog:
@@ -51,21 +79,35 @@ class MlflowLog:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise ConfigError('--mlflow needs MLflow, which is not installed: pip install -e ".[mlflow]"') from None
+        except Exception as exc:  # an install that is there but broken
+            why = f"{type(exc).__name__}: {_first(exc)}"
+            raise ConfigError(f"MLflow cannot be imported ({why}); reinstall it or drop --mlflow") from None
         self.Metric = Metric
         uri = uri or default_uri()
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        self.client = MlflowClient(uri)
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        _probe(uri)
         tracking = metrics.setdefault("tracking", {})
-        self.run_id = tracking.get("mlflow_run_id")
-        if self.run_id is None:
-            experiment = self.client.get_experiment_by_name(EXPERIMENT)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
-            run = self.client.create_run(experiment_id, run_name=Path(run_dir).name, tags={"vaebench.run_dir": str(run_dir)})
-            self.run_id = run.info.run_id
-            params = [Param(k, str(v)[:500]) for k, v in sorted(metrics["config"].items())]
-            self.client.log_batch(self.run_id, params=params)
-            tracking.update(mlflow_run_id=self.run_id, mlflow_uri=uri)
+        try:  # setup is all or nothing: a store MLflow cannot use refuses the run before it trains
+            self.client = MlflowClient(uri)
+            self.run_id = tracking.get("mlflow_run_id")
+            if self.run_id is None:
+                experiment = self.client.get_experiment_by_name(EXPERIMENT)
+                experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
+                tags = {"vaebench.run_dir": str(run_dir)}
+                run = self.client.create_run(experiment_id, run_name=Path(run_dir).name, tags=tags)
+                self.run_id = run.info.run_id
+                params = [Param(k, str(v)[:500]) for k, v in sorted(metrics["config"].items())]
+                self.client.log_batch(self.run_id, params=params)
+                tracking.update(mlflow_run_id=self.run_id, mlflow_uri=uri)
+        except Exception as exc:
+            self.client = None
+            raise ConfigError(
+                f"MLflow at {uri} cannot be used ({type(exc).__name__}: {_first(exc)}); fix --mlflow's URI "
+                "(or the store's permissions), or run without --mlflow"
+            ) from None
 
     def _guarded(self, what: str, fn: Any) -> None:
         """A tracking server that fails mid-run costs the tracking, not the training: warn once, stop logging."""

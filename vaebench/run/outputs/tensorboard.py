@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vaebench.errors import VaebenchError
 from vaebench.model.batches import to_float
 from vaebench.plugin.contract import Model
 from vaebench.run.evaluation import GRID_SIZE, grid_points
@@ -51,7 +52,22 @@ class RunLog:
     """One run's event file; every method is a no-op when ``enabled`` is false."""
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
-        self.writer = _summary_writer()(logdir=str(Path(run_dir) / FOLDER), flush_secs=30) if enabled else None
+        """Open the event file now, so a ``tb/`` that cannot be written refuses the run before it trains."""
+        self.writer = None
+        if not enabled:
+            return
+        folder = Path(run_dir) / FOLDER
+        try:
+            if folder.is_symlink() and not folder.exists():
+                raise FileNotFoundError(f"{folder} is a link to nothing")
+            folder.mkdir(parents=True, exist_ok=True)
+            self.writer = _summary_writer()(logdir=str(folder), flush_secs=30)
+            self.writer.flush()
+        except (OSError, ValueError) as exc:
+            raise VaebenchError(
+                f"cannot write TensorBoard files in {folder} ({getattr(exc, 'strerror', None) or exc}); "
+                "remove or fix it, or pass --no-tensorboard"
+            ) from None
 
     def config(self, config: dict[str, Any]) -> None:
         """The run's settings, as a JSON block TensorBoard's text tab renders."""
