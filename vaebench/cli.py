@@ -407,18 +407,18 @@ def bench(
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     import datetime as dt
 
-    from vaebench.measure.bench import WINDOW_SECONDS, run_matrix
+    from vaebench.measure.bench import bench_backends, method_record, run_matrix
+    from vaebench.measure.busy import BusyMachineError, check_load, mark_load
     from vaebench.measure.documents import write_bench
-    from vaebench.measure.options import split_options
-    from vaebench.measure.ttq import run_ttq
-    from vaebench.plugin.host import load_snapshot, usable_cores
+    from vaebench.measure.ttq import run_ttq_grid
+    from vaebench.plugin.host import usable_cores
     from vaebench.run.progress import progress
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(out) if out else Path("results/bench") / stamp
     if (out_dir / "bench.json").exists() and not overwrite:
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
-    backends = [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
+    backends = bench_backends(names)
     threads = threads or usable_cores()
     click.echo(
         f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
@@ -428,14 +428,10 @@ def bench(
         models, batch_sizes = [], []
         if not ttq_models:
             raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
-    load = load_snapshot()
-    if load["busy"]:
-        what = (
-            f"this machine is busy ({load['busy_cores']:.1f} cores in use by other processes, load average {load['loadavg_1m']})"
-        )
-        if not allow_busy:
-            raise click.UsageError(f"{what}: timings would be slower and unfair; rerun when it is quiet, or pass --allow-busy")
-        click.echo(f"warning: {what}: timing anyway (--allow-busy); every row is marked busy", err=True)
+    try:
+        load = check_load(allow_busy, warn=lambda line: click.echo(line, err=True))
+    except BusyMachineError as exc:
+        raise click.UsageError(str(exc)) from None
     cells = len(models) * len(batch_sizes)
     bar = progress(cells * len(backends) * repeats, "bench", "window")
     results = []
@@ -462,30 +458,10 @@ def bench(
         )
         results.append(r)
     bar.close()
-    ttq = []
-    per_backend = split_options(_options(options), backends)
-    for model in ttq_models or []:
-        for b in backends:
-            settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision}
-            settings.update(compile=compile_ and "compile" in registry.load(b)[0].tunables, options=per_backend[b])
-            for entry in run_ttq(b, model, ttq_seeds, log=click.echo, **settings):
-                if entry.get("kind") == "ttq":
-                    ttq.append(entry)
-    method = {
-        "schedule": schedule,
-        "rounds": repeats,
-        "window_seconds": WINDOW_SECONDS,
-        "warmup_rounds": 1,
-        "profile": profile,
-        "precision": precision,
-        "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
-        "memory": "a fresh worker process per (backend, cell)",
-        "load_at_start": load,
-        "load_at_end": (end := load_snapshot()),
-    }
-    for r in results:
-        r["load"] = {"busy": load["busy"], "busy_cores_at_start": load["busy_cores"], "busy_cores_at_end": end["busy_cores"]}
-    json_path, csv_path = write_bench(results, out_dir, ttq, method)
+    settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile_}
+    ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=_options(options), log=click.echo)
+    end = mark_load(results, load)
+    json_path, csv_path = write_bench(results, out_dir, ttq, method_record(schedule, repeats, profile, precision, load, end))
     click.echo(f"wrote {json_path} and {csv_path}")
 
 

@@ -121,3 +121,31 @@ def run_matrix(
                         "memory": MEMORY_METHOD,
                     },
                 }
+
+
+def method_record(
+    schedule: str, rounds: int, profile: str, precision: str, load_at_start: dict[str, Any], load_at_end: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``method`` of ``bench.json``: how the matrix was timed, so a reader can judge a figure without the code.
+
+    It lives beside :func:`run_matrix` because it describes what that function
+    does (its window length, its one warm-up round, a worker per cell); the
+    load at the start and the end come from :mod:`vaebench.measure.busy`.
+    """
+    return {
+        "schedule": schedule,
+        "rounds": rounds,
+        "window_seconds": WINDOW_SECONDS,
+        "warmup_rounds": 1,
+        "profile": profile,
+        "precision": precision,
+        "ratio": "median of per-round ratios to the cell's fastest; 95% percentile bootstrap over rounds (2000, seed 0)",
+        "memory": "a fresh worker process per (backend, cell)",
+        "load_at_start": load_at_start,
+        "load_at_end": load_at_end,
+    }
+
+
+def bench_backends(names: str) -> list[str]:
+    """``--backends``: a comma list, or ``all``: every installed backend but the numpy reference, too slow to time."""
+    return [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from vaebench.errors import BackendError
+from vaebench.measure.options import split_options
 from vaebench.measure.stats import ttq_summary
 from vaebench.plugin import registry
 
@@ -38,12 +39,18 @@ def time_to_quality(
     precision: str = "fp32",
     compile: bool = False,
     options: dict[str, str] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    load: Callable[[str, str | None], Any] | None = None,
 ) -> dict[str, Any]:
     """Seconds from the first touch of the data until the test -ELBO first reaches the model's target.
 
     The clock starts before the data set is read and includes building the
     model, compiling, every epoch and every evaluation. ``seconds`` is ``None``
-    when the target is not reached within :data:`TTQ_MAX_EPOCHS`.
+    when the target is not reached within :data:`TTQ_MAX_EPOCHS`. ``clock`` and
+    ``load`` (``(dataset, data_dir) -> Dataset``, by default
+    :func:`vaebench.io.datasets.load_dataset`) are parameters so a test can
+    prove, with a fake clock and a slow stub loader, that the data load is
+    inside the figure.
     """
     from vaebench.io.datasets import load_dataset
     from vaebench.model.config import TrainConfig
@@ -52,7 +59,7 @@ def time_to_quality(
     from vaebench.run.runner import train_epoch
     from vaebench.run.signals import StopFlag
 
-    t0 = time.perf_counter()
+    t0 = clock()
     cfg = TrainConfig(
         backend=backend,
         model=model_name,
@@ -63,7 +70,7 @@ def time_to_quality(
         compile=compile,
         options=dict(options or {}),
     ).resolved()
-    data = load_dataset(cfg.dataset, data_dir)
+    data = (load or load_dataset)(cfg.dataset, data_dir)
     be = registry.load(backend)[0](device=device, threads=threads, compile=compile, options=cfg.options, precision=precision)
     model = be.build(cfg.spec, cfg.adam)
     model.load_weights(init_params(cfg.spec, seed))
@@ -81,7 +88,7 @@ def time_to_quality(
         train_epoch(model, data.train_images, cfg, epoch, timing, False, StopFlag())
         result["test_neg_elbo"] = evaluate_split(model, data.test_images, cfg.eval_batch_size, seed)["neg_elbo"]
         if result["test_neg_elbo"] <= target:
-            result.update(epochs=epoch, seconds=time.perf_counter() - t0)
+            result.update(epochs=epoch, seconds=clock() - t0)
             break
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -127,6 +134,36 @@ def run_ttq(
         "runs": runs,
         **ttq_summary([r["seconds"] for r in runs]),
     }
+
+
+def run_ttq_grid(
+    backends: list[str],
+    models: list[str],
+    seeds: int,
+    threads: int,
+    data_dir: str | None,
+    device: str = "auto",
+    precision: str = "fp32",
+    compile: bool = False,
+    options: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``bench --ttq-models``: the summary entry of every (model, backend), models outer, after the matrix.
+
+    ``options`` are routed as the matrix routes them (``[BACKEND:]KEY=VALUE``,
+    :func:`~vaebench.measure.options.split_options`), and ``compile`` applies
+    only to backends that have it, so one bench command means the same variant
+    in its matrix and in its time to quality. Each seed's own run stays inside
+    its summary's ``runs``.
+    """
+    per_backend = split_options(options or {}, backends)
+    entries = []
+    for model in models:
+        for b in backends:
+            settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision}
+            settings.update(compile=compile and "compile" in registry.load(b)[0].tunables, options=per_backend[b])
+            entries += [e for e in run_ttq(b, model, seeds, log=log, **settings) if e.get("kind") == "ttq"]
+    return entries
 
 
 def main() -> None:
