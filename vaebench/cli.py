@@ -7,7 +7,6 @@ leave as one line on stderr with a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -465,28 +464,6 @@ def bench(
     click.echo(f"wrote {json_path} and {csv_path}")
 
 
-def _sweep_settings(toml_file: str | None, kw: dict[str, object]) -> dict[str, object]:
-    """TOML values, overridden by every flag given."""
-    from vaebench.sweep.plan import parse_seeds, read_toml
-
-    settings: dict[str, object] = read_toml(Path(toml_file)) if toml_file else {}
-    flags = {key: kw[key] for key in ("backends", "models", "batch_sizes", "lr", "epochs") if kw[key] is not None}
-    if kw["seeds"] is not None:
-        flags["seeds"] = parse_seeds(str(kw["seeds"]))
-    for key in ("dataset", "latent_dim", "binarize", "device", "limit_train", "threads", "precision", "eval_k", "data_dir"):
-        if kw[key] is not None:
-            flags[key] = kw[key]
-    for key, value in (("compile", kw["compile_"]), ("tensorboard", kw["tensorboard"]), ("exclusive", kw["exclusive"])):
-        if value is not None:
-            flags[key] = value
-    if kw["options"]:
-        flags["options"] = _options(kw["options"])
-    for key in ("address", "storage", "max_retries"):
-        if kw[key] is not None:
-            flags[key] = kw[key]
-    return {**settings, **flags}
-
-
 @cli.command(
     epilog="Examples:\n\n\b\n"
     "  vaebench sweep --backends torch,jax --models mlp --seeds 0-4 --epochs 10\n"
@@ -545,7 +522,8 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         require_ray()
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
-        settings = _sweep_settings(toml_file, kw)
+        flags = {**kw, "compile": kw["compile_"], "options": _options(kw["options"]) or None}
+        settings = plan.merge_settings(Path(toml_file) if toml_file else None, flags)
         grid = plan.make_grid(settings)
         runs = grid.expand()
         missing = sorted({r.config.backend for r in runs} - set(registry.installed()))
@@ -554,9 +532,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         exclusive = bool(settings.get("exclusive"))
         if kw["dry_run"]:
             for run in runs:
-                cores = "a whole node" if exclusive else f"{run.config.threads or 1} CPU"
-                gpu = " + 1 GPU" if run.config.device == "cuda" else ""
-                click.echo(f"{run.name}  ({cores}{gpu})")
+                click.echo(f"{run.name}  ({plan.reservation(run, exclusive)})")
             click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
             return
         from vaebench.sweep.cluster import require_ray
@@ -564,23 +540,10 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         require_ray()  # before any folder exists
         if settings.get("storage") and kw["out"]:
             raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
-        storage = settings.get("storage")
-        sweep_dir = Path(str(kw["out"])) if kw["out"] else plan.default_sweep_dir(Path(str(storage)) if storage else None)
+        sweep_dir = plan.sweep_dir_for(settings, str(kw["out"]) if kw["out"] else None)
         if (sweep_dir / plan.SWEEP_FILE).exists():
             raise VaebenchError(f"{sweep_dir} holds a sweep already: --resume {sweep_dir}, or choose another --out")
-        data_dir = settings.get("data_dir") or os.environ.get("VAEBENCH_DATA_DIR")  # recorded: workers elsewhere need it
-        record = plan.new_record(
-            grid,
-            runs,
-            {
-                "storage": "shared" if storage else "object-store",
-                "address": settings.get("address"),
-                "exclusive": exclusive,
-                "data_dir": str(Path(str(data_dir)).resolve()) if data_dir else None,
-                "tensorboard": settings.get("tensorboard", True),
-                "max_retries": settings.get("max_retries", 3),
-            },
-        )
+        record = plan.new_record(grid, runs, plan.record_settings(settings))
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

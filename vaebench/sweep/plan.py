@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,25 @@ def read_toml(path: Path) -> dict[str, Any]:
     return out
 
 
+SETTINGS = (*_TOML_AXES, "seeds", *_TOML_RUN, *_TOML_SWEEP)  # what a flag or a TOML key may set
+
+
+def merge_settings(toml_file: Path | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep's settings: the TOML file's values, each overridden by the flag of the same name that was given.
+
+    A flag counts as given when it is not ``None`` (switches are tri-state for
+    this reason: ``--no-binarize`` must override ``binarize = true``). Only the
+    keys in :data:`SETTINGS` are taken, so a caller can hand over all of its
+    options; ``seeds`` arrives as the flag's text (``0-4``) and is parsed here,
+    as the TOML file's is.
+    """
+    settings: dict[str, Any] = read_toml(Path(toml_file)) if toml_file else {}
+    given = {key: flags[key] for key in SETTINGS if flags.get(key) is not None}
+    if "seeds" in given:
+        given["seeds"] = parse_seeds(str(given["seeds"]))
+    return {**settings, **given}
+
+
 def make_grid(settings: dict[str, Any]) -> Grid:
     """A :class:`Grid` from merged TOML and flag values (``backends``, ``models``, ``seeds``, ``lr``, ...)."""
     if not settings.get("backends"):
@@ -266,3 +287,33 @@ def counts(record: dict[str, Any]) -> dict[str, int]:
     for run in record["runs"]:
         out[run["status"]] += 1
     return out
+
+
+def sweep_dir_for(settings: dict[str, Any], out: str | None) -> Path:
+    """``--out`` if given, else a new timestamped folder under the shared ``storage`` (or ``results/sweeps``)."""
+    storage = settings.get("storage")
+    return Path(out) if out else default_sweep_dir(Path(str(storage)) if storage else None)
+
+
+def record_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """How to execute the sweep, as ``sweep.json`` keeps it so that ``--resume`` needs no flags.
+
+    The data folder is recorded resolved, from the settings or else from
+    ``VAEBENCH_DATA_DIR``: workers on other nodes, or a resume from another
+    shell, must find the same files.
+    """
+    data_dir = settings.get("data_dir") or os.environ.get("VAEBENCH_DATA_DIR")
+    return {
+        "storage": "shared" if settings.get("storage") else "object-store",
+        "address": settings.get("address"),
+        "exclusive": bool(settings.get("exclusive")),
+        "data_dir": str(Path(str(data_dir)).resolve()) if data_dir else None,
+        "tensorboard": settings.get("tensorboard", True),
+        "max_retries": settings.get("max_retries", 3),
+    }
+
+
+def reservation(run: Run, exclusive: bool) -> str:
+    """What a run reserves, in words for ``--dry-run``: a whole node or its threads' CPUs, plus a GPU for cuda."""
+    cores = "a whole node" if exclusive else f"{run.config.threads or 1} CPU"
+    return cores + (" + 1 GPU" if run.config.device == "cuda" else "")
