@@ -92,7 +92,7 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html
 
 
-def test_time_to_quality_counts_from_the_data_and_keeps_every_seed(tiny_dir, monkeypatch):
+def test_time_to_quality_stops_at_the_target_and_is_none_when_never_reached(tiny_dir, monkeypatch):
     from vaebench.measure import ttq
 
     monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", 1e9)  # any -ELBO reaches it: stops after epoch 1
