@@ -404,17 +404,14 @@ def bench(
     allow_busy: bool,
 ) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
-    import datetime as dt
-
     from vaebench.measure.bench import bench_backends, method_record, run_matrix
     from vaebench.measure.busy import BusyMachineError, check_load, mark_load
-    from vaebench.measure.documents import write_bench
+    from vaebench.measure.documents import default_bench_dir, write_bench
     from vaebench.measure.ttq import run_ttq_grid
     from vaebench.plugin.host import usable_cores
     from vaebench.run.progress import progress
 
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(out) if out else Path("results/bench") / stamp
+    out_dir = Path(out) if out else default_bench_dir()
     if (out_dir / "bench.json").exists() and not overwrite:
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
     backends = bench_backends(names)

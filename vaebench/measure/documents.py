@@ -7,6 +7,7 @@ a document without importing the worker, the registry or a framework.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from pathlib import Path
@@ -19,6 +20,11 @@ from vaebench.model.catalogue import canonical_model
 from vaebench.plugin.host import host_environment
 
 BENCH_SCHEMA = 2
+
+
+def default_bench_dir(root: Path = Path("results/bench")) -> Path:
+    """``results/bench/<UTC timestamp>``: a new folder per bench, so that no bench replaces another unasked."""
+    return root / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def write_bench(
