@@ -253,6 +253,20 @@ def test_inference_timings_are_the_device_time_of_each_repeat_without_the_warm_u
     assert dev.now == pytest.approx(4 * (0.5 * chunks + 0.125))  # a warm-up and three repeats of each
 
 
+def test_tune_times_every_variant_on_the_device_and_keeps_the_fastest(device_worker):
+    dev, w = device_worker(0.05)
+    w.ready()
+    got = w.call({"op": "tune", "windows": 3})
+    (only,) = got["candidates"]  # the numpy backend has no tunables: one variant, the default
+    assert got["choice"] == {"compile": False, "options": {}}
+    each = pytest.approx(16 / 0.05)
+    assert (only["median"], only["min"], only["max"], only["windows"]) == (each, each, each, 3)
+    assert only["compile_seconds"] == pytest.approx(0.05) and only["label"] == "plugin defaults" and "samples" not in only
+    steps = worker_mod.steps_for(0.05)
+    # tune's compile and probe calls, measure's own first call (its only warm-up), three windows
+    assert dev.steps == 1 + 1 + 1 + 3 * steps and dev.queued == 0
+
+
 # -- TOST at its boundary -------------------------------------------------------------------
 def _t2_sf(x: float) -> float:
     """Upper tail of Student's t with 2 degrees of freedom, in closed form: 1/2 - x / (2 sqrt(2 + x^2))."""
@@ -296,8 +310,10 @@ def test_time_to_quality_counts_the_data_load_and_the_build(tiny_dir, monkeypatc
     info = registry.load("numpy")[1]
     monkeypatch.setattr(registry, "load", lambda name: (SlowBuild, info))
     monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", 1e9)  # reached after the first epoch
-    got = ttq.time_to_quality("numpy", "mlp", seed=0, threads=1, data_dir=None, clock=lambda: now[0], load=slow_load)
+    got = ttq.time_to_quality("numpy", "mlp", seed=3, threads=1, data_dir=None, clock=lambda: now[0], load=slow_load)
     assert got["epochs"] == 1 and got["seconds"] == 110.0
+    assert (got["backend"], got["model"], got["seed"], got["target"]) == ("numpy", "mlp", 3, 1e9)
+    assert got["test_neg_elbo"] < 600 and got["peak_rss_mb"] > 0  # one epoch of the tiny set, scored on its test split
 
 
 def test_run_ttq_yields_every_seed_then_a_summary_that_counts_those_that_reached(monkeypatch):
