@@ -645,6 +645,56 @@ def backends(devices: bool) -> None:
             click.echo(f"{name:12s} missing    {how}")
 
 
+@cli.command(
+    epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain"
+)
+@click.option("--backends", "names", default="torch,jax,keras", show_default=True, help="Comma-separated backends.")
+@click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=128, show_default=True, help="Images per call.")
+@click.option("--rounds", type=click.IntRange(min=1, max=100), default=5, show_default=True, help="Windows per probe.")
+@click.option(
+    "--window-seconds", type=click.FloatRange(min=0.001, max=10), default=0.25, show_default=True, help="Length of a window."
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
+@click.option("--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting; repeatable.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for explain.json, .md and .png.")
+def explain(
+    names: str,
+    model: str,
+    batch_size: int,
+    rounds: int,
+    window_seconds: float,
+    threads: int | None,
+    options: tuple[str, ...],
+    out: str,
+) -> None:
+    """Where the time goes: every layer's forward pass and both gradients, and the step split, per backend."""
+    import tempfile
+
+    from vaebench.measure.bench import bench_backends
+    from vaebench.measure.explain import explain as run_explain
+    from vaebench.measure.explain import write_explain
+    from vaebench.measure.options import split_options
+    from vaebench.plugin.host import usable_cores
+    from vaebench.report.explain import table_lines, write_readable
+
+    backends = bench_backends(names)
+    for name in backends:
+        registry.load(name)  # an unknown name is one line now, not after the first backend's minutes
+    per_backend = split_options(_options(options), backends)
+    out_dir = Path(out)
+    try:  # checked before anything is measured: a result nobody can write is a result lost
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise click.UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
+    doc = run_explain(backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=log)
+    written = [write_explain(doc, out_dir), *write_readable(doc, out_dir)]
+    click.echo("\n".join(table_lines(doc)))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
 def main() -> None:
     """Entry point: run the click group, turning user errors and signals into one line."""
     from vaebench.run.signals import terminate_cleanly

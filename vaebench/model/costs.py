@@ -40,6 +40,8 @@ from typing import Any
 from vaebench.model.layers import Conv2D, Dense, LayerInfo, ModelSpec
 
 BYTES_PER_FLOAT = 4
+#: the products of a layer with weights (:class:`LayerCost`: forward_flops, grad_input_flops, grad_weight_flops)
+PHASES = ("forward", "grad_input", "grad_weights")
 # p -= lr * (m / bc1) / (sqrt(v / bc2) + eps): m update 3 (2 mul, 1 add), v update 4 (g*g, 2 mul, 1 add),
 # the two bias corrections 2, sqrt 1, + eps 1, divide 1, times lr 1, subtract 1
 ADAM_FLOPS_PER_PARAM = 14

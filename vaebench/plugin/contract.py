@@ -20,18 +20,23 @@ written once on the tiny :class:`Ops` namespace each plugin supplies.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from vaebench.errors import BackendError, ShapeError
 from vaebench.model.config import AdamConfig
-from vaebench.model.layers import ModelSpec
+from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import Layout, convert, kernel_permutations
 from vaebench.model.ops import LossTerms
 from vaebench.model.weights import Params, check_params
 from vaebench.plugin.environment import Environment
+
+#: what :meth:`Model.layer_probe` returns, in this order
+LAYER_PROBES = ("forward", "forward+grad_input", "forward+grad_weights")
+#: what :meth:`Model.step_probe` returns
+STEP_PROBES = ("forward", "forward+backward")
 
 
 def _check(name: str, array: Any, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -190,6 +195,47 @@ class Model(abc.ABC):
         from vaebench.plugin.engines import peak_gpu_memory_mb
 
         return peak_gpu_memory_mb(self.engine)
+
+    # -- where the time goes (vaebench explain) ------------------------------
+    def layer_probe(
+        self, info: LayerInfo, params: Mapping[str, np.ndarray], x: np.ndarray, grad: np.ndarray
+    ) -> dict[str, Callable[[], Any]]:
+        """Callables that run one spec layer alone, each once per call and blocking until its result is ready.
+
+        ``info`` is a layer with weights, ``params`` its canonical ``kernel`` and
+        ``bias``, ``x`` its input ``(batch, *info.in_shape)`` and ``grad`` a
+        cotangent of its output ``(batch, *info.out_shape)``, both channels-last.
+        The keys are :data:`LAYER_PROBES`: the layer's forward pass (its
+        activation included), and the forward pass followed by the gradient to
+        the input or to the weights, each compiled the way the plugin compiles
+        its step. The core times them and takes differences
+        (:mod:`vaebench.measure.explain`), so a plugin only translates.
+        """
+        perms = {k: v for k, v in self._perms.items() if k.startswith(f"{info.name}/")}
+        kernel, bias = (convert(perms, dict(params), False)[f"{info.name}/{p}"] for p in ("kernel", "bias"))
+        probes = self._layer_probe(info, np.asarray(kernel, np.float32), np.asarray(bias, np.float32), x, grad)
+        return self._probes(probes, LAYER_PROBES)
+
+    def step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict[str, Callable[[], Any]]:
+        """Callables for the whole network at the current weights, each blocking: the loss alone (``forward``)
+        and the loss with every parameter's gradient (``forward+backward``), no update (:data:`STEP_PROBES`)."""
+        self._check_xe(x, eps)
+        return self._probes(self._step_probe(x, eps), STEP_PROBES)
+
+    def _probes(self, probes: Mapping[str, Callable[[], Any]], keys: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
+        if set(probes) != set(keys):
+            raise BackendError(f"{type(self).__name__}: probes must be {', '.join(keys)}, got {', '.join(sorted(probes))}")
+        return {k: probes[k] for k in keys}
+
+    def _layer_probe(
+        self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray
+    ) -> Mapping[str, Callable[[], Any]]:
+        """The plugin's :meth:`layer_probe` with the layer's weights already in its layout."""
+        raise BackendError(f"{type(self).__name__} cannot time single layers, so `vaebench explain` cannot use it")
+
+    def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> Mapping[str, Callable[[], Any]]:
+        """The plugin's :meth:`step_probe`."""
+        raise BackendError(f"{type(self).__name__} cannot time the loss apart from its step, so `vaebench explain` cannot use it")
 
     # -- what a plugin implements ------------------------------------------
     @abc.abstractmethod

@@ -88,6 +88,7 @@ class JaxModel(Model):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
+        self.loss = lambda params, x, eps: net(params).loss(OPS, x, eps)
         self.step = jax.jit(step, donate_argnums=(0, 1))
         self.eval_fn = jax.jit(lambda params, x, eps: net(params).terms(OPS, x, eps))
         self.encode_fn = jax.jit(lambda params, x: net(params).encode(x))
@@ -144,3 +145,27 @@ class JaxModel(Model):
 
     def _synchronize(self) -> None:
         jax.block_until_ready((self.params, self.opt_state))
+
+    # -- where the time goes (vaebench explain): the layer or the loss alone, each one jitted call --
+    def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
+        w = {f"{info.name}/kernel": self._put(kernel), f"{info.name}/bias": self._put(bias)}
+        xs, gs = self._put(x), self._put(grad)
+
+        def f(w: dict, x: jax.Array) -> jax.Array:
+            return walk.layer(Layers(w), info)(x)
+
+        forward = jax.jit(f)
+        to_input = jax.jit(lambda w, x, g: jax.vjp(lambda x: f(w, x), x)[1](g)[0])
+        to_weights = jax.jit(lambda w, x, g: jax.vjp(lambda w: f(w, x), w)[1](g)[0])
+        return {
+            "forward": lambda: jax.block_until_ready(forward(w, xs)),
+            "forward+grad_input": lambda: jax.block_until_ready(to_input(w, xs, gs)),
+            "forward+grad_weights": lambda: jax.block_until_ready(to_weights(w, xs, gs)),
+        }
+
+    def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
+        xs, es, loss, grads = self._put(x), self._put(eps), jax.jit(self.loss), jax.jit(jax.value_and_grad(self.loss))
+        return {
+            "forward": lambda: jax.block_until_ready(loss(self.params, xs, es)),
+            "forward+backward": lambda: jax.block_until_ready(grads(self.params, xs, es)),
+        }

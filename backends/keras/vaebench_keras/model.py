@@ -201,6 +201,18 @@ class KerasModel(Model):
     def _synchronize(self) -> None:
         self._step.sync()
 
+    # -- where the time goes (vaebench explain): the layer or the loss alone, compiled as the step is --
+    def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
+        built: dict[str, Any] = {}
+        x_in = keras.Input(info.in_shape)
+        net = keras.Model(x_in, walk.layer(Layers, info, built)(x_in))
+        built[info.name].kernel.assign(kernel), built[info.name].bias.assign(bias)
+        return self._step.probe(net, x, grad)
+
+    def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
+        self._step.pull()
+        return self._step.probe(self.net, [x, eps], None)
+
 
 class _Step:
     """A compiled step plus how to move state between it and the Keras variables (the defaults: nothing to move)."""
@@ -223,6 +235,11 @@ class _Step:
 
     def sync(self) -> None:
         """Wait for queued device work."""
+
+    def probe(self, net: Any, x: Any, grad: Any) -> dict:
+        """:meth:`KerasModel._layer_probe` on a one-layer ``net`` (``grad`` its output's cotangent), or, with
+        ``grad=None``, the whole loss net's ``forward`` and ``forward+backward`` (:meth:`KerasModel._step_probe`)."""
+        raise NotImplementedError
 
 
 class _TfStep(_Step):
@@ -258,6 +275,39 @@ class _TfStep(_Step):
         if self.device_sync is not None and self.model.device_kind == "cuda":
             self.device_sync()
 
+    def probe(self, net: Any, x: Any, grad: Any) -> dict:
+        tf, jit, w = self.tf, self.model.xla, net.trainable_variables
+        x = [tf.constant(a) for a in x] if isinstance(x, list) else tf.constant(x)
+        if grad is None:
+            loss = tf.function(lambda x: tf.reduce_mean(net(x, training=True)), jit_compile=jit)
+
+            @tf.function(jit_compile=jit)
+            def backward(x: Any) -> Any:
+                with tf.GradientTape() as tape:
+                    out = tf.reduce_mean(net(x, training=True))
+                return tape.gradient(out, w)
+
+            return {"forward": lambda: self._ready(loss(x)), "forward+backward": lambda: self._ready(backward(x))}
+        g = tf.constant(grad)
+
+        def gradient(to_input: bool) -> Any:
+            @tf.function(jit_compile=jit)
+            def fn(x: Any, g: Any) -> Any:
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = net(x, training=True)
+                return tape.gradient(y, x if to_input else w, output_gradients=g)
+
+            return lambda: self._ready(fn(x, g))
+
+        forward = tf.function(lambda x: net(x, training=True), jit_compile=jit)
+        forward_call = lambda: self._ready(forward(x))  # noqa: E731
+        return {"forward": forward_call, "forward+grad_input": gradient(True), "forward+grad_weights": gradient(False)}
+
+    def _ready(self, out: Any) -> Any:
+        self.sync()
+        return out
+
 
 class _TorchStep(_Step):
     """``loss.backward()`` and Keras' optimizer on torch tensors, eagerly."""
@@ -280,6 +330,27 @@ class _TorchStep(_Step):
     def sync(self) -> None:
         if self.model.device_kind == "cuda":
             self.torch.cuda.synchronize()
+
+    def probe(self, net: Any, x: Any, grad: Any) -> dict:
+        torch, w = self.torch, [v.value for v in net.trainable_variables]
+        tensor = keras.ops.convert_to_tensor
+        if grad is None:
+            xs = [tensor(a) for a in x]
+            loss = lambda: keras.ops.mean(net(xs, training=True))  # noqa: E731
+            return {
+                "forward": lambda: self._ready(loss()),
+                "forward+backward": lambda: self._ready(torch.autograd.grad(loss(), w)),
+            }
+        xs, gs = tensor(x).detach().requires_grad_(True), tensor(grad)
+        return {
+            "forward": lambda: self._ready(net(xs, training=True)),
+            "forward+grad_input": lambda: self._ready(torch.autograd.grad(net(xs, training=True), xs, gs)),
+            "forward+grad_weights": lambda: self._ready(torch.autograd.grad(net(xs, training=True), w, gs)),
+        }
+
+    def _ready(self, out: Any) -> Any:
+        self.sync()
+        return out
 
 
 class _JaxStep(_Step):
@@ -328,6 +399,30 @@ class _JaxStep(_Step):
 
     def sync(self) -> None:
         self.jax.block_until_ready(self.state)
+
+    def probe(self, net: Any, x: Any, grad: Any) -> dict:
+        jax, jnp = self.jax, self.jax.numpy
+        trainable = [jnp.array(v.value) for v in net.trainable_variables]
+        fixed = [jnp.array(v.value) for v in net.non_trainable_variables]
+        xs = [jnp.asarray(a) for a in x] if isinstance(x, list) else jnp.asarray(x)
+
+        def f(w: Any, x: Any) -> Any:
+            return net.stateless_call(w, fixed, x, training=True)[0]
+
+        ready = jax.block_until_ready
+        if grad is None:
+            loss = jax.jit(lambda w, x: keras.ops.mean(f(w, x)))
+            grads = jax.jit(jax.value_and_grad(lambda w, x: keras.ops.mean(f(w, x))))
+            return {"forward": lambda: ready(loss(trainable, xs)), "forward+backward": lambda: ready(grads(trainable, xs))}
+        gs = jnp.asarray(grad)
+        forward = jax.jit(f)
+        to_input = jax.jit(lambda w, x, g: jax.vjp(lambda x: f(w, x), x)[1](g)[0])
+        to_weights = jax.jit(lambda w, x, g: jax.vjp(lambda w: f(w, x), w)[1](g)[0])
+        return {
+            "forward": lambda: ready(forward(trainable, xs)),
+            "forward+grad_input": lambda: ready(to_input(trainable, xs, gs)),
+            "forward+grad_weights": lambda: ready(to_weights(trainable, xs, gs)),
+        }
 
 
 STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}

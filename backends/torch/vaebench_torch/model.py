@@ -119,6 +119,7 @@ class TorchModel(Model):
         def loss(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
             return net.loss(OPS, x, eps)
 
+        self.compiled = backend.compile
         self.loss_fn = torch.compile(loss) if backend.compile else loss
         self.fused = backend.options["fused_adam"] == "1"
         self._new_optimizer()
@@ -199,3 +200,32 @@ class TorchModel(Model):
     def _synchronize(self) -> None:
         if self.device_kind == "cuda":
             torch.cuda.synchronize(self.device)
+
+    # -- where the time goes (vaebench explain): the layer or the loss alone, as the step runs it --
+    def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
+        built: dict[str, Any] = {}
+        fn, module = walk.layer(Layers, info, built), built[info.name].to(self.device)
+        if self.channels_last and x.ndim == 4:
+            module.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(kernel)), module.bias.copy_(torch.from_numpy(bias))
+        fn = torch.compile(fn) if self.compiled else fn
+        xs, gs = (self._images(a) if a.ndim == 4 else self._put(a) for a in (x, grad))
+        xs = xs.detach().requires_grad_(True)
+        weights = (module.weight, module.bias)
+        return {
+            "forward": lambda: self._ready(fn(xs)),
+            "forward+grad_input": lambda: self._ready(torch.autograd.grad(fn(xs), xs, gs)),
+            "forward+grad_weights": lambda: self._ready(torch.autograd.grad(fn(xs), weights, gs)),
+        }
+
+    def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
+        xs, es, params = self._images(x), self._put(eps), [p for _, p in self.params]
+        return {
+            "forward": lambda: self._ready(self.loss_fn(xs, es)),
+            "forward+backward": lambda: self._ready(torch.autograd.grad(self.loss_fn(xs, es), params)),
+        }
+
+    def _ready(self, out: Any) -> Any:
+        self._synchronize()
+        return out
