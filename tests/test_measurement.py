@@ -3,9 +3,10 @@
 Every figure vaebench prints goes through the functions tested here. A fake
 device queues work on ``step()`` and only advances the clock when synchronised,
 like a GPU or an asynchronous XLA dispatch: a window closed without the
-backend's synchronisation then measures nothing, and the tests see it. These
-tests are the ones ``nox -s mutation`` runs against mutants of
-``timing.py``, ``stats.py``, ``interleave.py`` and ``paritycheck.py``.
+backend's synchronisation then measures nothing, and the tests see it. With
+``tests/test_pinned.py``, these are the tests ``nox -s mutation`` runs against
+mutants of ``timing.py``, ``stats.py``, ``interleave.py`` and ``paritycheck.py``
+(the full list of modules and tests: ``[tool.mutmut]`` in pyproject.toml).
 """
 
 from __future__ import annotations
