@@ -327,8 +327,10 @@ def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
 
 def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
     def parse(_ctx: object, param: click.Parameter, value: str | None) -> list | None:
-        if not value:
+        if value is None:
             return None
+        if not value.strip():  # `--models ''` would run an empty matrix (or fail in it): say so instead
+            raise click.BadParameter("is empty; give at least one value, comma-separated, or leave the option out", param=param)
         try:
             items = [kind(v.strip()) for v in value.split(",")]
         except ValueError:
@@ -582,9 +584,11 @@ def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> No
     from vaebench.report.page import write_report
     from vaebench.report.tables import (
         bench_table,
+        comparability_notes,
         equivalence_rows,
         harness_table,
         has_seeds,
+        plain,
         runs_table,
         seed_rows,
         ttq_table,
@@ -600,6 +604,8 @@ def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> No
         click.echo("\n".join(harness_table(harness)))
     if runs:
         click.echo("\n".join(runs_table(runs)))
+    for note in comparability_notes(runs):  # runs that look alike but must not be paired: said, not hidden
+        click.echo(f"note: {plain(note)}", err=True)
     if has_seeds(runs):
         click.echo("\nOver seeds:")
         click.echo("\n".join(seed_rows(runs).lines()))

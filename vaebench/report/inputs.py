@@ -8,7 +8,7 @@ from typing import Any
 
 from vaebench.errors import VaebenchError
 from vaebench.measure.documents import read_bench_doc
-from vaebench.run.results import METRICS, read_metrics
+from vaebench.run.results import METRICS, read_metrics, run_identity
 from vaebench.sweep.plan import SWEEP_FILE, read_record, run_folder
 
 
@@ -21,12 +21,12 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
 
     Each run and each file counts once, however often it is named: ``A ./A A/``,
     overlapping globs, a sweep folder with its own runs, or a copy of a run
-    folder (the same ``run_id``) are one run, not seeds of a comparison.
+    folder (the same ``run_id`` and weights) are one run, not seeds of a comparison.
     """
     bench: list[dict] = []
     runs: list[tuple[Path, dict]] = []
     seen_paths: set[Path] = set()
-    seen_ids: set[str] = set()
+    seen_ids: set[tuple] = set()
 
     def add_run(folder: Path) -> None:
         real = folder.resolve()
@@ -34,11 +34,11 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             return
         seen_paths.add(real)
         metrics = read_metrics(folder)
-        run_id = metrics.get("run_id")
-        if run_id is not None:
-            if run_id in seen_ids:
+        if metrics.get("run_id") is not None:  # a copy: the same run id and the same weights
+            identity = tuple(sorted(run_identity(folder, metrics).items()))
+            if identity in seen_ids:
                 return
-            seen_ids.add(run_id)
+            seen_ids.add(identity)
         runs.append((folder, metrics))
 
     for path in map(Path, paths):

@@ -27,6 +27,7 @@ from vaebench.report.inputs import by_kind
 from vaebench.report.tables import (
     Table,
     bench_rows,
+    comparability_notes,
     equivalence_rows,
     harness_rows,
     has_seeds,
@@ -264,11 +265,16 @@ def write_report(
             "median and full range over seeds (nothing trimmed), and how many seeds reached the target.",
         ]
         sections.append(("Time to quality", prose, "ttq", ttq_rows(ttq), []))
+    # runs that look alike but differ in data, model, objective or recipe: said where the reader looks for the pairing
+    found = comparability_notes(runs)
+    notes = ["", *(n.replace("`", "'") for n in found)] if found else []
     if has_seeds(runs):
         prose = [
             "Completed runs grouped by model and setting: each backend's final test -ELBO as mean ± sample std over",
             "seeds, and its median training images/s (`packed` runs shared their node: not timing-grade; see `--exclusive`).",
+            *notes,
         ]
+        notes = []
         sections.append(("Over seeds", prose, "seeds", seed_rows(runs), []))
         prose = [
             "For each pair of backends, the difference of mean test -ELBO (A - B) with its 95% t interval, paired by",
@@ -278,7 +284,7 @@ def write_report(
         ]
         sections.append(("Same quality?", prose, "equivalence", equivalence_rows(runs, margin), []))
     if runs:
-        prose = ["Runs whose status is not `completed` are listed and left out of the curves and grids."]
+        prose = ["Runs whose status is not `completed` are listed and left out of the curves and grids.", *notes]
         names = [n for n in ("curves.png", "grids.png") if n in figures]
         sections.append(("Runs", prose, "runs", runs_rows(runs), names))
 
