@@ -23,13 +23,13 @@ from scipy.stats import norm
 from vaebench.measure import interleave, stats, ttq
 from vaebench.measure import worker as worker_mod
 from vaebench.measure.paritycheck import ELBO_RTOL, compare
-from vaebench.model.batches import to_float
+from vaebench.model.batches import eval_batches, to_float
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.costs import layer_costs, model_costs
 from vaebench.plugin import registry
 from vaebench.plugin.numpy_backend import NumpyBackend, NumpyModel
-from vaebench.run.evaluation import iwae_nll, latent_statistics
+from vaebench.run.evaluation import evaluate_split, full_evaluation, grid_points, iwae_nll, latent_statistics
 from vaebench.seeding import rng
 from vaebench.testing.kit import perturbed_params
 
@@ -82,6 +82,41 @@ def test_kl_per_dimension_and_active_units_match_the_closed_form(numpy_model):
     variances = ((mean - mean.mean(axis=0)) ** 2).mean(axis=0)  # Var over images of E_q[z | x]
     np.testing.assert_allclose(got["au_variances"], variances, rtol=1e-9)
     assert got["active_units"] == int(np.sum(variances > 0.01)) and got["active_threshold"] == 0.01
+
+
+def test_test_elbo_is_the_per_image_mean_over_every_chunk(numpy_model):
+    images = np.random.default_rng(4).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    got = evaluate_split(numpy_model, images, batch_size=2, seed=7)  # chunks of 2, 2 and 1
+    terms = [numpy_model.evaluate(b.x, b.eps) for b in eval_batches(images, 2, 3, 7)]
+    per_image = [np.concatenate([t[i] for t in terms]).astype(np.float64) for i in range(3)]
+    assert len(per_image[0]) == 5
+    assert (got["neg_elbo"], got["recon"], got["kl"]) == tuple(pytest.approx(v.mean(), rel=1e-12) for v in per_image)
+    assert got["neg_elbo"] == pytest.approx(got["recon"] + got["kl"], rel=1e-6)
+
+
+def test_full_evaluation_reports_the_mean_nll_with_its_standard_error(numpy_model):
+    images = np.random.default_rng(5).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    got = full_evaluation(numpy_model, images, k=8, seed=2, batch_size=2)
+    nll = iwae_nll(numpy_model, images, 8, 2)
+    sem = math.sqrt(sum((v - nll.mean()) ** 2 for v in nll) / (len(nll) - 1) / len(nll))
+    assert got["test_nll"] == pytest.approx(nll.mean(), rel=1e-12) and got["test_nll_sem"] == pytest.approx(sem, rel=1e-9)
+    assert got["iwae_k"] == 8 and got["seconds"] >= 0
+    elbo = evaluate_split(numpy_model, images, 2, 2)
+    assert (got["test_neg_elbo"], got["test_recon"], got["test_kl"]) == (elbo["neg_elbo"], elbo["recon"], elbo["kl"])
+    assert got["active_units"] == latent_statistics(numpy_model, images)["active_units"]
+    one = full_evaluation(numpy_model, images[:1], k=8, seed=2, batch_size=2)
+    assert one["test_nll_sem"] == 0.0  # one image: no spread to report
+
+
+def test_the_2d_grid_is_equal_prior_mass_row_major_from_the_top_left():
+    lo, hi = norm.ppf(0.01), norm.ppf(0.99)  # linspace(0.01, 0.99, 3) is 0.01, 0.5, 0.99
+    expected = [[x, y] for y in (hi, 0.0, lo) for x in (lo, 0.0, hi)]  # z[0] grows rightwards, z[1] upwards
+    got = grid_points(2, seed=0, n=3)
+    assert got.dtype == np.float32 and got.shape == (9, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(grid_points(2, 0)[[0, -1]], [[lo, hi], [hi, lo]], atol=1e-6)  # 20x20 by default
+    prior = grid_points(5, seed=1, n=3)
+    np.testing.assert_array_equal(prior, rng(1, "grid").standard_normal((9, 5), dtype=np.float32))
 
 
 # -- bench: a fake device that counts the steps it ran --------------------------------------
@@ -293,27 +328,55 @@ def test_tost_p_between_alpha_and_twice_alpha_is_not_equivalence(shift):
 
 # -- time to quality ------------------------------------------------------------------------
 def test_time_to_quality_counts_the_data_load_and_the_build(tiny_dir, monkeypatch):
-    """Kills: the clock started after the data load or after building the model."""
+    """Kills: the clock started after the data load or after building the model; settings not passed on."""
+    import resource
+
     from vaebench.io.datasets import load_dataset
+    from vaebench.run import runner
 
     now = [0.0]
+    built: list = []
+    epochs: list = []
+    data: list = []
 
     def slow_load(dataset: str, data_dir: str | None):
         now[0] += 100.0  # a slow disk: the first touch of the data
-        return load_dataset(dataset, tiny_dir)
+        data.append(load_dataset(dataset, tiny_dir))
+        return data[-1]
 
     class SlowBuild(NumpyBackend):
         def build(self, spec, adam):
             now[0] += 10.0
-            return super().build(spec, adam)
+            built.append((self, super().build(spec, adam)))
+            return built[-1][1]
+
+    real_epoch = runner.train_epoch
+
+    def counted_epoch(model, images, cfg, epoch, *args):
+        epochs.append((epoch, cfg))
+        return real_epoch(model, images, cfg, epoch, *args)
 
     info = registry.load("numpy")[1]
     monkeypatch.setattr(registry, "load", lambda name: (SlowBuild, info))
+    monkeypatch.setattr(runner, "train_epoch", counted_epoch)
     monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", 1e9)  # reached after the first epoch
-    got = ttq.time_to_quality("numpy", "mlp", seed=3, threads=1, data_dir=None, clock=lambda: now[0], load=slow_load)
+    run = dict(seed=3, threads=1, data_dir=None, device="cpu", clock=lambda: now[0], load=slow_load)
+    got = ttq.time_to_quality("numpy", "mlp", **run)
     assert got["epochs"] == 1 and got["seconds"] == 110.0
     assert (got["backend"], got["model"], got["seed"], got["target"]) == ("numpy", "mlp", 3, 1e9)
-    assert got["test_neg_elbo"] < 600 and got["peak_rss_mb"] > 0  # one epoch of the tiny set, scored on its test split
+    assert got["peak_rss_mb"] == pytest.approx(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rel=5e-4)
+    backend, model = built[0]
+    assert (backend.device, backend.threads, backend.compile, backend.precision) == ("cpu", 1, False, "fp32")
+    cfg = epochs[0][1]
+    assert (cfg.backend, cfg.model, cfg.seed, cfg.threads, cfg.device, cfg.precision) == ("numpy", "mlp", 3, 1, "cpu", "fp32")
+    assert got["test_neg_elbo"] == evaluate_split(model, data[0].test_images, cfg.eval_batch_size, 3)["neg_elbo"]
+    monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", got["test_neg_elbo"])  # exactly the value reached: reached
+    assert ttq.time_to_quality("numpy", "mlp", **run)["epochs"] == 1
+    monkeypatch.setattr(ttq, "TTQ_MAX_EPOCHS", 2)
+    monkeypatch.setitem(ttq.TTQ_TARGETS, "mlp", -1.0)  # never reached
+    epochs.clear()
+    never = ttq.time_to_quality("numpy", "mlp", **run)
+    assert never["seconds"] is None and never["epochs"] is None and [e for e, _ in epochs] == [1, 2]
 
 
 def test_run_ttq_yields_every_seed_then_a_summary_that_counts_those_that_reached(monkeypatch):
@@ -333,6 +396,10 @@ def test_run_ttq_yields_every_seed_then_a_summary_that_counts_those_that_reached
     assert summary["kind"] == "ttq" and summary["runs"] == out[:4] and summary["target"] == ttq.TTQ_TARGETS["mlp"]
     assert (summary["median"], summary["min"], summary["max"], summary["seeds"], summary["reached"]) == (20.0, 10.0, 30.0, 4, 3)
     assert log[1].endswith("seed 1: not reached") and log[0].endswith("seed 0: 30.0 s")
+    assert (summary["backend"], summary["model"], summary["profile"], summary["precision"]) == ("numpy", "mlp", "default", "fp32")
+    assert summary["variant"] == {"compile": False, "options": {}}
+    compiled = list(ttq.run_ttq("numpy", "mlp", 1, compile=True, options={"a": "b"}, precision="tf32"))[-1]
+    assert compiled["variant"] == {"compile": True, "options": {"a": "b"}} and compiled["precision"] == "tf32"
 
 
 # -- parity: relative error per element ---------------------------------------------------
