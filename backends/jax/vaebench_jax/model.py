@@ -25,6 +25,7 @@ from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll
 from vaebench.model.ops import ArrayOps
+from vaebench.model.subpixel import SubPixel, subpixel
 from vaebench.plugin import walk
 from vaebench.plugin.contract import Model
 
@@ -36,13 +37,28 @@ def _bias(y: jax.Array, b: jax.Array) -> jax.Array:
     return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
+def _subpixel(x: jax.Array, w: jax.Array, form: SubPixel) -> jax.Array:
+    """A transposed convolution as a stride-1 convolution to ``s*s*C`` channels and a depth-to-space, the weights
+    gathered as :mod:`vaebench.model.subpixel` derives (``w`` in this plugin's ``(h, w, out, in)`` layout)."""
+    s, length, idx = form.stride, form.window, form.kernel_index()
+    padded = jnp.pad(w.transpose(0, 1, 3, 2), ((0, 1), (0, 1), (0, 0), (0, 0)))  # (k+1, k+1, in, out), tap k zero
+    c_in, c_out = padded.shape[2], padded.shape[3]
+    kernel = padded[idx[:, None, :, None], idx[None, :, None, :]].transpose(0, 1, 4, 2, 3, 5)
+    z = lax.conv_general_dilated(
+        x, kernel.reshape(length, length, c_in, s * s * c_out), (1, 1), (form.padding,) * 2, dimension_numbers=_NHWC
+    )
+    q = form.blocks
+    y = z.reshape(x.shape[0], q, q, s, s, c_out).transpose(0, 1, 3, 2, 4, 5).reshape(x.shape[0], q * s, q * s, c_out)
+    return y[:, : form.out, : form.out]
+
+
 class Layers:
     """The spec's layers as ``jax.lax`` functions of NHWC arrays, reading their weights from ``params``."""
 
     relu = staticmethod(jax.nn.relu)
 
-    def __init__(self, params: dict[str, jax.Array]) -> None:
-        self.params = params
+    def __init__(self, params: dict[str, jax.Array], transpose: str = "lax") -> None:
+        self.params, self.transpose = params, transpose
 
     def _weights(self, info: LayerInfo) -> tuple[jax.Array, jax.Array]:
         return self.params[f"{info.name}/kernel"], self.params[f"{info.name}/bias"]
@@ -57,6 +73,8 @@ class Layers:
 
     def conv_transpose(self, info: LayerInfo) -> Any:
         (w, b), s, pad = self._weights(info), info.layer.stride, info.dilated_padding
+        if self.transpose == "subpixel":
+            return lambda x: _bias(_subpixel(x, w, subpixel(info)), b)
         return lambda x: _bias(lax.conv_transpose(x, w, (s, s), (pad, pad), transpose_kernel=True), b)
 
     @staticmethod
@@ -76,12 +94,14 @@ class JaxModel(Model):
 
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
         super().__init__(spec, adam)
-        self.device_kind = backend.device_kind
+        self.device_kind, self.transpose = backend.device_kind, backend.options["transpose"]
         self.device = jax.devices("gpu")[0] if backend.device_kind == "cuda" else jax.devices("cpu")[0]
         self.tx = tx = optax.adam(adam.lr, b1=adam.beta1, b2=adam.beta2, eps=adam.eps)
 
+        transpose = backend.options["transpose"]
+
         def net(params: dict) -> walk.Network:
-            return walk.network(spec, Layers(params))  # plain Python, run once per trace
+            return walk.network(spec, Layers(params, transpose))  # plain Python, run once per trace
 
         def step(params, opt_state, x, eps):
             loss, grads = jax.value_and_grad(lambda p: net(p).loss(OPS, x, eps))(params)
@@ -152,7 +172,7 @@ class JaxModel(Model):
         xs, gs = self._put(x), self._put(grad)
 
         def f(w: dict, x: jax.Array) -> jax.Array:
-            return walk.layer(Layers(w), info)(x)
+            return walk.layer(Layers(w, self.transpose), info)(x)
 
         forward = jax.jit(f)
         to_input = jax.jit(lambda w, x, g: jax.vjp(lambda x: f(w, x), x)[1](g)[0])
