@@ -7,8 +7,9 @@ core still imports no framework (a jax run does not pay for torch).
 
 What a run logs (``--no-tensorboard`` turns it off):
 
-* ``train/loss``: the batch -ELBO, every ``FETCH_EVERY`` steps (the values the
-  runner reads back anyway; logging adds no synchronisation);
+* ``train/loss``: the batch -ELBO at every step, one point per step; the
+  runner reads them back ``FETCH_EVERY`` steps at a time anyway, so logging
+  adds no synchronisation;
 * ``test/neg_elbo``, ``test/recon``, ``test/kl``, ``train/neg_elbo`` and
   ``train/images_per_second`` per epoch, at the epoch's last global step;
 * ``grid`` (for a 2-D latent, the blog's manifold, so it can be watched
