@@ -153,7 +153,7 @@ def test_summarize_gives_exact_median_quartiles_and_extremes():
     assert one["median"] == one["q1"] == one["q3"] == one["min"] == one["max"] == 7.0 and one["windows"] == 1
     two = stats.summarize([3.0, 1.0])
     assert (two["q1"], two["median"], two["q3"]) == (1.5, 2.0, 2.5)
-    with pytest.raises(ValueError, match="at least one value"):
+    with pytest.raises(ValueError, match="^summarize needs at least one value$"):
         stats.summarize([])
 
 
@@ -218,7 +218,7 @@ def test_ratio_interval_pairs_rounds_so_drift_between_rounds_cancels():
 
 
 def test_ratio_interval_needs_paired_rounds():
-    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
+    with pytest.raises(ValueError, match="^ratio_interval needs the same, non-zero number of rounds for both contenders$"):
         stats.ratio_interval([[1.0]], [[1.0], [2.0]])
     with pytest.raises(ValueError, match="same, non-zero number of rounds"):
         stats.ratio_interval([], [])
