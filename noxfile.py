@@ -176,7 +176,12 @@ def mutation(session: nox.Session) -> None:
     ``$MUTMUT_MAX_CHILDREN`` caps the parallel workers.
     """
     import shutil
+    import tomllib
 
+    with open("pyproject.toml", "rb") as f:
+        mutated = set(tomllib.load(f)["tool"]["mutmut"]["source_paths"])
+    if mutated != set(MUTATION_SCOPE):
+        session.error(f"[tool.mutmut] source_paths and MUTATION_SCOPE differ: {sorted(mutated ^ set(MUTATION_SCOPE))}")
     unknown = [p for p in session.posargs if p not in MUTATION_SCOPE]
     if unknown:
         session.error(f"not in the mutation scope: {', '.join(unknown)}; one of {', '.join(MUTATION_SCOPE)}")
