@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from vaebench.cli import cli
 from vaebench.measure.timing import measure
+from vaebench.model.catalogue import get_model
+from vaebench.model.costs import model_costs
 
 
 def test_measure_interleaves_and_reports_median_and_spread():
@@ -47,6 +49,8 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
             "--threads",
             "1",
             "--allow-busy",  # a test asserts what is written, not how fast: a busy CI machine must not refuse it
+            "--peak-seconds",
+            "0.2",
             "--out",
             str(tmp_path),
         ],
@@ -64,7 +68,14 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     assert train["windows"] == 3 and len(train["samples"]) == 3 and [len(r) for r in train["rounds"]] == [1, 1, 1]
     assert train["min"] <= train["median"] <= train["max"] and result["ratio"]["text"] == "1"
     assert result["eval_pass_seconds"]["median"] > 0 and result["peak_rss_mb"] > 0 and doc["environment"]["cpu_model"]
+    # the machine's measured fp32 peak sits in the machine section; each row's GFLOP/s is set against it
+    peak, work = doc["environment"]["peak"], result["work"]
+    assert peak["peak_gflops"] > 0 and peak["dtype"] == "float32" and "GEMM" in peak["method"]
+    assert work["step_flops_per_image"] == model_costs(get_model("mlp").spec, 16)["total"]["step_flops"]
+    assert work["achieved_gflops"] == pytest.approx(train["median"] * work["step_flops_per_image"] / 1e9)
+    assert work["fraction_of_peak"] == pytest.approx(work["achieved_gflops"] / peak["peak_gflops"])
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
+    assert float(rows[0]["achieved_gflops"]) == pytest.approx(work["achieved_gflops"], abs=0.01)
     assert rows[0]["backend"] == "numpy" and float(rows[0]["images_per_second_median"]) > 0
     assert rows[0]["profile"] == "default" and rows[0]["precision"] == "fp32"
     again = subprocess.run(

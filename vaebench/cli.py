@@ -61,7 +61,7 @@ def cli() -> None:
 
 
 @cli.command(
-    short_help="Train with one backend, or several one after another with one report.",
+    short_help="Train one backend, or several into one report.",
     epilog="Examples:\n\n\b\n  vaebench run --backend torch,jax,keras --epochs 5\n"
     "  vaebench run --backend all --epochs 5 --dry-run\n"
     "  vaebench run --backend torch --epochs 5\n"
@@ -260,6 +260,7 @@ def _run_many(kw: dict[str, object]) -> None:
 
 @cli.command(
     name="eval",
+    short_help="Score a finished run: -ELBO, IWAE NLL, active units.",
     epilog="Examples:\n\n\b\n  vaebench eval results/runs/<run> --k 5000\n"
     "  vaebench eval results/runs/<run> --backend jax --k 100",
 )
@@ -311,15 +312,25 @@ def eval_(
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
 def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
-    """Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance."""
+    """Check that backends agree, step by step.
+
+    Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance.
+    """
     from vaebench.measure.parity import run_parity
     from vaebench.measure.paritycheck import table, tolerances
 
     if steps < 1 or batch_size < 1:
         raise click.BadParameter("--steps and --batch-size must be at least 1")
     backends = names.split(",") if names else sorted(registry.installed())
-    rows = run_parity(backends, model, steps, batch_size, log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"model {model}, {steps} Adam steps, batch {batch_size}; tolerances: {tolerances(steps)}")
+    given = _options(options)
+    rows = run_parity(
+        backends, model, steps, batch_size, log=lambda msg: click.echo(msg, err=True), profile=profile, options=given
+    )
+    settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "plugin defaults"
+    click.echo(
+        f"model {model}, {steps} Adam steps, batch {batch_size}, profile {profile}, options {settings}; "
+        f"tolerances: {tolerances(steps)}"
+    )
     click.echo("\n".join(table(rows)))
     if not all(r["ok"] for r in rows):
         raise SystemExit(1)
@@ -343,6 +354,7 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 
 
 @cli.command(
+    short_help="Training throughput, backends interleaved.",
     epilog="Example:\n\n\b\n  vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b"
 )
 @click.option(
@@ -384,6 +396,13 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 @click.option("--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
+@click.option(
+    "--peak-seconds",
+    type=click.FloatRange(min=0, max=60),
+    default=4.0,
+    show_default=True,
+    help="Budget for measuring the fp32 GEMM peak that rows' GFLOP/s are set against (0: skip).",
+)
 def bench(
     names: str,
     models: list[str],
@@ -404,6 +423,7 @@ def bench(
     ttq_seeds: int,
     data_dir: str | None,
     allow_busy: bool,
+    peak_seconds: float,
 ) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     from vaebench.measure.bench import bench_backends, method_record, run_matrix
@@ -430,6 +450,12 @@ def bench(
         load = check_load(allow_busy, warn=lambda line: click.echo(line, err=True))
     except BusyMachineError as exc:
         raise click.UsageError(str(exc)) from None
+    peak = None
+    if throughput and peak_seconds > 0:  # before the matrix, on the same quiet machine, with bench's threads
+        from vaebench.measure.peak import measure_peak_in_subprocess
+
+        peak = measure_peak_in_subprocess(peak_seconds, threads)
+        click.echo(f"fp32 GEMM peak: {peak['peak_gflops'] or 0:.0f} GFLOP/s ({peak.get('library', peak.get('error'))})", err=True)
     cells = len(models) * len(batch_sizes)
     bar = progress(cells * len(backends) * repeats, "bench", "window")
     results = []
@@ -447,6 +473,7 @@ def bench(
         schedule,
         3 if inference else 0,
         progress=lambda _name: bar.update(1),
+        peak_gflops=(peak or {}).get("peak_gflops"),
     )
     for r in rows:
         t = r["train_images_per_second"]
@@ -464,6 +491,7 @@ def bench(
 
 
 @cli.command(
+    short_help="Train a grid of runs as Ray tasks.",
     epilog="Examples:\n\n\b\n"
     "  vaebench sweep --backends torch,jax --models mlp --seeds 0-4 --epochs 10\n"
     "  vaebench sweep sweep.toml --dry-run\n"
@@ -561,6 +589,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
 
 
 @cli.command(
+    short_help="Tables across bench, run and sweep results; a report.",
     epilog="Examples:\n\n\b\n  vaebench compare results/bench.json results/runs/*\n"
     "  vaebench compare results/sweeps/<time> --margin 0.5\n"
     "  vaebench compare results/bench.json results/harness.json --report results/"
@@ -636,7 +665,10 @@ def _device_line(name: str) -> str:
     return lines[-1]
 
 
-@cli.command(epilog="Example:\n\n\b\n  vaebench backends --devices")
+@cli.command(
+    short_help="List installed backends and how to install the rest.",
+    epilog="Example:\n\n\b\n  vaebench backends --devices",
+)
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:
     """List installed backends and how to install the rest (imports no framework unless --devices)."""
@@ -652,6 +684,7 @@ def backends(devices: bool) -> None:
 
 
 @cli.command(
+    short_help="Where the time goes: per layer, per step part.",
     epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain"
 )
 @click.option("--backends", "names", default="torch,jax,keras", show_default=True, help="Comma-separated backends.")

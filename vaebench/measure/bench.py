@@ -22,7 +22,10 @@ from typing import Any
 from vaebench.errors import ConfigError
 from vaebench.measure.interleave import SCHEDULES, Channel, run_cell
 from vaebench.measure.options import split_options
+from vaebench.measure.peak import achieved_gflops, fraction_of_peak
 from vaebench.measure.worker import CellRequest, WorkerProcess
+from vaebench.model.catalogue import get_model
+from vaebench.model.costs import step_flops_per_image
 from vaebench.plugin import registry
 from vaebench.plugin.host import usable_cores
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
@@ -61,6 +64,7 @@ def run_matrix(
     inference_repeats: int = 3,
     spawn: Callable[[CellRequest], Channel] = WorkerProcess,
     progress: Callable[[str], None] | None = None,
+    peak_gflops: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one row per (backend, model, batch size), cell by cell; see the module docstring.
 
@@ -108,6 +112,7 @@ def run_matrix(
                     "batch_size": batch,
                     **cell[b],
                     **timed[b],
+                    "work": work(model, batch, cell[b]["train_images_per_second"]["median"], peak_gflops),
                     "settings": {
                         "threads": threads,
                         "device": device,
@@ -121,6 +126,19 @@ def run_matrix(
                         "memory": MEMORY_METHOD,
                     },
                 }
+
+
+def work(model: str, batch_size: int, images_per_second: float, peak_gflops: float | None) -> dict[str, Any]:
+    """What a row's step does and how fast it did it: the cost model's FLOPs per image, achieved GFLOP/s at the
+    row's median, and its fraction of the machine's measured fp32 GEMM peak (None where no peak was measured)."""
+    flops = step_flops_per_image(get_model(model).spec, batch_size)
+    achieved = achieved_gflops(images_per_second, flops)
+    return {
+        "step_flops_per_image": flops,
+        "achieved_gflops": achieved,
+        "fraction_of_peak": fraction_of_peak(achieved, peak_gflops) if peak_gflops else None,
+        "convention": "vaebench.model.costs (the convention is recorded in explain.json and the README)",
+    }
 
 
 def method_record(

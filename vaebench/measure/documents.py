@@ -28,14 +28,19 @@ def default_bench_dir(root: Path = Path("results/bench")) -> Path:
 
 
 def write_bench(
-    results: list[dict], out_dir: Path, ttq: list[dict] | None = None, method: dict[str, Any] | None = None
+    results: list[dict],
+    out_dir: Path,
+    ttq: list[dict] | None = None,
+    method: dict[str, Any] | None = None,
+    peak: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """``bench.json`` (results, time to quality, method, host environment) and ``bench.csv`` (one row per result)."""
+    """``bench.json`` (results, time to quality, method, host environment with the measured fp32 ``peak``) and
+    ``bench.csv`` (one row per result)."""
     out_dir = Path(out_dir)
     doc = {
         "schema_version": BENCH_SCHEMA,
         "kind": "bench",
-        "environment": host_environment(),
+        "environment": {**host_environment(), "peak": peak},
         "method": method or {},
         "results": results,
         "time_to_quality": ttq or [],
@@ -66,6 +71,8 @@ def write_bench(
             "peak_device_memory_mb",
             "threads",
             "execution",
+            "achieved_gflops",
+            "fraction_of_peak",
         ]
     )
     for r in results:
@@ -96,6 +103,8 @@ def write_bench(
                 "" if r.get("peak_device_memory_mb") is None else f"{r['peak_device_memory_mb']:.0f}",
                 s["threads"],
                 r["environment"].get("execution", ""),
+                "" if not r.get("work") else f"{r['work']['achieved_gflops']:.2f}",
+                "" if not r.get("work") or r["work"]["fraction_of_peak"] is None else f"{r['work']['fraction_of_peak']:.4f}",
             ]
         )
     atomic_write_bytes(out_dir / "bench.csv", buffer.getvalue().encode())
@@ -135,6 +144,7 @@ THROUGHPUT_SCHEMA = {
     "grid_decode_seconds": Maybe({"median": NUM}),
     "settings": Maybe(dict),
     "load": Maybe({"busy": bool}),
+    "work": Maybe({"achieved_gflops": NUM, "step_flops_per_image": NUM, "fraction_of_peak": Maybe(NUM)}),
 }
 TTQ_SCHEMA = {
     "backend": str,

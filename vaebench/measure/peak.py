@@ -128,3 +128,31 @@ def fraction_of_peak(achieved: float, peak: float) -> float:
     if peak <= 0:
         raise ValueError(f"peak must be positive, got {peak}")
     return achieved / peak
+
+
+def measure_peak_in_subprocess(seconds_budget: float, threads: int | None = None) -> dict[str, Any]:
+    """:func:`measure_peak` in a fresh process with bench's thread count, so the coordinator imports no framework and
+    no thread pool it starts outlives the measurement. A failure is recorded (``peak_gflops`` None), never fatal."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "vaebench.measure.peak", str(seconds_budget)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120 + 4 * seconds_budget)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        why = str(exc)
+    return {"peak_gflops": None, "method": METHOD, "error": why[:300]}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(measure_peak(float(sys.argv[1]) if len(sys.argv) > 1 else 4.0)))

@@ -168,7 +168,9 @@ def _setting(r: dict) -> str:
 
 def bench_rows(results: list[dict]) -> Table:
     """Throughput per (model, batch): median, IQR and windows; the ratio to the cell's fastest with its 95% interval
-    (printed to the digits the interval supports); profile/precision; compile, eval, grid and memory (the cell's own
+    (printed to the digits the interval supports); achieved GFLOP/s of the training step (the cost model's FLOPs per image
+    times the median images/s) and its share of the machine's measured fp32 GEMM peak; profile/precision; compile, eval,
+    grid and memory (the cell's own
     worker process: peak RSS, and the accelerator allocator's peak where a GPU ran, else ``-``)."""
     t = Table(
         [
@@ -179,6 +181,8 @@ def bench_rows(results: list[dict]) -> Table:
             "IQR",
             "n",
             "ratio (95% CI)",
+            "GFLOP/s",
+            "% peak",
             "profile",
             "compile s",
             "eval s",
@@ -187,7 +191,7 @@ def bench_rows(results: list[dict]) -> Table:
             "GPU MB",
             "source",
         ],
-        right={1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12},
+        right={1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14},
     )
     keys = sorted({(r["model"], r["batch_size"]) for r in results})
     for model, batch in keys:
@@ -196,7 +200,8 @@ def bench_rows(results: list[dict]) -> Table:
         for r in sorted(group, key=lambda r: -r["train_images_per_second"]["median"]):
             s = r["train_images_per_second"]
             ev, grid = r.get("eval_pass_seconds"), r.get("grid_decode_seconds")
-            gpu = r.get("peak_device_memory_mb")
+            gpu, work = r.get("peak_device_memory_mb"), r.get("work") or {}
+            share = work.get("fraction_of_peak")
             t.add(
                 model,
                 (str(batch), batch),
@@ -205,6 +210,8 @@ def bench_rows(results: list[dict]) -> Table:
                 (f"{s['q1']:.0f}-{s['q3']:.0f}", s["q1"]),
                 (str(s["windows"]), s["windows"]),
                 (_ratio_text(r, fastest), s["median"] / fastest),
+                _n(work.get("achieved_gflops"), ".1f"),
+                ("-", -1.0) if share is None else _n(100 * share, ".1f"),
                 _setting(r),
                 _n(s["compile_seconds"], ".2f"),
                 _n(ev["median"] if ev else None, ".2f"),
