@@ -486,7 +486,8 @@ def bench(
     settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile_}
     ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=_options(options), log=click.echo)
     end = mark_load(results, load)
-    json_path, csv_path = write_bench(results, out_dir, ttq, method_record(schedule, repeats, profile, precision, load, end))
+    method = method_record(schedule, repeats, profile, precision, load, end)
+    json_path, csv_path = write_bench(results, out_dir, ttq, method, peak)
     click.echo(f"wrote {json_path} and {csv_path}")
 
 
