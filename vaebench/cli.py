@@ -355,7 +355,7 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 
 @cli.command(
     short_help="Training throughput, backends interleaved.",
-    epilog="Example:\n\n\b\n  vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b"
+    epilog="Example:\n\n\b\n  vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b",
 )
 @click.option(
     "--backends",
@@ -498,7 +498,7 @@ def bench(
     "  vaebench sweep sweep.toml --dry-run\n"
     "  vaebench sweep sweep.toml --address auto --storage /shared/vaebench --exclusive\n"
     "  vaebench sweep --resume results/sweeps/<time>\n"
-    "  vaebench compare results/sweeps/<time> --report results/sweeps/<time>"
+    "  vaebench compare results/sweeps/<time> --report results/sweeps/<time>",
 )
 @click.argument("toml_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--backends", callback=_csv(), help="Comma-separated backends.")
@@ -593,7 +593,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
     short_help="Tables across bench, run and sweep results; a report.",
     epilog="Examples:\n\n\b\n  vaebench compare results/bench.json results/runs/*\n"
     "  vaebench compare results/sweeps/<time> --margin 0.5\n"
-    "  vaebench compare results/bench.json results/harness.json --report results/"
+    "  vaebench compare results/bench.json results/harness.json --report results/",
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Also write report.md and report.html here.")
@@ -686,7 +686,7 @@ def backends(devices: bool) -> None:
 
 @cli.command(
     short_help="Where the time goes: per layer, per step part.",
-    epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain"
+    epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain",
 )
 @click.option("--backends", "names", default="torch,jax,keras", show_default=True, help="Comma-separated backends.")
 @click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)

@@ -118,6 +118,9 @@ def save_curves(history: list[dict], path: Path, title: str) -> None:
         ax.plot(xs, [h["test_neg_elbo"] for h in history], "s-", label="test -ELBO")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at epoch 1.5
     left.set_ylabel("nats per image")
     left.legend()
     fig.suptitle(title)
