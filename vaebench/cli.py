@@ -306,12 +306,26 @@ def eval_(
     click.echo(f"{line}; active units {result['active_units']}/{len(result['au_variances'])}; added to {run_dir}/metrics.json")
 
 
-@cli.command(epilog="Example:\n\n\b\n  vaebench parity --model conv --backends numpy,torch,jax --steps 5")
+@cli.command(
+    epilog="Examples:\n\n\b\n  vaebench parity --model conv --backends numpy,torch,jax --steps 5\n"
+    "  vaebench parity --model conv --backends numpy,jax -o jax:transpose=subpixel\n"
+    "  vaebench parity --model conv --backends numpy,torch,jax --profile best"
+)
 @click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
 @click.option("--backends", "names", help="Comma-separated backends (default: every installed one).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
-def parity(model: str, names: str | None, steps: int, batch_size: int) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default="default",
+    show_default=True,
+    help="best: check every variant `bench --profile best` may pick, each its own entry.",
+)
+@click.option(
+    "--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting, as bench; repeatable."
+)
+def parity(model: str, names: str | None, steps: int, batch_size: int, profile: str, options: tuple[str, ...]) -> None:
     """Check that backends agree, step by step.
 
     Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance.

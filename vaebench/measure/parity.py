@@ -20,25 +20,35 @@ to about ``lr`` whatever its gradient's size, so a coordinate whose gradient is
 float32 noise (a ReLU unit at its kink: measured here, PyTorch against XLA on
 ``conv``, one unit of the Dense-16 layer, 0.27% of all entries) moves by up to
 ``lr`` a step in one framework and not in another.
+
+Variants: ``-o [BACKEND:]KEY=VALUE`` and ``--profile`` select the same variants
+as ``bench`` does (:func:`~vaebench.plugin.profiles.variants`), so any variant a
+bench row names can be checked here against the float64 reference. Under
+``best`` every candidate of every backend is its own entry, named
+``backend[options]``: a tuner may pick any of them, so every one must be at parity.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vaebench.errors import BackendError
+from vaebench.errors import BackendError, ConfigError
+from vaebench.measure.options import split_options
 from vaebench.measure.paritycheck import compare
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
+from vaebench.plugin.profiles import PROFILES, Variant, variants
 from vaebench.run.evaluation import grid_points
 from vaebench.seeding import rng
 
@@ -51,10 +61,19 @@ def _batches(latent_dim: int, batch_size: int, seed: int, steps: int) -> list[tu
     ]
 
 
-def compute(backend: str, model_name: str, steps: int, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """One backend's side of the comparison (run it in a process of its own)."""
+def compute(
+    backend: str,
+    model_name: str,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    compile: bool = False,
+    options: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """One backend's side of the comparison (run it in a process of its own), as the variant ``compile``/``options``."""
     spec = get_model(model_name).spec
-    model = registry.load(backend)[0](device="cpu").build(spec, AdamConfig())
+    backend_cls = registry.load(backend)[0]
+    model = backend_cls(device="cpu", compile=compile, options=dict(options or {})).build(spec, AdamConfig())
     model.load_weights(init_params(spec, seed))
     batches = _batches(spec.latent_dim, batch_size, seed, steps)
     out = {"neg_elbo": model.evaluate(*batches[0]).neg_elbo, "grid": model.decode(grid_points(spec.latent_dim, seed))}
@@ -63,11 +82,24 @@ def compute(backend: str, model_name: str, steps: int, batch_size: int, seed: in
     return out
 
 
-def _in_subprocess(backend: str, model_name: str, steps: int, batch_size: int) -> dict[str, np.ndarray]:
+def _in_subprocess(
+    backend: str, model_name: str, steps: int, batch_size: int, variant: Variant | None = None
+) -> dict[str, np.ndarray]:
+    chosen = (variant or Variant()).to_dict()
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.npz"
         proc = subprocess.run(
-            [sys.executable, "-m", "vaebench.measure.parity", backend, model_name, str(steps), str(batch_size), str(target)],
+            [
+                sys.executable,
+                "-m",
+                "vaebench.measure.parity",
+                backend,
+                model_name,
+                str(steps),
+                str(batch_size),
+                str(target),
+                json.dumps(chosen),
+            ],
             capture_output=True,
             text=True,
             timeout=1800,
@@ -79,24 +111,71 @@ def _in_subprocess(backend: str, model_name: str, steps: int, batch_size: int) -
             return {k: data[k] for k in data.files}
 
 
-def run_parity(backends: list[str], model_name: str, steps: int, batch_size: int, log: Any = print) -> list[dict[str, Any]]:
-    """Compute every backend in its own process, then compare all pairs."""
+def entry_name(backend: str, variant: Variant) -> str:
+    """``jax`` for the plugin's defaults, ``jax[transpose=subpixel]`` for a variant: the name in the table's pairs."""
+    parts = (["compile"] if variant.compile else []) + [f"{k}={v}" for k, v in sorted(variant.options.items())]
+    return f"{backend}[{','.join(parts)}]" if parts else backend
+
+
+def check_options(per_backend: Mapping[str, Mapping[str, str]]) -> None:
+    """Every option a known key with an allowed value, checked before any backend runs (one line, not minutes in)."""
+    for name, options in per_backend.items():
+        cls = registry.load(name)[0]
+        for key, value in options.items():
+            if key not in cls.option_defaults:
+                known = ", ".join(sorted(cls.option_defaults)) or "none"
+                raise ConfigError(f"-o {name}:{key}={value}: backend {name!r} has no option {key!r}; its options: {known}")
+            allowed = cls.option_values.get(key)
+            if allowed and value not in allowed:
+                raise ConfigError(f"-o {name}:{key}={value}: {key} must be one of {', '.join(allowed)}")
+
+
+def plan(
+    backends: list[str], profile: str = "default", options: Mapping[str, str] | None = None
+) -> list[tuple[str, str, Variant]]:
+    """``(entry name, backend, variant)`` for every variant to check: one per backend under ``default``,
+    every candidate :func:`~vaebench.plugin.profiles.variants` gives under ``best``; options routed as ``bench``
+    routes them (:func:`~vaebench.measure.options.split_options`)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    per_backend = split_options(options or {}, backends)
+    check_options(per_backend)
+    out = []
+    for name in backends:
+        for v in variants(registry.load(name)[0].tunables, profile, False, per_backend[name]):
+            out.append((entry_name(name, v), name, v))
+    return out
+
+
+def run_parity(
+    backends: list[str],
+    model_name: str,
+    steps: int,
+    batch_size: int,
+    log: Any = print,
+    profile: str = "default",
+    options: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute every backend's variants (:func:`plan`), each in its own process, then compare all pairs."""
     missing = [b for b in backends if b not in registry.installed()]
     if missing:
         registry.load(missing[0])  # raises the "not installed ... install with" error
     if len(backends) < 2:
         raise BackendError(f"parity needs two backends or more; installed: {', '.join(sorted(registry.installed()))}")
     results = {}
-    for name in backends:
-        log(f"running {name} ...")
-        results[name] = _in_subprocess(name, model_name, steps, batch_size)
+    for entry, name, variant in plan(backends, profile, options):
+        log(f"running {entry} ...")
+        results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant)
     return compare(results, steps)
 
 
 def main() -> None:
-    """Worker entry point: ``python -m vaebench.measure.parity BACKEND MODEL STEPS BATCH OUT.npz``."""
+    """Worker entry point: ``python -m vaebench.measure.parity BACKEND MODEL STEPS BATCH OUT.npz [VARIANT_JSON]``."""
     backend, model_name, steps, batch_size, target = sys.argv[1:6]
-    out = compute(backend, model_name, int(steps), int(batch_size))
+    variant = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
+    out = compute(
+        backend, model_name, int(steps), int(batch_size), compile=variant.get("compile", False), options=variant.get("options")
+    )
     buffer = io.BytesIO()
     np.savez(buffer, **out)
     Path(target).write_bytes(buffer.getvalue())

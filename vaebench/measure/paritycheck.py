@@ -64,10 +64,11 @@ def tolerances(steps: int, lr: float = 1e-3) -> str:
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The parity matrix: one line per pair, each column under its own header."""
-    lines = [f"{'pair':28s} {'-ELBO rel':>10s} {'loss rel':>10s} {'grid abs':>10s} {'params abs':>11s} {'>atol':>7s}  ok"]
+    width = max([28, *(len(r["pair"]) for r in rows)])  # variants' names (jax[transpose=subpixel]) are long
+    lines = [f"{'pair':{width}s} {'-ELBO rel':>10s} {'loss rel':>10s} {'grid abs':>10s} {'params abs':>11s} {'>atol':>7s}  ok"]
     for r in rows:
         lines.append(
-            f"{r['pair']:28s} {r['elbo_rel']:10.2e} {r['loss_rel']:10.2e} {r['grid_abs']:10.2e} "
+            f"{r['pair']:{width}s} {r['elbo_rel']:10.2e} {r['loss_rel']:10.2e} {r['grid_abs']:10.2e} "
             f"{r['param_abs']:11.2e} {r['param_outliers']:7.2%}  {'yes' if r['ok'] else 'NO'}"
         )
     return lines
