@@ -223,6 +223,32 @@ def bench_rows(results: list[dict]) -> Table:
     return t
 
 
+def batch_fit_rows(results: list[dict]) -> Table:
+    """Fixed and per-image cost per backend and model (:func:`vaebench.measure.fit.batch_fits`): ``a`` in µs per step,
+    asymptotic images/s ``1/b``, the fixed share of a step at the smallest batch timed, and the fit's relative residual."""
+    from vaebench.measure.fit import batch_fits
+
+    t = Table(
+        ["model", "backend", "setting", "batches", "fixed µs/step", "asymptote img/s", "fixed share", "residual"],
+        right={4, 5, 6, 7},
+    )
+    for f in batch_fits(results):
+        smallest, step = f["points"][0]
+        share = f["fixed_seconds"] / step
+        asymptote = f["asymptotic_images_per_second"]
+        t.add(
+            f["model"],
+            f["backend"],
+            f["setting"],
+            ",".join(str(b) for b, _ in f["points"]),
+            _n(1e6 * f["fixed_seconds"], ".0f"),
+            _n(asymptote, ".0f"),
+            (f"{share:.0%} at {smallest}", share),
+            ("-", -1.0) if f["residual"] is None else (f"{f['residual']:.1%}", f["residual"]),
+        )
+    return t
+
+
 def bench_table(results: list[dict]) -> list[str]:
     """:func:`bench_rows` as text."""
     return bench_rows(results).lines()
