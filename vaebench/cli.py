@@ -17,6 +17,7 @@ from vaebench.measure.interleave import SCHEDULES
 from vaebench.measure.ttq import DEFAULT_SEEDS
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
 from vaebench.model.config import TrainConfig
+from vaebench.model.loss import OBJECTIVES
 from vaebench.plugin import registry
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
 
@@ -112,6 +113,14 @@ def cli() -> None:
     show_default=True,
     help="At the end, the importance-weighted test NLL with K samples (5000 is the published convention).",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="vae",
+    show_default=True,
+    help="What training minimises: vae (the -ELBO) or beta-vae (recon + beta * KL). The test -ELBO is always the plain one.",
+)
+@click.option("--beta", type=float, default=1.0, show_default=True, help="The KL weight of --objective beta-vae (1: the VAE).")
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, exists=True),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from vaebench.errors import ConfigError
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, canonical_model, get_model
 from vaebench.model.layers import ModelSpec
+from vaebench.model.loss import Objective
 
 MAX_THREADS = 1024  # past this no machine has the cores, and the OS refuses to start the threads (a traceback)
 BYTES_PER_PARAM = 40  # float32 weights, gradients, Adam's m and v, and the checkpoint's exported and serialised copies
@@ -108,6 +109,8 @@ class TrainConfig:
     compile: bool = False
     options: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
+    objective: str = "vae"
+    beta: float = 1.0
 
     def resolved(self) -> TrainConfig:
         """A copy with model defaults filled in and every setting checked."""
@@ -141,14 +144,20 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        cfg.training_objective  # noqa: B018 -- checks --objective and --beta
         _check_model_memory(cfg)
         check_iwae_k(cfg.eval_k, cfg.latent_dim)
         return cfg
 
     @property
+    def training_objective(self) -> Objective:
+        """What training minimises (``--objective``, ``--beta``); evaluation always reports the plain -ELBO."""
+        return Objective(self.objective, self.beta)
+
+    @property
     def spec(self) -> ModelSpec:
-        """The model spec at this config's latent size."""
-        return get_model(self.model).spec.with_latent(self.latent_dim)
+        """The model spec at this config's latent size, trained on this config's objective."""
+        return get_model(self.model).spec.with_latent(self.latent_dim).with_objective(self.training_objective)
 
     @property
     def adam(self) -> AdamConfig:

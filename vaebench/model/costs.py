@@ -23,7 +23,8 @@ Convention (stated again in every output as :data:`CONVENTION`):
 * **Elementwise FLOPs are counted apart** (``elementwise_flops``), one FLOP per
   arithmetic operation per element, a transcendental (exp, log1p, sqrt)
   counted as one: bias add forward 1 and its gradient (a sum) 1 per output
-  element; ReLU forward 1 and backward 1 per output element; the loss and the
+  element; ReLU forward 1 and backward 1 per output element; tanh forward 1
+  and backward 3 (``dy * (1 - y * y)``) per output element; the loss and the
   reparameterisation with the per-element counts in :data:`LOSS_FLOPS`; Adam
   :data:`ADAM_FLOPS_PER_PARAM` per parameter per step (divided by the batch
   size per image). Reshapes and flattens cost nothing.
@@ -48,13 +49,16 @@ ADAM_FLOPS_PER_PARAM = 14
 # per element, forward + backward: BCE with logits max(l,0) - l*t + log1p(exp(-|l|)) is 7 forward
 # (relu, mul, sub, abs, neg, exp, log1p) + 1 add, its gradient sigmoid(l) - t about 4; the pixel sum 1;
 # reparam z = mean + exp(logvar/2) * eps 4 forward, 4 backward; KL -0.5 * sum(1 + lv - m*m - exp(lv)) 6 forward, 4 backward
+#: an activation's FLOPs per output element, forward + backward: ReLU 1 + 1 (a compare, a select);
+#: tanh 1 (one transcendental) + 3 (its gradient dy * (1 - y * y) from the output kept)
+ACTIVATION_FLOPS = {"relu": 2, "tanh": 4}
 LOSS_FLOPS = {"bce_per_pixel": 8 + 4 + 1, "reparam_per_latent": 8, "kl_per_latent": 10}
 
 CONVENTION = (
     "1 MAC = 2 FLOPs; dense and convolution products only in macs/flops; padded taps counted (valid_macs: only taps "
     "reading a real pixel, XLA's count); a transposed conv costs the MACs of the direct conv it is the gradient of "
     "(in_h*in_w*k*k*c_in*c_out); step = forward + gradient to input (none for the first layer reading the image) + "
-    "gradient to weights, each 2*macs; elementwise FLOPs (bias, ReLU, loss, reparam, Adam "
+    "gradient to weights, each 2*macs; elementwise FLOPs (bias, ReLU, tanh, loss, reparam, Adam "
     f"{ADAM_FLOPS_PER_PARAM}/parameter/step) counted apart, 1 per operation per element; bytes float32"
 )
 
@@ -113,7 +117,7 @@ def layer_cost(info: LayerInfo, needs_input_grad: bool = True) -> LayerCost | No
     else:
         return None
     out = _prod(info.out_shape)
-    relu = 2 * out if layer.activation == "relu" else 0
+    activation = out * ACTIVATION_FLOPS.get(layer.activation, 0) if layer.activation else 0
     return LayerCost(
         name=info.name,
         kind=kind,
@@ -125,7 +129,7 @@ def layer_cost(info: LayerInfo, needs_input_grad: bool = True) -> LayerCost | No
         forward_flops=2 * macs,
         grad_input_flops=2 * macs if needs_input_grad else 0,
         grad_weight_flops=2 * macs,
-        elementwise_flops=2 * out + relu,
+        elementwise_flops=2 * out + activation,
         activation_elements=out,
     )
 

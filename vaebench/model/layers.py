@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vaebench.errors import ConfigError
+from vaebench.model.loss import PLAIN, Objective
 
-Activation = Literal["relu"] | None
+Activation = Literal["relu", "tanh"] | None
+#: the activations a spec may name; a plugin's ``Layers`` has a function of each name (:mod:`vaebench.plugin.walk`)
+ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 Padding = Literal["same", "symmetric"]
 PADDINGS: tuple[Padding, ...] = ("same", "symmetric")
 Shape = tuple[int, ...]
@@ -194,11 +197,13 @@ def _infer(layer: Layer, shape: Shape) -> tuple[Shape, tuple[int, int], tuple[in
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A VAE: encoder trunk, two Dense heads (mean, log-variance), decoder.
+    """A VAE: encoder trunk, two Dense heads (mean, log-variance), decoder, and the objective it trains on.
 
     The encoder trunk maps the image ``input_shape`` to features; the heads
     ``encoder/mean`` and ``encoder/logvar`` map those to ``latent_dim``; the
     decoder maps ``(latent_dim,)`` back to logits of ``input_shape``.
+    ``objective`` (:class:`~vaebench.model.loss.Objective`, the plain -ELBO by
+    default) is what a train step minimises; it changes no layer or parameter.
     """
 
     name: str
@@ -207,12 +212,23 @@ class ModelSpec:
     latent_dim: int
     input_shape: Shape = (28, 28, 1)
     source: str = ""
+    objective: Objective = PLAIN
+
+    def __post_init__(self) -> None:
+        for layer in (*self.encoder, *self.decoder):
+            activation = getattr(layer, "activation", None)
+            if activation is not None and activation not in ACTIVATIONS:
+                raise ConfigError(f"unknown activation {activation!r}; a spec may use {', '.join(ACTIVATIONS)}")
 
     def with_latent(self, latent_dim: int | None) -> ModelSpec:
         """The same network with another latent size (``None`` keeps it)."""
         if latent_dim is None:
             return self
         return dataclasses.replace(self, latent_dim=latent_dim)
+
+    def with_objective(self, objective: Objective) -> ModelSpec:
+        """The same network trained on another objective."""
+        return dataclasses.replace(self, objective=objective)
 
     def _walk(self, prefix: str, layers: tuple[Layer, ...], shape: Shape) -> Iterator[LayerInfo]:
         for i, layer in enumerate(layers):

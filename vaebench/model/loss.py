@@ -7,12 +7,18 @@ there is one definition of the loss in the suite. References: Kingma & Welling,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vaebench.errors import ConfigError
 from vaebench.model.ops import LossTerms, Ops
+
+#: the training objectives the suite defines (``vaebench run --objective``)
+OBJECTIVES = ("vae", "beta-vae")
 
 
 def bce_with_logits(ops: Ops, logits: Any, targets: Any) -> Any:
@@ -84,6 +90,50 @@ def vae_terms(
     mean, logvar = encode(x)
     logits = decode(reparameterize(ops, mean, logvar, eps))
     return neg_elbo_terms(ops, logits, x, mean, logvar)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What training minimises per example, as a weighting of the -ELBO's two terms: ``recon + beta * kl``.
+
+    ``vae`` is the -ELBO itself (``beta`` must be 1); ``beta-vae`` weights the KL
+    by ``beta`` (Higgins et al., "beta-VAE", ICLR 2017), and ``beta == 1`` is the
+    plain VAE again. It travels on the :class:`~vaebench.model.layers.ModelSpec`
+    because the contract's ``Backend.build(spec, adam)`` takes nothing else: so
+    every plugin that trains on :meth:`vaebench.plugin.walk.Network.loss` gets it
+    with no code of its own. Evaluation never uses it: a run's test -ELBO is
+    always the plain bound (``LossTerms.neg_elbo``), so runs trained on different
+    objectives stay comparable on one number.
+    """
+
+    name: str = "vae"
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.name!r}; choose one of {', '.join(OBJECTIVES)}")
+        beta = self.beta
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
+            raise ConfigError(f"--beta must be a finite number, 0 or more, got {beta}")
+        if self.name == "vae" and beta != 1.0:
+            raise ConfigError(f"--beta {beta} is the KL weight of --objective beta-vae; --objective vae has beta 1")
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the -ELBO itself (the plain VAE, ``beta == 1``): what training and evaluation share."""
+        return self.beta == 1.0
+
+    def per_example(self, terms: LossTerms) -> Any:
+        """The objective per example, ``(batch,)``, from the -ELBO's terms.
+
+        The plain VAE returns ``terms.neg_elbo`` itself, so its compiled step is
+        the graph it always was (bit for bit, resumable from older checkpoints).
+        """
+        return terms.neg_elbo if self.plain else terms.recon + self.beta * terms.kl
+
+
+PLAIN = Objective()
+"""The plain VAE's objective, the -ELBO: every spec's default."""
 
 
 class NumpyOps:

@@ -58,7 +58,16 @@ def apply_layer(info: LayerInfo, params: Mapping[str, np.ndarray], x: np.ndarray
         y = conv2d_transpose(x, w, layer.stride, info.crop, info.out_shape[0]) + b
     else:
         y = conv2d(x, w, layer.stride, info.padding) + b
-    return np.maximum(y, 0) if layer.activation == "relu" else y
+    return activate(layer.activation, y)
+
+
+def activate(activation: str | None, y: np.ndarray) -> np.ndarray:
+    """A spec activation (:data:`~vaebench.model.layers.ACTIVATIONS`) applied to a layer's output."""
+    if activation == "relu":
+        return np.maximum(y, 0)
+    if activation == "tanh":
+        return np.tanh(y)
+    return y
 
 
 def _chain(layers: list[LayerInfo], params: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -112,6 +121,8 @@ def _layer_backward(
         return dy.reshape(x.shape)
     if layer.activation == "relu":
         dy = dy * (y > 0)
+    elif layer.activation == "tanh":
+        dy = dy * (1 - y * y)  # tanh' = 1 - tanh^2, from the output kept
     w = params[f"{info.name}/kernel"]
     grads[f"{info.name}/bias"] = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
     if isinstance(layer, Dense):
@@ -151,11 +162,13 @@ def _backward(layers: list[LayerInfo], params: Mapping[str, np.ndarray], cache: 
 def loss_and_grads(
     spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, eps: np.ndarray
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """Batch-mean -ELBO and its gradient w.r.t. every canonical parameter (float64, by hand).
+    """Batch mean of the spec's objective and its gradient w.r.t. every canonical parameter (float64, by hand).
 
-    With ``B`` the batch size: ``d/dlogits = (sigmoid(logits) - x) / B``;
-    ``d/dmean = (mean + dz) / B``-style terms from the KL and the
-    reparameterisation ``z = mean + exp(logvar / 2) * eps``.
+    The objective is ``recon + beta * kl`` (:class:`~vaebench.model.loss.Objective`;
+    the plain -ELBO at ``beta = 1``). With ``B`` the batch size:
+    ``d/dlogits = (sigmoid(logits) - x) / B``; the KL's terms
+    ``beta * mean / B`` and ``beta * (exp(logvar) - 1) / (2 B)``, and the
+    reparameterisation ``z = mean + exp(logvar / 2) * eps``'s.
     """
     p = _as64(params)
     x, eps = np.asarray(x, np.float64), np.asarray(eps, np.float64)
@@ -168,11 +181,13 @@ def loss_and_grads(
     z = mean + std * eps
     dec_cache = _forward_cached(decoder, p, z)
     logits = dec_cache[-1][1]
-    loss = float(np.mean(vae_terms(numpy_ops, lambda _: (mean, logvar), lambda _: logits, x, eps).neg_elbo))
+    terms = vae_terms(numpy_ops, lambda _: (mean, logvar), lambda _: logits, x, eps)
+    loss = float(np.mean(spec.objective.per_example(terms)))
+    beta = spec.objective.beta
     grads: dict[str, np.ndarray] = {}
     dz = _backward(decoder, p, dec_cache, (1 / (1 + np.exp(-logits)) - x) / n, grads)
-    dmean = dz + mean / n
-    dlogvar = dz * 0.5 * std * eps + 0.5 * (np.exp(logvar) - 1) / n
+    dmean = dz + beta * mean / n
+    dlogvar = dz * 0.5 * std * eps + beta * 0.5 * (np.exp(logvar) - 1) / n
     dh = _layer_backward(heads[0], p, h, mean, dmean, grads) + _layer_backward(heads[1], p, h, logvar, dlogvar, grads)
     _backward(trunk, p, trunk_cache, dh, grads)
     return loss, grads

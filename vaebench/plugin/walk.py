@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vaebench.model.layers import Dense, Flatten, LayerInfo, ModelSpec, Reshape
-from vaebench.model.loss import vae_terms
+from vaebench.model.loss import PLAIN, Objective, vae_terms
 from vaebench.model.ops import LossTerms, Ops
 
 Fn = Callable[[Any], Any]
@@ -35,7 +35,7 @@ class Layers(Protocol):
     Each constructor gets the layer in place (:class:`LayerInfo`: shapes, padding,
     crop, its ``key`` for framework names) and returns a callable ``x -> y``
     *without* the activation, which the walk applies with the method named
-    after it (``relu``). Paddings are the spec's: a constructor applies
+    after it (``relu``, ``tanh``: :data:`~vaebench.model.layers.ACTIVATIONS`). Paddings are the spec's: a constructor applies
     ``info.padding`` / ``info.crop`` as given and decides none.
     """
 
@@ -50,6 +50,8 @@ class Layers(Protocol):
     def reshape(self, info: LayerInfo) -> Fn: ...
 
     def relu(self, x: Any) -> Any: ...
+
+    def tanh(self, x: Any) -> Any: ...
 
 
 def _chain(fns: Sequence[Fn], x: Any) -> Any:
@@ -68,6 +70,8 @@ class Network:
     decoder: tuple[Fn, ...]
     #: canonical layer name -> what the plugin's constructor returned, for every layer with weights, in spec order
     built: dict[str, Any] = field(default_factory=dict)
+    #: what training minimises (the spec's): :meth:`loss` and :meth:`objective_per_example` apply it
+    objective: Objective = PLAIN
 
     def encode(self, x: Any) -> tuple[Any, Any]:
         """Posterior ``(mean, logvar)`` of images ``x``."""
@@ -82,9 +86,13 @@ class Network:
         """Per-example -ELBO, reconstruction and KL, by the core's one loss."""
         return vae_terms(ops, self.encode, self.decode, x, eps)
 
+    def objective_per_example(self, terms: LossTerms) -> Any:
+        """The spec's training objective per example from the loss terms (the -ELBO for the plain VAE)."""
+        return self.objective.per_example(terms)
+
     def loss(self, ops: Ops, x: Any, eps: Any) -> Any:
-        """The training objective: the batch mean of the -ELBO."""
-        return ops.mean(self.terms(ops, x, eps).neg_elbo)
+        """The training objective: the batch mean of the spec's objective (the -ELBO for the plain VAE)."""
+        return ops.mean(self.objective_per_example(self.terms(ops, x, eps)))
 
     def parameters(self, attributes: tuple[str, str] = PARAMETERS) -> list[tuple[str, Any]]:
         """``(canonical name, parameter)`` for every weight, in spec order: the ``kernel`` and ``bias``
@@ -121,4 +129,4 @@ def network(spec: ModelSpec, layers: Layers) -> Network:
     trunk = tuple(layer(layers, i, built) for i in spec.encoder_layers())
     mean, logvar = (layer(layers, i, built) for i in spec.head_layers())
     decoder = tuple(layer(layers, i, built) for i in spec.decoder_layers())
-    return Network(trunk, mean, logvar, decoder, built)
+    return Network(trunk, mean, logvar, decoder, built, spec.objective)

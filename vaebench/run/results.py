@@ -61,11 +61,15 @@ CONFIG_SCHEMA = {
     "compile": bool,
     "options": dict,
     "precision": Maybe(str),
+    "objective": Maybe(str),
+    "beta": Maybe(NUM),
 }
 EPOCH_SCHEMA = {
     "epoch": int,
     "train_neg_elbo": Maybe(NUM),
+    "train_objective": Maybe(NUM),  # the training objective, where it is not the -ELBO (--objective beta-vae)
     "test_neg_elbo": Maybe(NUM),
+    "test_objective": Maybe(NUM),
     "test_recon": Maybe(NUM),
     "test_kl": Maybe(NUM),
     "epoch_seconds": NUM,
@@ -284,6 +288,26 @@ COMPARABLE = ("data", "model", "objective", "recipe")
 _RECIPE = ("dataset", "batch_size", "lr", "epochs", "binarize", "limit_train", "precision")
 
 
+def _objective_of(cfg: dict[str, Any]) -> str:
+    """The training objective as comparison text: ``elbo`` for the plain -ELBO, however a run names it.
+
+    Runs written before ``--objective`` record none, ``vae`` records beta 1, and
+    ``beta-vae`` at beta 1 is the same objective: all three are ``elbo``, so
+    they stay seeds of one comparison. Any other weight is its own objective.
+    """
+    name = str(cfg.get("objective") or "vae")
+    beta = cfg.get("beta")
+    if name in ("vae", "beta-vae") and (beta is None or beta == 1):
+        return "elbo"
+    text = name
+    if isinstance(beta, int | float):
+        text += f" beta={float(beta):g}"  # 4 and 4.0 are one weight
+    for extra in ("iwae_k_train", "k"):
+        if cfg.get(extra) is not None:
+            text += f" {extra}={cfg[extra]}"
+    return text
+
+
 def comparable(metrics: dict[str, Any]) -> dict[str, str]:
     """A run's value of each :data:`COMPARABLE` field, as short text: runs are comparable when every one is equal.
 
@@ -299,9 +323,6 @@ def comparable(metrics: dict[str, Any]) -> dict[str, str]:
     digest = hashlib.sha256(repr(sorted((str(k), str(v)) for k, v in sha.items())).encode()).hexdigest()[:12] if sha else "?"
     if data.get("changes"):
         digest += f"+{len(data['changes'])} changes"
-    objective = str(cfg.get("objective") or "elbo")
-    for extra in ("beta", "iwae_k_train", "k"):
-        if cfg.get(extra) is not None:
-            objective += f" {extra}={cfg[extra]}"
+    objective = _objective_of(cfg)
     recipe = " ".join(f"{key}={cfg.get(key)}" for key in _RECIPE)
     return {"data": digest, "model": f"{cfg.get('model')} z{cfg.get('latent_dim')}", "objective": objective, "recipe": recipe}

@@ -122,8 +122,12 @@ def train_epoch(
     bar.close()
     timed_images = (step - done) * cfg.batch_size - warm_images
     timed_seconds = seconds - warm_seconds
+    train = float(np.mean(losses)) if losses else float("nan")
+    # a step returns its objective's value: the -ELBO only for the plain VAE; any other is recorded as what it is
+    plain = cfg.training_objective.plain
     result: dict[str, Any] = {
-        "train_neg_elbo": float(np.mean(losses)) if losses else float("nan"),
+        "train_neg_elbo": train if plain else None,
+        **({} if plain else {"train_objective": train}),
         "epoch_seconds": carried + seconds,
         "train_images_per_second": timed_images / timed_seconds if timed_images > 0 and timed_seconds > 0 else None,
     }
@@ -260,6 +264,9 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 t0 = time.perf_counter()
                 entry.update(split_test(evaluate_split(model, session.test_images, cfg.eval_batch_size, cfg.seed)))
                 entry["eval_seconds"] = time.perf_counter() - t0
+                objective = cfg.training_objective
+                if not objective.plain:  # the training objective on the test set, beside the plain -ELBO
+                    entry["test_objective"] = entry["test_recon"] + objective.beta * entry["test_kl"]
                 if not np.isfinite(entry["test_neg_elbo"]):
                     raise DivergedError(f"training diverged in epoch {epoch}: test -ELBO is {entry['test_neg_elbo']}")
                 metrics["history"].append(entry)
@@ -269,8 +276,13 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 ml.epoch(entry, epoch)
                 tb.pictures(model, session.test_images, cfg.latent_dim, cfg.seed, epoch * steps)
                 ips = entry["train_images_per_second"]
+                train = (
+                    f"train -ELBO {entry['train_neg_elbo']:.2f}"
+                    if objective.plain
+                    else f"train {objective.name} (beta {objective.beta:g}) {entry['train_objective']:.2f}"
+                )
                 log(
-                    f"epoch {epoch}/{cfg.epochs}  train -ELBO {entry['train_neg_elbo']:.2f}  "
+                    f"epoch {epoch}/{cfg.epochs}  {train}  "
                     f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
                     f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
                 )

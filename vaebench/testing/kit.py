@@ -23,18 +23,22 @@ import pytest
 from vaebench.errors import BackendError, ShapeError
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
+from vaebench.model.layers import ModelSpec
+from vaebench.model.loss import Objective
 from vaebench.model.reference import adam_step, decode_logits, loss_and_grads
 from vaebench.model.reference import encode as ref_encode
 from vaebench.model.reference import evaluate as ref_evaluate
 from vaebench.model.reference import recon_nll as ref_recon_nll
 from vaebench.model.weights import init_params
 from vaebench.plugin.contract import Backend, Model
-from vaebench.plugin.environment import Environment
+from vaebench.plugin.environment import PRECISION_SETTINGS, Environment
 from vaebench.run.evaluation import grid_points
 from vaebench.run.prefetch import Prefetcher
 
-MODEL_NAMES = ("mlp", "conv", "blog", "conv-sym")  # conv-sym: the spec's symmetric paddings, native in every framework
-STEP_MODELS = ("mlp", "conv", "conv-sym")  # the models a train step is checked on (blog: slow in float64, conv's layers)
+# conv-sym: the spec's symmetric paddings, native in every framework; iwae-mlp: tanh
+MODEL_NAMES = ("mlp", "conv", "blog", "conv-sym", "iwae-mlp")
+# the models a train step is checked on (blog: slow in float64, conv's layers)
+STEP_MODELS = ("mlp", "conv", "conv-sym", "iwae-mlp")
 
 
 def perturbed_params(name: str, seed: int = 0, latent_dim: int | None = None) -> dict[str, np.ndarray]:
@@ -151,7 +155,20 @@ class BackendTests:
         so those are held only to Adam's bound ``lr``; every other coordinate to ``step_atol``.
         """
         spec, params = get_model(name).spec, perturbed_params(name)
-        model = self.build(backend, name)
+        self._check_step(self.build(backend, name), spec, params)
+
+    @final
+    @pytest.mark.parametrize("beta", [4.0, 0.25])
+    def test_beta_vae_train_step_matches_the_reference_step(self, backend, beta):
+        """A spec's objective reaches the step: ``recon + beta * KL``, its value, gradients and update as the reference's."""
+        spec = get_model("mlp").spec.with_objective(Objective("beta-vae", beta))
+        params = perturbed_params("mlp")
+        model = backend.build(spec, AdamConfig())
+        model.load_weights(params)
+        self._check_step(model, spec, params)
+
+    @final
+    def _check_step(self, model: Model, spec: ModelSpec, params: dict[str, np.ndarray]) -> None:
         x, eps = sample_inputs(spec.latent_dim, n=8)
         loss = model.fetch([model.train_step(x, eps)])[0]
         ref_loss, grads = loss_and_grads(spec, params, x, eps)
@@ -256,6 +273,7 @@ class BackendTests:
         assert env.get("framework") and env.get("device_name")
         assert env.get("precision") == backend.precision == "fp32", "every plugin applies and reports the core's precision"
         assert env.get("execution"), "every row names the execution mode that produced it"
+        assert list(env.get("precision_settings") or {}) == list(PRECISION_SETTINGS), "the same switches for every plugin"
 
     @final
     def test_tunables_are_options_the_plugin_accepts(self, backend):

@@ -56,6 +56,7 @@ class Layers:
     """The spec's layers as ``jax.lax`` functions of NHWC arrays, reading their weights from ``params``."""
 
     relu = staticmethod(jax.nn.relu)
+    tanh = staticmethod(jnp.tanh)
 
     def __init__(self, params: dict[str, jax.Array], transpose: str = "lax") -> None:
         self.params, self.transpose = params, transpose

@@ -38,6 +38,7 @@ class Layers:
     """The spec's layers as ``torch.nn`` modules and functions on NCHW tensors."""
 
     relu = staticmethod(torch.relu)
+    tanh = staticmethod(torch.tanh)
 
     @staticmethod
     def dense(info: LayerInfo) -> nn.Module:

@@ -1,0 +1,217 @@
+"""Objectives beyond the plain ELBO (#28): beta-VAE in the core loss and the reference, tanh, the IWAE paper's network.
+
+The reference's loss is checked against recon + beta * KL written out here in
+NumPy (not through :mod:`vaebench.model.loss`), its hand-written gradients
+against central differences, and ``vaebench run --objective beta-vae`` end to
+end on the numpy backend: what it records, and what it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaebench.errors import ConfigError
+from vaebench.model import reference
+from vaebench.model.catalogue import get_model
+from vaebench.model.config import AdamConfig, TrainConfig
+from vaebench.model.costs import layer_costs
+from vaebench.model.layers import Dense, Flatten, ModelSpec, Reshape
+from vaebench.model.loss import PLAIN, Objective
+from vaebench.model.weights import init_params
+from vaebench.plugin.numpy_backend import NumpyBackend
+from vaebench.run.results import comparable
+from vaebench.testing.kit import perturbed_params, sample_inputs
+
+
+def _independent_terms(spec: ModelSpec, params: dict, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example reconstruction NLL and KL, written out here: Bernoulli log-likelihood via log-sigmoid, Gaussian KL."""
+    mean, logvar = reference.encode(spec, params, x)
+    z = mean + np.exp(logvar / 2) * eps
+    logits = reference.decode_logits(spec, params, z).reshape(len(x), -1)
+    t = np.asarray(x, np.float64).reshape(len(x), -1)
+    log_p = -np.logaddexp(0, -logits)  # log sigmoid(l)
+    log_not_p = -np.logaddexp(0, logits)  # log (1 - sigmoid(l))
+    recon = -(t * log_p + (1 - t) * log_not_p).sum(axis=1)
+    kl = 0.5 * (mean**2 + np.exp(logvar) - 1 - logvar).sum(axis=1)
+    return recon, kl
+
+
+@pytest.mark.parametrize("model", ["mlp", "iwae-mlp"])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+def test_beta_vae_loss_is_recon_plus_beta_kl(model, beta):
+    base = get_model(model).spec
+    spec = base.with_objective(Objective("beta-vae", beta))
+    params = perturbed_params(model)
+    x, eps = sample_inputs(spec.latent_dim, n=5)
+    recon, kl = _independent_terms(spec, params, x, eps)
+    loss, _ = reference.loss_and_grads(spec, params, x, eps)
+    assert loss == pytest.approx(float(np.mean(recon + beta * kl)), rel=1e-12)
+    # evaluation stays the plain bound whatever the objective
+    terms = reference.evaluate(spec, params, x, eps)
+    np.testing.assert_allclose(terms.neg_elbo, recon + kl, rtol=1e-12)
+    # and the numpy backend's train step reports the same objective
+    model_ = NumpyBackend(device="cpu").build(spec, AdamConfig())
+    model_.load_weights(params)
+    assert model_.fetch([model_.train_step(x, eps)])[0] == pytest.approx(loss, rel=1e-6)
+
+
+def test_beta_one_is_the_plain_vae_bit_for_bit():
+    spec = get_model("iwae-mlp").spec
+    params = perturbed_params("iwae-mlp")
+    x, eps = sample_inputs(spec.latent_dim, n=4)
+    plain_loss, plain_grads = reference.loss_and_grads(spec, params, x, eps)
+    beta_loss, beta_grads = reference.loss_and_grads(spec.with_objective(Objective("beta-vae", 1.0)), params, x, eps)
+    assert beta_loss == plain_loss
+    for key, value in plain_grads.items():
+        np.testing.assert_array_equal(beta_grads[key], value, err_msg=key)
+    assert spec.objective == PLAIN and Objective("beta-vae", 1).plain and not Objective("beta-vae", 4).plain
+
+
+def _small_tanh_spec(objective: Objective) -> ModelSpec:
+    enc = (Flatten(), Dense(5, "tanh"), Dense(4, "tanh"))
+    dec = (Dense(4, "tanh"), Dense(3, "relu"), Dense(784), Reshape((28, 28, 1)))
+    return ModelSpec("small", enc, dec, latent_dim=3, objective=objective)
+
+
+@pytest.mark.parametrize("beta", [1.0, 3.0])
+def test_hand_written_gradients_match_central_differences(beta):
+    """tanh's backward (``1 - y**2``) and the KL's beta weight in :func:`reference.loss_and_grads`."""
+    spec = _small_tanh_spec(Objective("beta-vae", beta))
+    params = {k: v.astype(np.float64) for k, v in init_params(spec, 1).items()}
+    gen = np.random.default_rng(2)
+    params = {k: v + gen.normal(0, 0.1, v.shape) for k, v in params.items()}
+    x, eps = sample_inputs(spec.latent_dim, n=3)
+    _, grads = reference.loss_and_grads(spec, params, x, eps)
+    h = 1e-6
+    for key in ("encoder/1/kernel", "encoder/2/bias", "encoder/logvar/kernel", "encoder/mean/bias", "decoder/0/kernel"):
+        flat = params[key].reshape(-1)
+        for i in gen.choice(flat.size, size=min(4, flat.size), replace=False):
+            bumped = []
+            for sign in (1, -1):
+                moved = {k: v.copy() for k, v in params.items()}
+                moved[key].reshape(-1)[i] += sign * h
+                bumped.append(reference.loss_and_grads(spec, moved, x, eps)[0])
+            numeric = (bumped[0] - bumped[1]) / (2 * h)
+            assert grads[key].reshape(-1)[i] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (key, i)
+
+
+def test_tanh_in_the_reference_forward():
+    spec = ModelSpec("t", (Flatten(), Dense(3, "tanh")), (Dense(784), Reshape((28, 28, 1))), latent_dim=2)
+    params = {k: v.astype(np.float64) for k, v in init_params(spec, 0).items()}
+    x, _ = sample_inputs(2, n=2)
+    mean, _ = reference.encode(spec, params, x)
+    h = np.tanh(x.reshape(2, -1) @ params["encoder/1/kernel"] + params["encoder/1/bias"])
+    np.testing.assert_allclose(mean, h @ params["encoder/mean/kernel"] + params["encoder/mean/bias"], rtol=1e-12)
+
+
+def test_iwae_mlp_is_the_papers_network():
+    defaults = get_model("iwae-mlp")
+    spec = defaults.spec
+    dense = [(i.name, i.in_shape, i.out_shape, i.layer.activation) for i in spec.layers() if isinstance(i.layer, Dense)]
+    assert dense == [
+        ("encoder/1", (784,), (200,), "tanh"),
+        ("encoder/2", (200,), (200,), "tanh"),
+        ("encoder/mean", (200,), (50,), None),
+        ("encoder/logvar", (200,), (50,), None),
+        ("decoder/0", (50,), (200,), "tanh"),
+        ("decoder/1", (200,), (200,), "tanh"),
+        ("decoder/2", (200,), (784,), None),
+    ]
+    assert spec.num_params() == 784 * 200 + 200 + 200 * 200 + 200 + 2 * (200 * 50 + 50) + 50 * 200 + 200 + 40_200 + 200 * 784 + 784
+    assert "Burda" in spec.source and defaults.batch_size == 20
+
+
+def test_tanh_costs_four_elementwise_flops_per_output_and_unknown_activations_are_refused():
+    costs = {c.name: c for c in layer_costs(get_model("iwae-mlp").spec)}
+    assert costs["encoder/1"].elementwise_flops == 200 * (2 + 4)  # bias add and its gradient, tanh and its gradient
+    assert costs["encoder/mean"].elementwise_flops == 50 * 2
+    with pytest.raises(ConfigError, match="unknown activation 'gelu'"):
+        ModelSpec("g", (Flatten(), Dense(3, "gelu")), (Dense(784), Reshape((28, 28, 1))), latent_dim=2)
+
+
+@pytest.mark.parametrize(
+    ("objective", "beta", "needle"),
+    [
+        ("beta-vae", -1.0, "--beta must be a finite number, 0 or more"),
+        ("beta-vae", float("nan"), "--beta must be a finite number"),
+        ("beta-vae", float("inf"), "--beta must be a finite number"),
+        ("vae", 4.0, "--objective vae has beta 1"),
+        ("iwae", 1.0, "unknown objective 'iwae'"),
+    ],
+)
+def test_bad_objectives_are_config_errors(objective, beta, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        TrainConfig(model="mlp", objective=objective, beta=beta).resolved()
+
+
+def _metrics(**config) -> dict:
+    return {"config": {"model": "mlp", "latent_dim": 20, **config}, "data": {"sha256": {"a": "1"}}}
+
+
+def test_the_plain_elbo_is_one_objective_however_a_run_names_it():
+    old = comparable(_metrics())  # written before --objective
+    assert old["objective"] == "elbo"
+    assert comparable(_metrics(objective="vae", beta=1.0)) == old
+    assert comparable(_metrics(objective="beta-vae", beta=1)) == old
+    four = comparable(_metrics(objective="beta-vae", beta=4.0))
+    assert four["objective"] == "beta-vae beta=4" and four != old
+    assert comparable(_metrics(objective="beta-vae", beta=4)) == four
+    assert comparable(_metrics(objective="beta-vae", beta=0.5))["objective"] == "beta-vae beta=0.5"
+
+
+def _vaebench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "vaebench.cli", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_run_beta_vae_records_its_objective_and_the_plain_elbo(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    args = ["run", "-b", "numpy", "-m", "iwae-mlp", "--epochs", "1", "--batch-size", "64", "--limit-train", "128"]
+    proc = _vaebench(*args, "--objective", "beta-vae", "--beta", "4", "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "train beta-vae (beta 4)" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["config"]["objective"] == "beta-vae" and metrics["config"]["beta"] == 4.0
+    entry = metrics["history"][0]
+    assert entry["train_neg_elbo"] is None and np.isfinite(entry["train_objective"])
+    assert entry["test_neg_elbo"] == pytest.approx(entry["test_recon"] + entry["test_kl"], rel=1e-6)
+    assert entry["test_objective"] == pytest.approx(entry["test_recon"] + 4 * entry["test_kl"], rel=1e-9)
+    assert comparable(metrics)["objective"] == "beta-vae beta=4"
+
+
+def test_a_plain_run_records_the_vae_objective_and_no_extra_fields(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    args = ["run", "-b", "numpy", "-m", "mlp", "--epochs", "1", "--batch-size", "64", "--limit-train", "64", "-q"]
+    proc = _vaebench(*args, "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["objective"] == "vae" and metrics["config"]["beta"] == 1.0
+    entry = metrics["history"][0]
+    assert np.isfinite(entry["train_neg_elbo"]) and "train_objective" not in entry and "test_objective" not in entry
+    assert comparable(metrics)["objective"] == "elbo"
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--objective", "beta-vae", "--beta", "-1"], "--beta must be a finite number, 0 or more, got -1.0"),
+        (["--objective", "beta-vae", "--beta", "nan"], "--beta must be a finite number, 0 or more, got nan"),
+        (["--beta", "4"], "--objective vae has beta 1"),
+        (["--objective", "iwae"], "--objective"),
+    ],
+)
+def test_bad_beta_is_one_line_and_exit_2(tmp_path, tiny_dir, flags, needle):
+    out = tmp_path / "run"
+    proc = _vaebench("run", "-b", "numpy", "-m", "mlp", *flags, "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    if needle.startswith("--beta"):
+        assert proc.stderr.strip().count("\n") == 0
