@@ -129,7 +129,9 @@ def test_the_step_split_adds_up_by_its_rule():
     assert step["optimizer"]["seconds"] == pytest.approx(STEP_OPTIMIZER)
     layers = result["layers"]
     forward = sum(layer["phases"]["forward"]["seconds"] for layer in layers)
-    backward = sum(layer["phases"][p]["seconds"] for layer in layers for p in ("grad_input", "grad_weights") if layer["phases"][p])
+    backward = sum(
+        layer["phases"][p]["seconds"] for layer in layers for p in ("grad_input", "grad_weights") if layer["phases"][p]
+    )
     assert step["layers_forward_seconds"] == pytest.approx(forward)
     assert step["layers_backward_seconds"] == pytest.approx(backward)
     remainder = step["step"]["seconds"] - forward - backward - STEP_OPTIMIZER
@@ -187,7 +189,10 @@ def _backend(name, seconds):
     def cell(s):
         return None if s is None else ex._summary([s, s], 1e9)
 
-    return {"backend": name, "layers": [{"name": "decoder/2", "phases": {p: cell(s) for p, s in zip(ex.PHASES, seconds)}}]}
+    return {
+        "backend": name,
+        "layers": [{"name": "decoder/2", "phases": {p: cell(s) for p, s in zip(ex.PHASES, seconds, strict=True)}}],
+    }
 
 
 def test_slow_cells_are_flagged_against_the_fastest_backend_on_the_row():
@@ -303,3 +308,24 @@ def test_the_command_writes_three_files_and_refuses_bad_input_in_one_line(tmp_pa
         base = [sys.executable, "-m", "vaebench.cli", "explain", "--model", "mlp", *fast]
         proc = subprocess.run([*base, *bad], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_compare_puts_the_explain_document_in_the_report(tmp_path):
+    from click.testing import CliRunner
+
+    from vaebench.cli import cli
+
+    model, clock = clocked("mlp")
+    result = ex.measure_backend(model, ex.ExplainRequest("clocked", "mlp", 8, rounds=2, window_seconds=0.01), clock=clock)
+    doc = ex.explain(
+        ["torch"], "mlp", 8, rounds=2, log=lambda _: None, run=lambda r: {"backend": "torch", "environment": {}, **result}
+    )
+    doc["model"] = "../../evil<b>"  # a hostile name from a file: no path out of the report folder, no markup
+    ex.write_explain(doc, tmp_path / "ex")
+    out = CliRunner().invoke(cli, ["compare", str(tmp_path / "ex"), "--report", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Where the time goes" in md and "grad to weights" in md and "whole step" in md
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("explain-*.png"))
+    assert pngs == ["explain-.._.._evil_b_-b8.png"] and not list(tmp_path.glob("*.png"))
+    assert "<b>" not in (tmp_path / "rep" / "report.html").read_text()

@@ -16,7 +16,7 @@ from typing import Any
 
 from vaebench.errors import VaebenchError
 from vaebench.io.fileio import atomic_write_bytes, read_json
-from vaebench.report.tables import plain
+from vaebench.report.tables import Table, plain
 
 #: the explain.json schema this module reads (written by :mod:`vaebench.measure.explain`)
 READS_SCHEMA = 1
@@ -81,6 +81,23 @@ def rows(doc: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any] | None
     return out
 
 
+def explain_table(doc: dict[str, Any]) -> Table:
+    """The per-layer table as a report :class:`~vaebench.report.tables.Table` (text and HTML alike)."""
+    slow = float(doc["slow_factor"])
+    t = Table(["layer", "phase", *(b["backend"] for b in doc["backends"])])
+    for layer, phase, cells in rows(doc):
+        t.add(layer, PHASE_LABELS[phase], *((_cell(c, slow).replace("**", ""), (c or {}).get("seconds", -1.0)) for c in cells))
+    steps = [b["step"] for b in doc["backends"]]
+    for key, label in STEP_LABELS:
+        t.add("whole step", label, *((_timed(s[key]), s[key]["seconds"]) for s in steps))
+    t.add(
+        "whole step",
+        "remainder",
+        *((f"{_ms(s['remainder_seconds'])} ({_share(s['remainder_share'])})", s["remainder_seconds"]) for s in steps),
+    )
+    return t
+
+
 def table_lines(doc: dict[str, Any]) -> list[str]:
     """The Markdown of explain.md: method, the per-layer table, flags, the step split per backend."""
     names = [escape_markdown(b["backend"]) for b in doc["backends"]]
@@ -121,6 +138,12 @@ def table_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def heatmap(doc: dict[str, Any], path: Path) -> Path:
+    """:func:`heatmap_png` written to ``path``."""
+    atomic_write_bytes(path, heatmap_png(doc))
+    return path
+
+
+def heatmap_png(doc: dict[str, Any]) -> bytes:
     """A PNG: one row per layer and phase, one column per backend, coloured by times the fastest (log scale)."""
     import io
 
@@ -157,8 +180,7 @@ def heatmap(doc: dict[str, Any], path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 def write_readable(doc: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""What ``vaebench compare`` reads: ``bench.json`` files, harness documents, run and sweep folders, each validated."""
+"""What ``vaebench compare`` reads: ``bench.json`` files, harness and explain documents, run and sweep folders, each validated."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from vaebench.errors import VaebenchError
 from vaebench.measure.documents import read_bench_doc
+from vaebench.report.explain import read_explain
 from vaebench.run.results import METRICS, read_metrics, run_identity
 from vaebench.sweep.plan import SWEEP_FILE, read_record, run_folder
 
@@ -53,8 +54,15 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             add_run(path)
             continue
         file = path / "bench.json" if path.is_dir() else path
+        if path.is_dir() and not file.is_file() and (path / "explain.json").is_file():
+            file = path / "explain.json"
         if not file.is_file():
-            raise VaebenchError(f"{path} is neither a run folder nor a bench.json")
+            raise VaebenchError(f"{path} is neither a run folder, a bench.json nor an explain.json")
+        if file.name == "explain.json":  # vaebench explain's document: one entry, the whole document
+            if file.resolve() not in seen_paths:
+                seen_paths.add(file.resolve())
+                bench.append({"kind": "explain", "doc": read_explain(file), "source": str(file)})
+            continue
         if file.resolve() in seen_paths:
             continue
         seen_paths.add(file.resolve())
@@ -82,8 +90,14 @@ def _check_medians(file: Path, results: list[dict]) -> None:
 
 
 def by_kind(entries: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-    """What :func:`load_inputs` gathered, apart: throughput results, time to quality, harness rows."""
-    kinds: dict[Any, list[dict]] = {None: [], "ttq": [], "harness": []}
+    """What :func:`load_inputs` gathered, apart: throughput results, time to quality, harness rows
+    (explain documents: :func:`explain_docs`)."""
+    kinds: dict[Any, list[dict]] = {None: [], "ttq": [], "harness": [], "explain": []}
     for e in entries:
         kinds[e.get("kind")].append(e)
     return kinds[None], kinds["ttq"], kinds["harness"]
+
+
+def explain_docs(entries: list[dict]) -> list[dict]:
+    """The explain documents :func:`load_inputs` gathered, in the order given."""
+    return [e["doc"] for e in entries if e.get("kind") == "explain"]

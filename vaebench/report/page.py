@@ -16,6 +16,7 @@ import html
 import io
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import numpy as np
 
 from vaebench.io.fileio import atomic_write_bytes
 from vaebench.measure.stats import EQUIVALENCE_MARGIN
-from vaebench.report.inputs import by_kind
+from vaebench.report.explain import explain_table, heatmap_png
+from vaebench.report.inputs import by_kind, explain_docs
 from vaebench.report.tables import (
     Table,
     batch_fit_rows,
@@ -299,6 +301,17 @@ def write_report(
             "cost means the plugin ran faster; differences within the IQRs are noise.",
         ]
         sections.append(("What the harness costs", prose, "harness", harness_rows(harness), []))
+    for doc in explain_docs(bench):
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{doc['model']}-b{doc['batch_size']}")  # names from a file: no path in them
+        name = f"explain-{slug}.png"
+        figures[name] = heatmap_png(doc)
+        prose = [
+            f"`vaebench explain`, {doc['model']} at batch {doc['batch_size']}, {doc['precision']}: each layer's forward pass",
+            "and its two gradients per backend, ms per batch and achieved GFLOP/s; a cell more than",
+            f"{doc['slow_factor']:g}x the fastest backend on its row is marked. Method: {doc['method']}.",
+        ]
+        title = f"Where the time goes: {doc['model']}, batch {doc['batch_size']}"
+        sections.append((title, prose, f"explain-{slug}", explain_table(doc), [name]))
     if ttq:
         prose = [
             "Seconds from the first touch of the data to the target test -ELBO, each seed in a fresh process;",
