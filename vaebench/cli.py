@@ -534,7 +534,11 @@ def bench(
 @click.option("--latent-dim", type=click.IntRange(min=1))
 @click.option("--binarize/--no-binarize", default=None, help="Dynamic binarisation in every run.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="cuda: each run reserves one GPU.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="The IDX files, at this path on every node.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="The IDX files, at this path on every node; checked before any run starts (--resume may give a new one).",
+)
 @click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N training images only.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per run, and the cores it reserves (default 1).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="The backends' graph compilation.")
@@ -562,15 +566,20 @@ def sweep(toml_file: str | None, **kw: object) -> None:
 
     quiet = bool(kw["quiet"])
     if kw["resume"]:
-        given = [k for k, v in kw.items() if v not in (None, False, ()) and k not in ("resume", "address", "quiet")]
+        given = [k for k, v in kw.items() if v not in (None, False, ()) and k not in ("resume", *plan.RESUME_SETTINGS)]
         if toml_file or given:
-            raise click.UsageError("with --resume the sweep keeps its own grid and settings; only --address and -q apply")
+            raise click.UsageError(
+                "with --resume the sweep keeps its own grid and settings; only --data-dir, --address and -q apply"
+            )
         sweep_dir = Path(str(kw["resume"]))
         record = plan.read_record(sweep_dir)
+        record["settings"] = plan.resume_settings(record, kw["data_dir"])
         address = kw["address"] or record["settings"].get("address")
         from vaebench.sweep.cluster import require_ray
 
         require_ray()
+        datasets = [r["config"].get("dataset", "mnist") for r in record["runs"] if r["status"] != plan.COMPLETED]
+        plan.check_data(datasets, record["settings"].get("data_dir"), address)
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
         flags = {**kw, "compile": kw["compile_"], "options": _options(kw["options"]) or None}
@@ -581,7 +590,9 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         if missing:
             raise VaebenchError(f"backend {', '.join(missing)} is not installed here; see `vaebench backends`")
         exclusive = bool(settings.get("exclusive"))
+        datasets = [r.config.dataset for r in runs]
         if kw["dry_run"]:
+            plan.check_data(datasets, settings.get("data_dir"), settings.get("address"), read=False)
             for run in runs:
                 click.echo(f"{run.name}  ({plan.reservation(run, exclusive)})")
             click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
@@ -594,6 +605,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         sweep_dir = plan.sweep_dir_for(settings, str(kw["out"]) if kw["out"] else None)
         if (sweep_dir / plan.SWEEP_FILE).exists():
             raise VaebenchError(f"{sweep_dir} holds a sweep already: --resume {sweep_dir}, or choose another --out")
+        plan.check_data(datasets, settings.get("data_dir"), settings.get("address"))  # once, not once per run
         record = plan.new_record(grid, runs, plan.record_settings(settings))
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -609,7 +621,10 @@ def sweep(toml_file: str | None, **kw: object) -> None:
     click.echo(f"{n['completed']} of {len(record['runs'])} runs completed in {sweep_dir}/; compare: vaebench compare {sweep_dir}")
     if undone:
         states = ", ".join(f"{v} {k}" for k, v in n.items() if v and k != "completed")
-        raise VaebenchError(f"{undone} runs did not complete ({states}); see {sweep_dir / plan.SWEEP_FILE}, then --resume it")
+        raise VaebenchError(
+            f"{undone} runs did not complete ({states}); see {sweep_dir / plan.SWEEP_FILE}, "
+            f"then: vaebench sweep --resume {sweep_dir} (--data-dir and --address may be given anew)"
+        )
 
 
 @cli.command(

@@ -275,6 +275,14 @@ def _lost_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:300]}"
 
 
+def outcome_line(name: str, result: dict[str, Any]) -> str:
+    """A finished run, in one line: its -ELBO and time, or its whole error (the error ends with the fix)."""
+    line = f"{result['status']:11s} {name}"
+    if result["status"] == COMPLETED:
+        return line + f"  test -ELBO {result['test_neg_elbo']:.2f}  {result['seconds']:.0f}s on {result['node']['host']}"
+    return line + (f"  {' '.join(str(result['error']).split())}" if result["error"] else "")
+
+
 def execute(
     sweep_dir: Path,
     record: dict[str, Any],
@@ -385,12 +393,7 @@ def _drive(
         if result["status"] == COMPLETED or shared:
             entry["folder"] = f"{RUNS}/{name}" if (sweep_dir / RUNS / name).is_dir() else None
         entry.update(status=result["status"], error=result["error"], node=result["node"], seconds=round(result["seconds"], 3))
-        line = f"{result['status']:11s} {name}"
-        if result["status"] == COMPLETED:
-            line += f"  test -ELBO {result['test_neg_elbo']:.2f}  {result['seconds']:.0f}s on {result['node']['host']}"
-        elif result["error"]:
-            line += f"  {result['error'][:200]}"
-        bar.write(line)
+        bar.write(outcome_line(name, result))
         if result["status"] != INTERRUPTED:
             bar.update(1)
 

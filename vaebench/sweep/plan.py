@@ -313,6 +313,45 @@ def record_settings(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RESUME_SETTINGS = ("data_dir", "address", "quiet")  # what may change on --resume: where things are, not what runs
+
+
+def check_data(datasets: list[str], data_dir: str | os.PathLike | None, address: str | None = None, read: bool = True) -> None:
+    """Find (and with ``read``, read and validate) every data set the runs train on, once, before any run starts.
+
+    Without it, each run finds the data missing on its own and a sweep of six
+    runs fails six times. ``read=False`` (``--dry-run``) only looks for the files
+    and downloads nothing, and only where a folder is named (``--data-dir``,
+    ``data_dir`` or ``VAEBENCH_DATA_DIR``): without one the runs would download.
+    Skipped for a Ray client (``ray://``), whose driver need not see the
+    workers' files.
+    """
+    if address and str(address).startswith("ray://"):
+        return
+    from vaebench.errors import DataError
+    from vaebench.io.datasets import load_dataset, locate
+
+    if not read and not (data_dir or os.environ.get("VAEBENCH_DATA_DIR")):
+        return
+    for dataset in sorted(set(datasets)):
+        try:
+            load_dataset(dataset, data_dir) if read else locate(dataset, data_dir, download=False)
+        except DataError as exc:
+            raise DataError(f"{exc}; no run was started") from None
+
+
+def resume_settings(record: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
+    """The record's settings, with the data folder ``--resume --data-dir`` gave (resolved, as a new sweep records it).
+
+    The data may have moved since the sweep began (or never been where it
+    said): the grid and recipe stay, where the files are may change.
+    """
+    settings = dict(record["settings"])
+    if data_dir:
+        settings["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    return settings
+
+
 def reservation(run: Run, exclusive: bool) -> str:
     """What a run reserves, in words for ``--dry-run``: a whole node or its threads' CPUs, plus a GPU for cuda."""
     cores = "a whole node" if exclusive else f"{run.config.threads or 1} CPU"
