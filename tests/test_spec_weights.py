@@ -41,6 +41,7 @@ def test_defaults_of_each_source():
         "conv": (2, 128, 30),
         "conv-sym": (2, 128, 30),
         "mlp": (20, 128, 10),
+        "iwae-mlp": (50, 20, 10),
     }
 
 
@@ -124,7 +125,7 @@ def test_the_old_name_seed_still_means_the_blog_network_in_files_and_warns_on_th
     assert "warning: model 'seed' is now called 'blog'" in result.output
     assert result.output.count("numpy-blog-bs512") == 1
     bad = CliRunner().invoke(cli, ["parity", "--model", "resnet"])
-    assert bad.exit_code == 2 and "choose one of blog, conv, conv-sym, mlp" in bad.output
+    assert bad.exit_code == 2 and "choose one of blog, conv, conv-sym, iwae-mlp, mlp" in bad.output
     (tmp_path / "r").mkdir()
     cfg = {**TrainConfig(model="blog").resolved().to_dict(), "model": "seed"}
     metrics = {"schema_version": 1, "status": "completed", "config": cfg, "history": [], "final": {"test_neg_elbo": 1.0}}
