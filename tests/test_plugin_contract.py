@@ -13,7 +13,7 @@ from vaebench.model.layouts import adam_state, convert, kernel_permutations
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Backend
-from vaebench.plugin.environment import Environment
+from vaebench.plugin.environment import PRECISION_SETTINGS, Environment
 from vaebench.plugin.registry import signature_problem
 from vaebench.testing.kit import BackendTests
 
@@ -125,6 +125,7 @@ def test_environment_is_flat_with_the_required_keys_first():
         "precision": "fp32",
         "float32_matmul_precision": "highest",
         "execution": "eager",
+        "precision_settings": dict.fromkeys(PRECISION_SETTINGS),
         "torch": "2.13",
         "layout": "nhwc",
     }

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import re
 from typing import Any
 
 from vaebench.errors import BackendError
@@ -110,6 +112,32 @@ def matmul_precision(engine: str) -> str:
     return "tf32 on" if module.config.experimental.tensor_float_32_execution_enabled() else "highest (tf32 off)"
 
 
+def xla_gpu_autotune_level(flags: str | None = None) -> str:
+    """``--xla_gpu_autotune_level`` as set in ``XLA_FLAGS`` (the last one wins, as in XLA), or ``"default"``."""
+    found = re.findall(r"--xla_gpu_autotune_level=(\S+)", os.environ.get("XLA_FLAGS", "") if flags is None else flags)
+    return found[-1] if found else "default"
+
+
+def precision_settings(engine: str) -> dict[str, Any]:
+    """The precision and autotuning switches of ``engine`` as it reports them now
+    (:data:`~vaebench.plugin.environment.PRECISION_SETTINGS`; those of other engines are left out, recorded ``None``).
+
+    Read back from the framework, not from what the plugin meant to set: a row
+    says what ran. XLA's autotune level applies to the engines that compile with XLA (jax, TensorFlow).
+    """
+    module = _engine(engine)
+    if engine == "torch":
+        return {
+            "torch_cudnn_benchmark": bool(module.backends.cudnn.benchmark),
+            "torch_tf32_matmul": bool(module.backends.cuda.matmul.allow_tf32),
+            "torch_tf32_conv": bool(module.backends.cudnn.allow_tf32),
+        }
+    xla = {"xla_gpu_autotune_level": xla_gpu_autotune_level()}
+    if engine == "jax":
+        return {"jax_default_matmul_precision": str(module.config.jax_default_matmul_precision), **xla}
+    return {"tensorflow_tf32_execution": bool(module.config.experimental.tensor_float_32_execution_enabled()), **xla}
+
+
 def peak_gpu_memory_mb(engine: str) -> float | None:
     """The ``engine`` allocator's peak on the first GPU, in MiB (``None`` if it keeps no such figure).
 
@@ -136,7 +164,8 @@ def environment(
     engine: str, backend: Any, framework: str, execution: str, versions: dict[str, str], extra: dict[str, Any] | None = None
 ) -> Environment:
     """The plugin's :class:`Environment` with every field ``engine`` answers filled here: the engine's
-    version, device name, threads, precision and matmul precision. The plugin adds only what is its
+    version, device name, threads, precision, matmul precision and the precision and autotuning switches
+    (:func:`precision_settings`). The plugin adds only what is its
     own: its framework family, how a step runs, other libraries' versions, framework-only settings."""
     return Environment(
         framework=framework,
@@ -148,4 +177,5 @@ def environment(
         float32_matmul_precision=matmul_precision(engine),
         execution=execution,
         extra=extra or {},
+        precision_settings=precision_settings(engine),
     )

@@ -41,6 +41,8 @@ def test_environment_says_which_engine_and_xla_ran(engine_backend, model_name, x
     engine_backend.build(get_model(model_name).spec, AdamConfig())
     env = engine_backend.environment()
     assert env["engine"] == NEEDS[ENGINE] and env["keras"]
+    switch = {"tensorflow": "tensorflow_tf32_execution", "jax": "jax_default_matmul_precision", "torch": "torch_tf32_conv"}
+    assert env["precision_settings"][switch[NEEDS[ENGINE]]] in (False, "highest")  # the engine's own switch: fp32, TF32 off
     if ENGINE == "keras":  # auto is Keras' own jit_compile="auto" rule: no XLA on a CPU-only machine
         assert env["xla"] is xla and f"XLA {'on' if xla else 'off'}" in env["execution"]
 
