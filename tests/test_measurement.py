@@ -501,6 +501,10 @@ def test_the_table_puts_each_value_under_its_header_and_the_tolerances_come_from
     assert cols == ["pair", "-ELBO", "rel", "loss", "rel", "grid", "abs", "params", "abs", ">atol", "ok"]
     assert line.split() == ["x", "vs", "y", "1.50e-05", "2.50e-06", "3.50e-07", "4.50e-04", "1.23%", "yes"]
     assert table([{**row, "ok": False}])[1].endswith("  NO")
+    assert header.index("-ELBO rel") == 28 + 2 and line.index("1.50e-05") == 28 + 3  # the pair column: 28 wide
+    long = {**row, "pair": "jax[transpose=subpixel] vs torch[compile]"}  # a variant's name: the column widens
+    header, line = table([long, row])[:2]
+    assert header.index("-ELBO rel") == len(long["pair"]) + 2 == line.index("1.50e-05") - 1
     text = tolerances(5)
     assert f"{ELBO_RTOL:g}" in text and f"{GRID_ATOL:g}" in text and f"{PARAM_ATOL:g}" in text
     assert f"{PARAM_OUTLIERS:.0%}" in text and "0.005" in text
