@@ -124,7 +124,9 @@ def test_iwae_mlp_is_the_papers_network():
         ("decoder/1", (200,), (200,), "tanh"),
         ("decoder/2", (200,), (784,), None),
     ]
-    assert spec.num_params() == 784 * 200 + 200 + 200 * 200 + 200 + 2 * (200 * 50 + 50) + 50 * 200 + 200 + 40_200 + 200 * 784 + 784
+    assert (
+        spec.num_params() == 784 * 200 + 200 + 200 * 200 + 200 + 2 * (200 * 50 + 50) + 50 * 200 + 200 + 40_200 + 200 * 784 + 784
+    )
     assert "Burda" in spec.source and defaults.batch_size == 20
 
 
@@ -174,7 +176,9 @@ def _vaebench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_run_beta_vae_records_its_objective_and_the_plain_elbo(tmp_path, tiny_dir):
     out = tmp_path / "run"
     args = ["run", "-b", "numpy", "-m", "iwae-mlp", "--epochs", "1", "--batch-size", "64", "--limit-train", "128"]
-    proc = _vaebench(*args, "--objective", "beta-vae", "--beta", "4", "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path)
+    proc = _vaebench(
+        *args, "--objective", "beta-vae", "--beta", "4", "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "train beta-vae (beta 4)" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())

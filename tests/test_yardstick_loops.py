@@ -1,4 +1,4 @@
-"""Each hand-written yardstick of tests/benchmarks computes exactly its plugin's function.
+"""Each hand-written yardstick of tests/benchmarks (torch, jax, keras) computes its plugin's function, for every model.
 
 ``harness_ratio.py`` holds each plugin to a yardstick; if the yardstick
 computed another network (torch's symmetric padding for ``conv``, say, or
@@ -77,14 +77,84 @@ def test_torch_yardstick_computes_the_plugins_function(model_name):
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_jax_yardstick_computes_the_plugins_function(model_name):
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("vaebench_jax")
+    import jax_yardstick as ys
+
+    spec = get_model(model_name).spec
+    params = init_params(spec, 0)
+    x, eps = _inputs(spec)
+    plugin = _plugin("jax", spec, params, x, eps)
+    net = ys.build(model_name)
+    variables = ys.load_canonical(net, params)
+    loss, grads = jax.value_and_grad(net.apply)(variables, x, eps)
+    mean, logvar = net.apply(variables, x, method="encode")
+    probs = jax.nn.sigmoid(net.apply(variables, mean, method="decode")).reshape(x.shape)
+    yardstick = (float(loss), np.asarray(mean), np.asarray(logvar), np.asarray(probs), ys.canonical_grads(net, grads))
+    _assert_same(plugin, yardstick)
+
+
+def _keras_on_tensorflow():
+    """The keras plugin first: it sets KERAS_BACKEND=tensorflow before Keras is imported (and refuses if this
+    process already runs Keras on another engine), as every in-process keras test here does."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("vaebench_keras")
+    backend_cls, _ = registry.load("keras")
+    backend_cls(device="cpu")
+    import keras_yardstick
+
+    return keras_yardstick
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_keras_yardstick_computes_the_plugins_function(model_name):
+    ys = _keras_on_tensorflow()
+    import tensorflow as tf
+
+    spec = get_model(model_name).spec
+    params = init_params(spec, 0)
+    x, eps = _inputs(spec)
+    plugin = _plugin("keras", spec, params, x, eps)
+    net = ys.build(model_name)
+    ys.load_canonical(net, params)
+    xt, et = tf.constant(x), tf.constant(eps)
+    with tf.GradientTape() as tape:
+        loss = ys.loss(net, xt, et)
+    grads = tape.gradient(loss, net.trainable_variables)
+    mean, logvar = net.encoder(xt, training=False)
+    probs = tf.reshape(tf.sigmoid(net.decoder(mean, training=False)), x.shape)
+    yardstick = (float(loss), mean.numpy(), logvar.numpy(), probs.numpy(), ys.canonical_grads(net, grads))
+    _assert_same(plugin, yardstick)
+
+
+def _trains(ys, model_name, **kwargs):
+    from vaebench.measure.worker import synthetic_batches
+
+    spec = get_model(model_name).spec
+    batches = synthetic_batches(np.random.default_rng(0), 2, spec.latent_dim, n=2)
+    step, sync = ys.make_step(model_name, batches, params=init_params(spec, 0), **kwargs)
+    assert step.num_params == spec.num_params()
+    losses = [float(np.asarray(sync(step()))) for _ in range(2)]
+    assert np.all(np.isfinite(losses)) and losses[0] > 0
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
 def test_torch_yardstick_trains(model_name):
     pytest.importorskip("torch")
     import torch_yardstick as ys
 
-    from vaebench.measure.worker import synthetic_batches
+    _trains(ys, model_name)
 
-    spec = get_model(model_name).spec
-    step, sync = ys.make_step(model_name, synthetic_batches(np.random.default_rng(0), 2, spec.latent_dim, n=2))
-    assert step.num_params == spec.num_params()
-    losses = [float(np.asarray(sync(step()))) for _ in range(2)]
-    assert np.all(np.isfinite(losses)) and losses[0] > 0
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_jax_yardstick_trains(model_name):
+    pytest.importorskip("jax")
+    import jax_yardstick as ys
+
+    _trains(ys, model_name)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_keras_yardstick_trains(model_name):
+    _trains(_keras_on_tensorflow(), model_name, xla=False)
