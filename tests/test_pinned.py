@@ -14,7 +14,7 @@ import json
 import math
 import queue
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -134,15 +134,17 @@ class FakeDevice:
         self.seconds_per_step = seconds_per_step
         self.now = 0.0
         self.queued = 0
+        self.queued_seconds = 0.0
         self.steps = 0
         self.waits = 0
 
     def clock(self) -> float:
         return self.now
 
-    def step(self) -> int:
+    def step(self, seconds: float | None = None) -> int:
         self.steps += 1
         self.queued += 1
+        self.queued_seconds += self.seconds_per_step if seconds is None else seconds
         if self.queued > self.MAX_QUEUED:
             raise AssertionError("steps queued without end: nothing waits on the device")
         return self.steps
@@ -150,14 +152,27 @@ class FakeDevice:
     def wait(self, values: Any) -> None:
         assert list(values) == [self.steps], f"waited on {values!r}, not on the last step's result"
         self.waits += 1
-        self.now += self.queued * self.seconds_per_step
-        self.queued = 0
+        self.now += self.queued_seconds
+        self.queued, self.queued_seconds = 0, 0.0
+
+
+class Staged:
+    """What the fake device's ``stage`` hands to its step: a step given the raw batch instead fails."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
 
 
 def _device_backend(dev: FakeDevice, eval_seconds: float = 0.5, decode_seconds: float = 0.125) -> type:
     class DeviceModel(NumpyModel):
+        step_seconds = dev.seconds_per_step
+
+        def _stage(self, x: np.ndarray, eps: np.ndarray) -> tuple[Any, Any]:
+            return Staged(x), eps
+
         def _train_step(self, x: Any, eps: Any) -> Any:
-            return dev.step()  # a handle: the result is ready only once the device has run the queue
+            assert isinstance(x, Staged), "the step was given an unstaged batch"
+            return dev.step(self.step_seconds)  # a handle: the result is ready once the device has run the queue
 
         def _fetch(self, values: Any) -> np.ndarray:
             dev.wait(values)
@@ -172,8 +187,12 @@ def _device_backend(dev: FakeDevice, eval_seconds: float = 0.5, decode_seconds: 
             return np.zeros((len(z), 28, 28, 1))
 
     class DeviceBackend(NumpyBackend):
+        tunables: ClassVar[dict[str, tuple[str, ...]]] = {"compile": ("0", "1")}  # compiled: twice as fast
+
         def build(self, spec: Any, adam: AdamConfig) -> DeviceModel:
-            return DeviceModel(spec, adam)
+            model = DeviceModel(spec, adam)
+            model.step_seconds = dev.seconds_per_step / (2 if self.compile else 1)
+            return model
 
     return DeviceBackend
 
@@ -184,10 +203,10 @@ def device_worker(monkeypatch):
     info = registry.load("numpy")[1]
     made = []
 
-    def start(seconds_per_step: float) -> tuple[FakeDevice, InProcessWorker]:
+    def start(seconds_per_step: float, profile: str = "default") -> tuple[FakeDevice, InProcessWorker]:
         dev = FakeDevice(seconds_per_step)
         monkeypatch.setattr(registry, "load", lambda name: (_device_backend(dev), info))
-        w = InProcessWorker(worker_mod.CellRequest("numpy", "mlp", batch_size=16, threads=1), dev.clock)
+        w = InProcessWorker(worker_mod.CellRequest("numpy", "mlp", batch_size=16, threads=1, profile=profile), dev.clock)
         made.append(w)
         return dev, w
 
@@ -289,17 +308,19 @@ def test_inference_timings_are_the_device_time_of_each_repeat_without_the_warm_u
 
 
 def test_tune_times_every_variant_on_the_device_and_keeps_the_fastest(device_worker):
-    dev, w = device_worker(0.05)
-    w.ready()
+    dev, w = device_worker(0.0625, profile="best")  # binary fractions: exact clock sums
+    assert w.ready()["variants"] == 2
     got = w.call({"op": "tune", "windows": 3})
-    (only,) = got["candidates"]  # the numpy backend has no tunables: one variant, the default
-    assert got["choice"] == {"compile": False, "options": {}}
-    each = pytest.approx(16 / 0.05)
-    assert (only["median"], only["min"], only["max"], only["windows"]) == (each, each, each, 3)
-    assert only["compile_seconds"] == pytest.approx(0.05) and only["label"] == "plugin defaults" and "samples" not in only
-    steps = worker_mod.steps_for(0.05)
-    # tune's compile and probe calls, measure's own first call (its only warm-up), three windows
-    assert dev.steps == 1 + 1 + 1 + 3 * steps and dev.queued == 0
+    plain, compiled = got["candidates"]  # --profile best: both values of the compile tunable
+    assert got["choice"] == {"compile": True, "options": {}}  # the compiled variant steps twice as fast
+    for c, per_step in ((plain, 0.0625), (compiled, 0.03125)):
+        each = pytest.approx(16 / per_step)
+        assert (c["median"], c["min"], c["max"], c["windows"]) == (each, each, each, 3) and "samples" not in c
+        assert c["compile_seconds"] == pytest.approx(per_step)
+    assert (plain["compile"], compiled["compile"], plain["label"]) == (False, True, "plugin defaults")
+    steps = 16  # windows sized from the faster probe: 0.5 s of 0.03125 s steps
+    # per variant: tune's compile call, measure's own first call (its only warm-up), three windows; one probe each
+    assert dev.steps == 2 * (1 + 1 + 3 * steps) + 2 and dev.queued == 0
 
 
 # -- TOST at its boundary -------------------------------------------------------------------
