@@ -58,3 +58,11 @@ def test_the_variant_reaches_the_backend_in_its_process():
     # A value only the backend's constructor refuses: if the variant were dropped on the way, this would pass.
     with pytest.raises(BackendError, match="transpose must be one of"):
         _in_subprocess("jax", "mlp", 1, 2, Variant(options={"transpose": "bogus"}))
+
+
+@needs_jax
+def test_device_reaches_every_backend_but_the_numpy_reference():
+    # No GPU here: jax refuses --device cuda in its own process; numpy, the reference, ran on the CPU before it.
+    proc = _parity("--backends", "numpy,jax", "--device", "cuda")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "running numpy" in proc.stderr and "parity run of jax failed" in proc.stderr and "sees no GPU" in proc.stderr

@@ -334,7 +334,16 @@ def eval_(
 @click.option(
     "--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting, as bench; repeatable."
 )
-def parity(model: str, names: str | None, steps: int, batch_size: int, profile: str, options: tuple[str, ...]) -> None:
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="For every backend but the numpy reference (always the CPU).",
+)
+def parity(
+    model: str, names: str | None, steps: int, batch_size: int, profile: str, options: tuple[str, ...], device: str
+) -> None:
     """Check that backends agree, step by step.
 
     Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance.
@@ -346,12 +355,11 @@ def parity(model: str, names: str | None, steps: int, batch_size: int, profile: 
         raise click.BadParameter("--steps and --batch-size must be at least 1")
     backends = names.split(",") if names else sorted(registry.installed())
     given = _options(options)
-    rows = run_parity(
-        backends, model, steps, batch_size, log=lambda msg: click.echo(msg, err=True), profile=profile, options=given
-    )
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    rows = run_parity(backends, model, steps, batch_size, log=log, profile=profile, options=given, device=device)
     settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "plugin defaults"
     click.echo(
-        f"model {model}, {steps} Adam steps, batch {batch_size}, profile {profile}, options {settings}; "
+        f"model {model}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, options {settings}; "
         f"tolerances: {tolerances(steps)}"
     )
     click.echo("\n".join(table(rows)))
@@ -735,6 +743,7 @@ def backends(devices: bool) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
 @click.option("--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting; repeatable.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for explain.json, .md and .png.")
 def explain(
     names: str,
@@ -744,6 +753,7 @@ def explain(
     window_seconds: float,
     threads: int | None,
     options: tuple[str, ...],
+    device: str,
     out: str,
 ) -> None:
     """Where the time goes: every layer's forward pass and both gradients, and the step split, per backend."""
@@ -767,7 +777,9 @@ def explain(
     except OSError as exc:
         raise click.UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     log = lambda line: click.echo(line, err=True)  # noqa: E731
-    doc = run_explain(backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=log)
+    doc = run_explain(
+        backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=log, device=device
+    )
     written = [write_explain(doc, out_dir), *write_readable(doc, out_dir)]
     click.echo("\n".join(table_lines(doc)))
     click.echo("wrote " + ", ".join(str(p) for p in written))

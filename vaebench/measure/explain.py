@@ -298,6 +298,7 @@ def explain(
     options: Mapping[str, Mapping[str, str]] | None = None,
     log: Callable[[str], None] = print,
     run: Callable[[ExplainRequest], dict[str, Any]] = _in_subprocess,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The explain document: each backend measured in its own process, then compared layer by layer."""
     spec = get_model(model).spec
@@ -306,7 +307,7 @@ def explain(
         log(f"[{i}/{len(backends)}] {name}: {len(layer_costs(spec))} layers x 3 phases, {rounds} rounds ...")
         t0 = time.perf_counter()
         settings = dict((options or {}).get(name, {}))
-        request = ExplainRequest(name, model, batch_size, rounds, window_seconds, threads, options=settings)
+        request = ExplainRequest(name, model, batch_size, rounds, window_seconds, threads, device, options=settings)
         results.append(run(request))
         log(f"[{i}/{len(backends)}] {name}: done in {time.perf_counter() - t0:.0f} s")
     flags = flag_slow(results)
@@ -318,6 +319,7 @@ def explain(
         "rounds": rounds,
         "window_seconds": window_seconds,
         "threads": threads,
+        "device": device,
         "precision": "fp32",
         "method": METHOD,
         "slow_factor": SLOW_FACTOR,

@@ -69,11 +69,14 @@ def compute(
     seed: int = 0,
     compile: bool = False,
     options: Mapping[str, str] | None = None,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
-    """One backend's side of the comparison (run it in a process of its own), as the variant ``compile``/``options``."""
+    """One backend's side of the comparison (run it in a process of its own), as the variant ``compile``/``options``,
+    on ``device`` (the NumPy reference is on the CPU whatever the others use)."""
     spec = get_model(model_name).spec
     backend_cls = registry.load(backend)[0]
-    model = backend_cls(device="cpu", compile=compile, options=dict(options or {})).build(spec, AdamConfig())
+    device = "cpu" if backend == "numpy" else device
+    model = backend_cls(device=device, compile=compile, options=dict(options or {})).build(spec, AdamConfig())
     model.load_weights(init_params(spec, seed))
     batches = _batches(spec.latent_dim, batch_size, seed, steps)
     out = {"neg_elbo": model.evaluate(*batches[0]).neg_elbo, "grid": model.decode(grid_points(spec.latent_dim, seed))}
@@ -83,9 +86,9 @@ def compute(
 
 
 def _in_subprocess(
-    backend: str, model_name: str, steps: int, batch_size: int, variant: Variant | None = None
+    backend: str, model_name: str, steps: int, batch_size: int, variant: Variant | None = None, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
-    chosen = (variant or Variant()).to_dict()
+    chosen = {**(variant or Variant()).to_dict(), "device": device}
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.npz"
         proc = subprocess.run(
@@ -155,6 +158,7 @@ def run_parity(
     log: Any = print,
     profile: str = "default",
     options: Mapping[str, str] | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Compute every backend's variants (:func:`plan`), each in its own process, then compare all pairs."""
     missing = [b for b in backends if b not in registry.installed()]
@@ -165,17 +169,20 @@ def run_parity(
     results = {}
     for entry, name, variant in plan(backends, profile, options):
         log(f"running {entry} ...")
-        results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant)
+        results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant, device)
     return compare(results, steps)
 
 
 def main() -> None:
-    """Worker entry point: ``python -m vaebench.measure.parity BACKEND MODEL STEPS BATCH OUT.npz [VARIANT_JSON]``."""
+    """Worker entry point: ``python -m vaebench.measure.parity BACKEND MODEL STEPS BATCH OUT.npz [SETTINGS_JSON]``."""
     backend, model_name, steps, batch_size, target = sys.argv[1:6]
     variant = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
-    out = compute(
-        backend, model_name, int(steps), int(batch_size), compile=variant.get("compile", False), options=variant.get("options")
-    )
+    settings = {
+        "compile": variant.get("compile", False),
+        "options": variant.get("options"),
+        "device": variant.get("device", "cpu"),
+    }
+    out = compute(backend, model_name, int(steps), int(batch_size), **settings)
     buffer = io.BytesIO()
     np.savez(buffer, **out)
     Path(target).write_bytes(buffer.getvalue())
