@@ -267,7 +267,13 @@ def test_bench_refuses_a_busy_machine_unless_allowed_and_marks_the_rows(tmp_path
     allowed = CliRunner().invoke(cli, [*args, "--allow-busy", "--out", str(tmp_path / "b")])
     assert allowed.exit_code == 0, allowed.output
     doc = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert doc["results"][0]["load"] == {"busy": True, "busy_cores_at_start": 1.4, "busy_cores_at_end": 1.4}
+    load = doc["results"][0]["load"]
+    assert {k: load[k] for k in ("busy", "busy_cores_at_start", "busy_cores_at_end")} == {
+        "busy": True,
+        "busy_cores_at_start": 1.4,
+        "busy_cores_at_end": 1.4,
+    }
+    assert load["busy_cores_during"]["samples"] >= 1  # sampled through the matrix, not only at its two ends
     assert doc["method"]["load_at_start"]["busy"] is True
     shown = CliRunner().invoke(cli, ["compare", str(tmp_path / "b")])
     assert "default/fp32 BUSY" in shown.output

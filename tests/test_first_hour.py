@@ -7,6 +7,7 @@ Each test failed on the code before its fix.
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from click.testing import CliRunner
 
 from vaebench.cli import cli
 from vaebench.io.fileio import atomic_write_json
-from vaebench.plugin import registry
+from vaebench.measure import busy
+from vaebench.plugin import host, registry
 from vaebench.run.outputs import plots
 from vaebench.sweep import cluster, plan
 
@@ -115,3 +117,90 @@ def test_a_failed_runs_line_keeps_its_whole_error_with_the_fix_at_the_end():
     assert line.endswith("pass --data-dir or set VAEBENCH_DATA_DIR") and "\n" not in line
     done = {"status": "completed", "test_neg_elbo": 101.234, "seconds": 12.4, "node": {"host": "h"}}
     assert cluster.outcome_line("r", done) == "completed   r  test -ELBO 101.23  12s on h"
+
+
+# -- a busy machine seen during the measurement, not at two instants ---------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sampler(readings: list, clock: _Clock) -> busy.LoadSampler:
+    feed = iter(readings)
+    return busy.LoadSampler(read=lambda: next(feed), clock=clock, cpus=2)
+
+
+def test_the_sampler_counts_other_processes_cores_and_not_this_process_trees():
+    clock = _Clock()
+    sampler = _sampler([(0, 0, 0), (150, 200, 50), None, (200, 400, 100), (400, 600, 100)], clock)
+    for t in (0.0, 0.5, 0.7, 1.0, 1.5):
+        clock.now = t
+        sampler.tick()
+    # 150 busy ticks of 200, 50 of them this process tree's: 100 / 200 of 2 cpus = 1 core; a None reading is skipped
+    assert sampler.samples == [(0.0, 0.5, 1.0), (0.5, 1.0, 0.0), (1.0, 1.5, 2.0)]
+    assert sampler.window(0.0, 0.4) == {"samples": 1, "max": 1.0, "mean": 1.0}
+    assert sampler.window(0.6, 0.9) == {"samples": 1, "max": 0.0, "mean": 0.0}
+    assert sampler.window(0.2, 1.2) == {"samples": 3, "max": 2.0, "mean": 1.0}
+    assert sampler.window(2.0, 3.0) == {"samples": 0, "max": None, "mean": None}
+
+
+def test_the_sampler_thread_samples_until_stopped():
+    count = iter(range(10**6))
+    sampler = busy.LoadSampler(read=lambda: (0.0, float(next(count)), 0.0), interval=0.01).start()
+    deadline = time.monotonic() + 30
+    while len(sampler.samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sampler.stop()
+    assert sampler._thread is None and len(sampler.samples) >= 3
+    taken = len(sampler.samples)
+    time.sleep(0.05)
+    assert len(sampler.samples) == taken  # stopped means stopped
+
+
+def test_rows_are_marked_by_their_own_windows_the_issue_case(monkeypatch):
+    """Quiet at the start (0.07), 1.93 busy cores during the second cell: that cell's rows are busy, the first's not."""
+    monkeypatch.setattr(host, "busy_cores", lambda: 0.07)
+    clock = _Clock()
+    # one reading at start, one at the end of each cell (the sampler's thread is replaced by these ticks), one at stop
+    sampler = _sampler([(0, 0, 0), (100, 200, 90), (393, 400, 190), (393, 400, 190)], clock)
+    sampler.start = lambda: (sampler.tick(), sampler)[1]
+    sampler.stop = sampler.tick
+    start = busy.check_load(False, warn=print)
+    watch = busy.Watch(start, sampler)
+
+    def cells():
+        for t, batch in ((1.0, 32), (2.0, 128)):
+            clock.now = t
+            sampler.tick()
+            for backend in ("jax", "torch"):
+                yield {"backend": backend, "model": "mlp", "batch_size": batch}
+
+    rows = list(watch.rows(cells()))
+    assert watch.windows == [(0.0, 1.0), (0.0, 1.0), (1.0, 2.0), (1.0, 2.0)]
+    said: list[str] = []
+    end = watch.mark(rows, warn=said.append)
+    assert [r["load"]["busy"] for r in rows] == [False, False, True, True]
+    assert rows[0]["load"]["busy_cores_during"] == {"samples": 1, "max": 0.1, "mean": 0.1}
+    assert rows[2]["load"]["busy_cores_during"] == {"samples": 1, "max": 1.93, "mean": 1.93}
+    assert rows[2]["load"]["busy_cores_at_start"] == 0.07 and end["busy_cores"] == 0.07
+    assert said == [
+        "warning: other processes kept up to 1.9 cores busy during the measurement: 2 of 4 rows are marked busy "
+        "(their timings are not a quiet machine's)"
+    ]
+
+
+def test_the_refusal_rounds_the_load_and_comes_before_the_table_header(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "busy_cores", lambda: 1.6)
+    monkeypatch.setattr(host.os, "getloadavg", lambda: (2.97802734375, 1.0, 1.0))
+    with pytest.raises(busy.BusyMachineError) as refused:
+        busy.check_load(False, warn=print)
+    assert "(1.6 cores in use by other processes, load average 2.98)" in str(refused.value)
+    args = ["bench", "--backends", "numpy", "--models", "mlp", "--batch-sizes", "8", "--out", str(tmp_path / "b")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "this machine is busy" in result.output
+    assert "img/s median" not in result.output and "2.978" not in result.output and not (tmp_path / "b").exists()

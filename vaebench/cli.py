@@ -458,7 +458,7 @@ def bench(
 ) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     from vaebench.measure.bench import bench_backends, method_record, run_matrix
-    from vaebench.measure.busy import BusyMachineError, check_load, mark_load
+    from vaebench.measure.busy import BusyMachineError, Watch, check_load
     from vaebench.measure.documents import default_bench_dir, write_bench
     from vaebench.measure.ttq import run_ttq_grid
     from vaebench.plugin.host import usable_cores
@@ -469,10 +469,6 @@ def bench(
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
     backends = bench_backends(names)
     threads = threads or usable_cores()
-    click.echo(
-        f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
-        f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
-    )
     if not throughput:
         models, batch_sizes = [], []
         if not ttq_models:
@@ -481,6 +477,10 @@ def bench(
         load = check_load(allow_busy, warn=lambda line: click.echo(line, err=True))
     except BusyMachineError as exc:
         raise click.UsageError(str(exc)) from None
+    click.echo(  # after the refusal: a refused bench prints no table
+        f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
+        f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
+    )
     peak = None
     if throughput and peak_seconds > 0:  # before the matrix, on the same quiet machine, with bench's threads
         from vaebench.measure.peak import measure_peak_in_subprocess
@@ -490,6 +490,7 @@ def bench(
     cells = len(models) * len(batch_sizes)
     bar = progress(cells * len(backends) * repeats, "bench", "window")
     results = []
+    watch = Watch(load)  # samples the load through the matrix; each row is marked by its own windows
     rows = run_matrix(
         backends,
         models,
@@ -506,7 +507,7 @@ def bench(
         progress=lambda _name: bar.update(1),
         peak_gflops=(peak or {}).get("peak_gflops"),
     )
-    for r in rows:
+    for r in watch.rows(rows):
         t = r["train_images_per_second"]
         bar.write(
             f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
@@ -516,7 +517,7 @@ def bench(
     bar.close()
     settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile_}
     ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=_options(options), log=click.echo)
-    end = mark_load(results, load)
+    end = watch.mark(results, warn=lambda line: click.echo(line, err=True))
     method = method_record(schedule, repeats, profile, precision, load, end)
     json_path, csv_path = write_bench(results, out_dir, ttq, method, peak)
     click.echo(f"wrote {json_path} and {csv_path}")
