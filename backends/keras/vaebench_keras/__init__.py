@@ -56,9 +56,11 @@ class KerasBackend(Backend):
 
     name = "keras"
     engine: ClassVar[str] = "tensorflow"
-    option_defaults: ClassVar[dict[str, str]] = {"xla": "auto"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("auto", "0", "1")}
-    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("0", "1")}
+    #: ``transpose``: Keras' ``Conv2DTranspose`` or the same function as a stride-1 convolution and a
+    #: depth-to-space in ``keras.ops`` (``subpixel``, :mod:`vaebench.model.subpixel`), on every engine
+    option_defaults: ClassVar[dict[str, str]] = {"xla": "auto", "transpose": "keras"}
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("auto", "0", "1"), "transpose": ("keras", "subpixel")}
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("0", "1"), "transpose": ("keras", "subpixel")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +112,8 @@ class KerasBackend(Backend):
         else:
             execution = "eager"
         versions = {"keras": self._impl.keras.__version__}
-        return engines.environment(self.engine, self, "keras", execution, versions, extra={"engine": self.engine, "xla": xla})
+        extra = {"engine": self.engine, "xla": xla, "transpose": self.options["transpose"]}
+        return engines.environment(self.engine, self, "keras", execution, versions, extra=extra)
 
     def build(self, spec: ModelSpec, adam: AdamConfig) -> Model:
         return self._impl.KerasModel(spec, adam, self)
@@ -121,7 +124,7 @@ class KerasJaxBackend(KerasBackend):
 
     name = "keras-jax"
     engine = "jax"
-    tunables: ClassVar[dict[str, tuple[str, ...]]] = {}  # always one jax.jit
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("keras", "subpixel")}  # always one jax.jit
 
 
 class KerasTorchBackend(KerasBackend):
@@ -129,4 +132,4 @@ class KerasTorchBackend(KerasBackend):
 
     name = "keras-torch"
     engine = "torch"
-    tunables: ClassVar[dict[str, tuple[str, ...]]] = {}  # Keras drives torch eagerly; no compile
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("keras", "subpixel")}  # eager torch: no compile

@@ -28,6 +28,7 @@ from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll, vae_terms
 from vaebench.model.ops import ArrayOps
+from vaebench.model.subpixel import subpixel
 from vaebench.plugin import engines, walk
 from vaebench.plugin.contract import Model
 
@@ -56,9 +57,13 @@ class Layers:
         conv = keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding="valid", name=info.key)
         return _Around(conv, before=keras.layers.ZeroPadding2D((info.padding, info.padding), name=f"{info.key}_pad"))
 
-    @staticmethod
-    def conv_transpose(info: LayerInfo) -> Any:
+    def __init__(self, transpose: str = "keras") -> None:
+        self.transpose = transpose
+
+    def conv_transpose(self, info: LayerInfo) -> Any:
         layer, cls = info.layer, keras.layers.Conv2DTranspose
+        if self.transpose == "subpixel":
+            return _SubPixelTranspose(info)
         if layer.padding == "same":
             return cls(layer.filters, layer.kernel, strides=layer.stride, padding="same", name=info.key)
         conv = cls(layer.filters, layer.kernel, strides=layer.stride, padding="valid", name=info.key)
@@ -84,6 +89,37 @@ class _Around:
 
     kernel = property(lambda self: self.layer.kernel)
     bias = property(lambda self: self.layer.bias)
+
+
+class _SubPixelTranspose(keras.layers.Layer):
+    """Conv2DTranspose's function as one stride-1 convolution to ``s*s*C`` channels and a depth-to-space, in
+    ``keras.ops`` (every engine), its kernel in Conv2DTranspose's ``(h, w, out, in)`` layout and gathered into the
+    stride-1 kernel as :mod:`vaebench.model.subpixel` derives."""
+
+    def __init__(self, info: LayerInfo) -> None:
+        super().__init__(name=info.key)
+        self.form, self.filters, self.channels = subpixel(info), info.layer.filters, info.in_shape[-1]
+
+    def build(self, input_shape: Any) -> None:
+        k = self.form.kernel
+        self.kernel = self.add_weight(shape=(k, k, self.filters, self.channels), initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def call(self, x: Any) -> Any:
+        ops, f = keras.ops, self.form
+        s, n, k, c_in, c_out = f.stride, f.window, f.kernel, self.channels, self.filters
+        flat = f.kernel_index().reshape(-1)
+        w = ops.pad(ops.transpose(self.kernel, (0, 1, 3, 2)), ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap k reads zeros
+        w = ops.reshape(ops.take(w, flat, axis=0), (n, s, k + 1, c_in, c_out))
+        w = ops.reshape(ops.take(w, flat, axis=2), (n, s, n, s, c_in, c_out))
+        w = ops.reshape(ops.transpose(w, (0, 2, 4, 1, 3, 5)), (n, n, c_in, s * s * c_out))
+        (before, after), size = f.padding, x.shape[1]
+        x = ops.pad(x, ((0, 0), (max(before, 0), max(after, 0)), (max(before, 0), max(after, 0)), (0, 0)))
+        lo, hi = max(-before, 0), max(before, 0) + size + max(after, 0) - max(-after, 0)
+        z = ops.conv(x[:, lo:hi, lo:hi], w, strides=1, padding="valid")
+        q = f.blocks
+        y = ops.reshape(ops.transpose(ops.reshape(z, (-1, q, q, s, s, c_out)), (0, 1, 3, 2, 4, 5)), (-1, q * s, q * s, c_out))
+        return y[:, : f.out, : f.out] + self.bias
 
 
 class CoreAdam(keras.optimizers.Adam):
@@ -113,7 +149,8 @@ class KerasModel(Model):
     def __init__(self, spec: ModelSpec, adam: AdamConfig, backend: Any) -> None:
         super().__init__(spec, adam)
         self.device_kind = backend.device_kind
-        self.walk = net = walk.network(spec, Layers)
+        self.layers = Layers(backend.options["transpose"])
+        self.walk = net = walk.network(spec, self.layers)
         x_in = keras.Input(spec.input_shape, name="x")
         self.encoder = keras.Model(x_in, list(net.encode(x_in)), name="encoder")
         z_in = keras.Input((spec.latent_dim,), name="z")
@@ -121,7 +158,7 @@ class KerasModel(Model):
         self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
         terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
-        self.net = keras.Model([x_net, eps_net], net.objective_per_example(terms), name="vae")  # what training differentiates
+        self.net = keras.Model([x_net, eps_net], terms.neg_elbo, name="vae")  # what training differentiates
         self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
         self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
         self.xla = backend.use_xla() if ENGINE == "tensorflow" else ENGINE == "jax"
@@ -206,7 +243,7 @@ class KerasModel(Model):
     def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
         built: dict[str, Any] = {}
         x_in = keras.Input(info.in_shape)
-        net = keras.Model(x_in, walk.layer(Layers, info, built)(x_in))
+        net = keras.Model(x_in, walk.layer(self.layers, info, built)(x_in))
         built[info.name].kernel.assign(kernel), built[info.name].bias.assign(bias)
         return self._step.probe(net, x, grad)
 
