@@ -158,7 +158,7 @@ class KerasModel(Model):
         self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
         terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
-        self.net = keras.Model([x_net, eps_net], terms.neg_elbo, name="vae")  # what training differentiates
+        self.net = keras.Model([x_net, eps_net], net.objective_per_example(terms), name="vae")  # what training differentiates
         self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
         self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
         self.xla = backend.use_xla() if ENGINE == "tensorflow" else ENGINE == "jax"
