@@ -86,6 +86,99 @@ def bench(session: nox.Session, backend: str) -> None:
     session.run("pytest", "tests/benchmarks", "-m", "bench", *session.posargs)
 
 
+# `nox -s gpu`: everything a CUDA machine can tell us that this CPU-only one cannot, in one folder to bring back.
+GPU_OUT = "gpu-results"
+GPU_REFUSAL = "nox -s gpu needs an NVIDIA GPU with CUDA; none found here"
+# The CUDA builds: torch's default Linux wheel on PyPI is its CUDA build; jax and TensorFlow name theirs as extras
+# (the plugins' own [cuda] and [gpu] extras, pinned here as FRAMEWORK_PINS pins the CPU builds).
+GPU_PINS = [
+    "torch==2.13.0",
+    "jax[cuda12]==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "keras==3.15.1",
+    "tensorflow[and-cuda]==2.21.0",
+]
+GPU_KITS = {"torch": "backends/torch", "jax": "backends/jax", "keras": "backends/keras"}
+GPU_KITS.update({e: "backends/keras" for e in KERAS_ENGINES})  # the keras kit again on JAX and on PyTorch
+
+
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA GPU: ``nvidia-smi`` runs and exits 0, or a torch in this interpreter sees one.
+
+    Asked before anything is installed, with nothing but the standard library (and a torch only if one is
+    already there), so a machine without CUDA is told so in seconds, not after gigabytes of CUDA wheels.
+    """
+    import importlib.util
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            if subprocess.run([smi], capture_output=True, timeout=60).returncode == 0:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@nox.session(python="3.11", default=False)
+def gpu(session: nox.Session) -> None:
+    """On CUDA: the conformance kit (torch, jax, keras on TensorFlow, JAX and PyTorch), parity against the float64
+    reference, a small bench matrix and ``explain``, all with ``--device cuda``; every file and log in gpu-results/.
+
+    Refuses in one line, non-zero, where there is no CUDA GPU, so it can never pass without having run. Every step
+    runs even if one before it failed (a GPU hour is dear); the session fails at the end, naming the failed steps.
+    """
+    if not cuda_available():
+        session.error(GPU_REFUSAL)
+    import pathlib
+    import shutil
+
+    from nox.command import CommandFailed
+
+    out = pathlib.Path(GPU_OUT)
+    shutil.rmtree(out, ignore_errors=True)  # the folder holds one run's evidence, never a mix of two
+    out.mkdir()
+    session.install(*GPU_PINS)
+    session.install("-e", ".[test]", "-e", "backends/torch", "-e", "backends/jax[cuda]", "-e", "backends/keras[gpu]")
+    failed: list[str] = []
+
+    def step(name: str, *args: str, env: dict[str, str] | None = None, external: bool = False) -> None:
+        with open(out / f"{name}.log", "w") as log:  # stdout and stderr both (nox's default stderr is stdout)
+            try:
+                session.run(*args, env={**DATA_ENV, **(env or {})}, stdout=log, external=external)
+            except CommandFailed:
+                failed.append(name)
+        session.log(f"{name}: {'FAILED' if name in failed else 'ok'} (log: {out / name}.log)")
+
+    step("nvidia-smi", "nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv", external=True)
+    step("backends", "vaebench", "backends", "--devices")
+    for name, tests in GPU_KITS.items():  # the kit's GPU tests run where a GPU is: -rs lists any that skipped
+        engine = {"VAEBENCH_KERAS_ENGINE": name} if name.startswith("keras") else {}
+        step(f"kit-{name}", "pytest", tests, "-q", "-rs", f"--junitxml={out / f'kit-{name}.xml'}", env=engine)
+    backends = "torch,jax,keras,keras-jax,keras-torch"
+    step("parity", "vaebench", "parity", "--model", "conv", "--backends", f"numpy,{backends}", "--device", "cuda")
+    step(
+        "bench",
+        *("vaebench", "bench", "--device", "cuda", "--backends", backends, "--models", "mlp,conv"),
+        *("--batch-sizes", "128,512", "--repeats", "5", "--allow-busy", "--out", str(out / "bench")),
+    )
+    step(
+        "explain",
+        *("vaebench", "explain", "--device", "cuda", "--backends", backends, "--model", "conv", "--rounds", "3"),
+        *("--out", str(out / "explain")),
+    )
+    if failed:
+        session.error(f"failed on CUDA: {', '.join(failed)}; see {out}/<step>.log")
+    session.log(f"all steps passed; bring back {out}/")
+
+
 # What `nox -s mutation` gates, per source file ([tool.mutmut] source_paths in pyproject.toml): the functions whose
 # mutants count, as mutmut mangles them (``x_name`` for a function, ``xǁClassǁname`` for a method; "*": all).
 MUTATION_SCOPE: dict[str, tuple[str, ...]] = {
