@@ -156,9 +156,41 @@ class MlpVAE(nn.Module):
         return _loss(self.decode(mu + torch.exp(0.5 * lv) * eps), x.flatten(1), mu, lv)
 
 
+class IwaeMlpVAE(nn.Module):
+    """Burda et al.'s one-stochastic-layer network: 784-200-200-50, tanh."""
+
+    names: ClassVar[dict[str, str]] = {
+        "encoder/1": "enc1",
+        "encoder/2": "enc2",
+        "encoder/mean": "mean",
+        "encoder/logvar": "logvar",
+        "decoder/0": "dec0",
+        "decoder/1": "dec1",
+        "decoder/2": "dec2",
+    }
+
+    def __init__(self, latent: int = 50) -> None:
+        super().__init__()
+        self.enc1, self.enc2 = nn.Linear(784, 200), nn.Linear(200, 200)
+        self.mean, self.logvar = nn.Linear(200, latent), nn.Linear(200, latent)
+        self.dec0, self.dec1, self.dec2 = nn.Linear(latent, 200), nn.Linear(200, 200), nn.Linear(200, 784)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.enc2(torch.tanh(self.enc1(x.flatten(1)))))
+        return self.mean(h), self.logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec2(torch.tanh(self.dec1(torch.tanh(self.dec0(z)))))
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        mu, lv = self.encode(x)
+        return _loss(self.decode(mu + torch.exp(0.5 * lv) * eps), x.flatten(1), mu, lv)
+
+
 def build(model_name: str) -> nn.Module:
     """The named network (``conv`` with TF 'same' padding, ``conv-sym`` with torch's symmetric padding)."""
-    return {"blog": BlogVAE, "conv": ConvVAE, "conv-sym": partial(ConvVAE, same=False), "mlp": MlpVAE}[model_name]()
+    models = {"blog": BlogVAE, "conv": ConvVAE, "conv-sym": partial(ConvVAE, same=False), "mlp": MlpVAE, "iwae-mlp": IwaeMlpVAE}
+    return models[model_name]()
 
 
 def load_canonical(model: nn.Module, params: dict[str, Any]) -> None:
@@ -194,10 +226,15 @@ def canonical_grads(model: nn.Module) -> dict[str, Any]:
     return out
 
 
-def make_step(model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True) -> tuple[Any, Any]:
-    """``(step, sync)`` for :func:`vaebench.measure.timing.measure`, cycling through ``batches`` (NumPy NHWC ``x, eps``)
-    converted to tensors once, up front: the loop's best case, with a new buffer every step as in training."""
+def make_step(
+    model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True, params: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """``(step, sync)`` cycling through ``batches`` (NumPy NHWC ``x, eps``) converted to tensors once, up front: the
+    loop's best case, with a new buffer every step as in training. ``params`` (canonical names and layouts) are the
+    starting weights, so plugin and yardstick train from the same point; without them, PyTorch's init."""
     model = build(model_name)
+    if params is not None:
+        load_canonical(model, params)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
