@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -264,3 +265,51 @@ def test_a_tensorboard_folder_that_cannot_be_written_refuses_the_resume_and_leav
     metrics = json.loads((done_run / "metrics.json").read_text())
     assert metrics["status"] != "running", metrics["status"]
     assert (done_run / "checkpoint.npz").exists() and (done_run / "weights.npz").exists()
+
+
+# -- 5. one backend named twice is one backend -----------------------------------------------------------------
+
+
+def test_bench_with_a_backend_named_twice_measures_it_once(tmp_path):
+    out = tmp_path / "b"
+    args = ["bench", "--backends", "numpy,numpy", "--models", "mlp", "--batch-sizes", "32", "--repeats", "2"]
+    proc = _cli([*args, "--threads", "1", "--no-inference", "--allow-busy", "--out", out])
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "bench.json").read_text())["results"]
+    assert [r["backend"] for r in results] == ["numpy"]
+
+
+# -- 11. a report is written as a whole, or not at all -------------------------------------------------------
+
+
+def _limited(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_report_that_fails_half_way_leaves_the_old_report_whole(done_run, tmp_path):
+    fresh = tmp_path / "fresh"
+    assert _cli(["compare", done_run, "--report", fresh]).returncode == 0
+    sizes = {p.name: p.stat().st_size for p in fresh.iterdir()}
+    biggest = max(sizes.values())
+    assert sum(1 for s in sizes.values() if s == biggest) == 1 and len(sizes) >= 3, sizes
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in sizes:
+        (old / name).write_text(f"old {name}")
+    # the largest part cannot be written (a file-size limit): nothing of the new report may replace the old one
+    proc = _cli(["compare", done_run, "--report", old], preexec_fn=_limited(biggest - 1))
+    _one_line_exit_2(proc, "cannot write")
+    assert {p.name: p.read_text() for p in old.iterdir()} == {name: f"old {name}" for name in sizes}
+
+
+# -- names from a file cannot break out of report.md's code block or draw on the terminal -----------------------
+
+
+def test_a_backend_name_with_a_newline_and_a_code_fence_stays_inside_its_cell(done_run, tmp_path):
+    _edit_metrics(done_run, config={**json.loads((done_run / "metrics.json").read_text())["config"], "backend": "np\n```\n# x"})
+    proc = _cli(["compare", done_run, "--report", tmp_path / "rep"])
+    assert proc.returncode == 0, proc.stderr
+    assert not any(line.startswith(("```", "# x")) for line in proc.stdout.splitlines()), proc.stdout
+    md = (tmp_path / "rep" / "report.md").read_text().splitlines()
+    assert "# x" not in md and md.count("```") % 2 == 0, md
+    assert any("np\\n\\`\\`\\`\\n# x" in line for line in md)  # shown, escaped, inside the table

@@ -49,6 +49,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise VaebenchError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another --out") from None
 
 
+def atomic_write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write several files into ``folder`` as one: all of them, or none.
+
+    Every file is written in full to a temporary name first; only when all are
+    on disk are they renamed into place, so a failure (a full disk, a file-size
+    limit, a signal) leaves the old set whole beside no half of a new one. A
+    report whose page is missing, or stale beside new pictures, misleads.
+    """
+    folder = Path(folder)
+    temps: dict[Path, Path] = {}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            path = folder / name
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temps[path] = tmp
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp in temps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise VaebenchError(f"cannot write {folder}: {exc.strerror or exc}; free space or choose another folder") from None
+        raise
+
+
 def _finite(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
     if isinstance(obj, float):

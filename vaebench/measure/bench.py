@@ -166,4 +166,6 @@ def method_record(
 
 def bench_backends(names: str) -> list[str]:
     """``--backends``: a comma list, or ``all``: every installed backend but the numpy reference, too slow to time."""
-    return [b for b in sorted(registry.installed()) if b != "numpy"] if names == "all" else names.split(",")
+    if names == "all":
+        return [b for b in sorted(registry.installed()) if b != "numpy"]
+    return list(dict.fromkeys(n.strip() for n in names.split(",")))  # torch,torch is one backend: one row, not two

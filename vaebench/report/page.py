@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.io.fileio import atomic_write_bytes
+from vaebench.io.fileio import atomic_write_files
 from vaebench.measure.stats import EQUIVALENCE_MARGIN
 from vaebench.report.explain import explain_table, heatmap_png
 from vaebench.report.inputs import by_kind, explain_docs
@@ -34,6 +34,7 @@ from vaebench.report.tables import (
     equivalence_rows,
     harness_rows,
     has_seeds,
+    plain,
     runs_rows,
     seed_rows,
     ttq_rows,
@@ -320,7 +321,7 @@ def write_report(
         sections.append(("Time to quality", prose, "ttq", ttq_rows(ttq), []))
     # runs that look alike but differ in data, model, objective or recipe: said where the reader looks for the pairing
     found = comparability_notes(runs)
-    notes = ["", *(n.replace("`", "'") for n in found)] if found else []
+    notes = ["", *(plain(n).replace("\\`", "'") for n in found)] if found else []
     if has_seeds(runs):
         prose = [
             "Completed runs grouped by model and setting: each backend's final test -ELBO as mean ± sample std over",
@@ -347,9 +348,6 @@ def write_report(
         if table is not None:
             md += ["```", *table.lines(), "```", ""]
         md += [line for name in names for line in (f"![{name}]({name})", "")]
-    for name, data in figures.items():
-        atomic_write_bytes(out_dir / name, data)
-    atomic_write_bytes(out_dir / "report.md", "\n".join(md).encode())
 
     body = ["<h1>vaebench report</h1>"]
     for title, prose, tid, table, names in sections:
@@ -377,5 +375,6 @@ def write_report(
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>vaebench report</title>"
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
-    atomic_write_bytes(out_dir / "report.html", page.encode())
+    # only now, with every part built, is anything written: the report as a whole or not at all
+    atomic_write_files(out_dir, {**figures, "report.md": "\n".join(md).encode(), "report.html": page.encode()})
     return out_dir / "report.md", out_dir / "report.html"
