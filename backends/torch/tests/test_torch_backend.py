@@ -14,6 +14,34 @@ class TestTorchConformance(BackendTests):
         return TorchBackend(device="cpu")
 
 
+class TestTorchSubpixelConformance(BackendTests):
+    """``transpose=subpixel`` is a formulation ``--profile best`` may pick: it must pass the whole kit too."""
+
+    @pytest.fixture
+    def backend(self):
+        return TorchBackend(device="cpu", options={"transpose": "subpixel"})
+
+
+@pytest.mark.parametrize("name", ["conv", "conv-sym"])
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_subpixel_computes_conv_transpose2ds_function_and_gradients(name, layout):
+    spec = get_model(name).spec
+    params = perturbed_params(name)
+    x, eps = sample_inputs(spec.latent_dim, n=4)
+    adam, out = AdamConfig(), {}
+    for form in ("native", "subpixel"):
+        model = TorchBackend(device="cpu", options={"transpose": form, "layout": layout}).build(spec, adam)
+        model.load_weights(params)
+        probs = model.decode(eps)
+        model.fetch([model.train_step(x, eps)])
+        state = model.export_optimizer_state()
+        out[form] = probs, {k: state[f"{k}/m"] / (1 - adam.beta1) for k in params}  # one Adam step from zero: m = (1-b1) g
+    np.testing.assert_allclose(out["subpixel"][0], out["native"][0], rtol=1e-5, atol=1e-6)
+    for key, g in out["native"][1].items():
+        scale = float(np.abs(g).max()) or 1.0
+        np.testing.assert_allclose(out["subpixel"][1][key], g, rtol=1e-4, atol=1e-4 * scale, err_msg=key)
+
+
 def test_nchw_and_nhwc_layouts_compute_the_same():
     x, eps = sample_inputs(2, n=8)
     outs = []

@@ -28,9 +28,19 @@ class TorchBackend(Backend):
     foreach). Precision is the core's ``--precision`` (``fp32``: TF32 off, as the kit's tolerances assume)."""
 
     name = "torch"
-    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"layout": ("nhwc", "nchw"), "fused_adam": ("1", "0")}
-    tunables: ClassVar[dict[str, tuple[str, ...]]] = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
+    #: ``transpose``: ``native`` (ConvTranspose2d, cropped after where its arguments cannot say the spec's crop)
+    #: or ``subpixel`` (one stride-1 conv and pixel_shuffle, :mod:`vaebench.model.subpixel`): the same function
+    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1", "transpose": "native"}
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {
+        "layout": ("nhwc", "nchw"),
+        "fused_adam": ("1", "0"),
+        "transpose": ("native", "subpixel"),
+    }
+    tunables: ClassVar[dict[str, tuple[str, ...]]] = {
+        "compile": ("0", "1"),
+        "layout": ("nhwc", "nchw"),
+        "transpose": ("native", "subpixel"),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,6 +62,7 @@ class TorchBackend(Backend):
                 "mkldnn": torch.backends.mkldnn.is_available(),
                 "layout": self.options["layout"],
                 "fused_adam": self.options["fused_adam"] == "1",
+                "transpose": self.options["transpose"],
             },
         )
 

@@ -22,6 +22,7 @@ from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll
 from vaebench.model.ops import ArrayOps
+from vaebench.model.subpixel import subpixel
 from vaebench.plugin import walk
 from vaebench.plugin.contract import Model
 
@@ -52,8 +53,12 @@ class Layers:
             return conv
         return _Padded(conv, lambda x: F.pad(x, (before, after, before, after)))
 
-    @staticmethod
-    def conv_transpose(info: LayerInfo) -> Any:
+    def __init__(self, transpose: str = "native") -> None:
+        self.transpose = transpose
+
+    def conv_transpose(self, info: LayerInfo) -> Any:
+        if self.transpose == "subpixel":
+            return _SubPixel(info)
         layer, (before, after), extra = info.layer, info.crop, info.output_padding
         native = before == after or extra is not None
         conv = nn.ConvTranspose2d(
@@ -99,6 +104,28 @@ class _Cropped(_Padded):
         return self.pad(self.conv(x))
 
 
+class _SubPixel(nn.Module):
+    """ConvTranspose2d's function as one stride-1 convolution and ``pixel_shuffle`` (:mod:`vaebench.model.subpixel`),
+    the kernel kept in ConvTranspose2d's ``(in, out, h, w)`` layout and gathered into the stride-1 one each call."""
+
+    def __init__(self, info: LayerInfo) -> None:
+        super().__init__()
+        self.form, k = subpixel(info), info.layer.kernel
+        self.weight = nn.Parameter(torch.empty(info.in_shape[-1], info.layer.filters, k, k))
+        self.bias = nn.Parameter(torch.zeros(info.layer.filters))
+        nn.init.xavier_uniform_(self.weight)
+        self.register_buffer("index", torch.from_numpy(self.form.kernel_index().reshape(-1)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, (c_in, c_out, k, _) = self.form, self.weight.shape
+        n, s, (before, after) = f.window, f.stride, f.padding
+        w = F.pad(self.weight.permute(2, 3, 0, 1), (0, 0, 0, 0, 0, 1, 0, 1))  # (k+1, k+1, in, out): tap k reads zeros
+        w = w.index_select(0, self.index).view(n, s, k + 1, c_in, c_out).index_select(2, self.index)
+        w = w.view(n, s, n, s, c_in, c_out).permute(5, 1, 3, 4, 0, 2).reshape(c_out * s * s, c_in, n, n)
+        z = F.conv2d(F.pad(x, (before, after, before, after)), w)  # a negative pad crops
+        return F.pixel_shuffle(z, s)[:, :, : f.out, : f.out] + self.bias.view(1, -1, 1, 1)
+
+
 class TorchModel(Model):
     """A :class:`~vaebench.plugin.contract.Model` running eagerly or under ``torch.compile``."""
 
@@ -111,7 +138,8 @@ class TorchModel(Model):
         self.device_kind = backend.device_kind
         self.device = torch.device(backend.device_kind)
         self.channels_last = backend.options["layout"] == "nhwc"
-        self.net = net = walk.network(spec, Layers)
+        self.layers = Layers(backend.options["transpose"])
+        self.net = net = walk.network(spec, self.layers)
         self.modules = nn.ModuleDict({name.replace("/", "_"): m for name, m in net.built.items()}).to(self.device)
         if self.channels_last:
             self.modules.to(memory_format=torch.channels_last)
@@ -205,7 +233,7 @@ class TorchModel(Model):
     # -- where the time goes (vaebench explain): the layer or the loss alone, as the step runs it --
     def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
         built: dict[str, Any] = {}
-        fn, module = walk.layer(Layers, info, built), built[info.name].to(self.device)
+        fn, module = walk.layer(self.layers, info, built), built[info.name].to(self.device)
         if self.channels_last and x.ndim == 4:
             module.to(memory_format=torch.channels_last)
         with torch.no_grad():
