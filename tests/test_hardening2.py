@@ -313,3 +313,17 @@ def test_a_backend_name_with_a_newline_and_a_code_fence_stays_inside_its_cell(do
     md = (tmp_path / "rep" / "report.md").read_text().splitlines()
     assert "# x" not in md and md.count("```") % 2 == 0, md
     assert any("np\\n\\`\\`\\`\\n# x" in line for line in md)  # shown, escaped, inside the table
+
+
+# -- 2. bench checks --out before the first worker starts ------------------------------------------------------
+
+
+def test_bench_with_an_unwritable_out_is_refused_before_anything_is_measured(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["bench", "--backends", "numpy", "--models", "mlp", "--batch-sizes", "32", "--repeats", "2", "--threads", "1"]
+    proc = _cli([*args, "--no-inference", "--allow-busy", "--peak-seconds", "0", "--out", blocker / "out"], timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error:") and "--out" in error and "cannot write there" in error, proc.stderr
+    assert "numpy" not in proc.stdout and "img/s" not in proc.stdout  # no table: nothing was measured and lost

@@ -457,6 +457,8 @@ def bench(
     peak_seconds: float,
 ) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
+    import tempfile
+
     from vaebench.measure.bench import bench_backends, method_record, run_matrix
     from vaebench.measure.busy import BusyMachineError, Watch, check_load
     from vaebench.measure.documents import default_bench_dir, write_bench
@@ -477,6 +479,11 @@ def bench(
         load = check_load(allow_busy, warn=lambda line: click.echo(line, err=True))
     except BusyMachineError as exc:
         raise click.UsageError(str(exc)) from None
+    try:  # checked before the first worker starts: a matrix nobody can write is a matrix lost
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise click.UsageError(f"--out {out_dir}: cannot write there ({exc.strerror or exc}); choose another --out") from None
     click.echo(  # after the refusal: a refused bench prints no table
         f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
         f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
