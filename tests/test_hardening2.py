@@ -327,3 +327,24 @@ def test_bench_with_an_unwritable_out_is_refused_before_anything_is_measured(tmp
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith("Error:") and "--out" in error and "cannot write there" in error, proc.stderr
     assert "numpy" not in proc.stdout and "img/s" not in proc.stdout  # no table: nothing was measured and lost
+
+
+# -- 10. when the write that records a failure fails too, the status is still recorded -----------------------------
+
+
+def _run_under_size_limit(tiny_dir, out, limit):
+    args = [sys.executable, "-m", "vaebench.cli", *QUICK.split(), "--no-tensorboard", "--data-dir", str(tiny_dir), "--out", str(out)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limited(limit))
+
+
+def test_a_failure_whose_record_is_too_large_to_write_is_still_recorded_naming_the_first_cause(tiny_dir, tmp_path):
+    # a file-size limit no checkpoint fits under: the run fails at its first checkpoint, and says so
+    roomy = _run_under_size_limit(tiny_dir, tmp_path / "run-1", 100_000)
+    _one_line_exit_2(roomy, "checkpoint.npz")
+    record = (tmp_path / "run-1" / "metrics.json").stat().st_size  # the failure's record, indented
+    # now the indented record of that failure does not fit either (the record written at the start does)
+    proc = _run_under_size_limit(tiny_dir, tmp_path / "run-2", record - 60)
+    _one_line_exit_2(proc, "checkpoint.npz", "File too large")
+    assert "metrics.json" not in proc.stderr  # the first cause, not the write that recorded it
+    metrics = json.loads((tmp_path / "run-2" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "checkpoint.npz" in metrics["error"]
