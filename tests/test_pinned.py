@@ -318,6 +318,10 @@ def test_tune_times_every_variant_on_the_device_and_keeps_the_fastest(device_wor
         assert (c["median"], c["min"], c["max"], c["windows"]) == (each, each, each, 3) and "samples" not in c
         assert c["compile_seconds"] == pytest.approx(per_step)
     assert (plain["compile"], compiled["compile"], plain["label"]) == (False, True, "plugin defaults")
+    # what best is worth: each candidate's paired ratio to the variant --profile default runs
+    assert got["default"] == "plugin defaults"
+    assert plain["vs_default"]["value"] == 1.0 and compiled["vs_default"]["value"] == pytest.approx(2.0)
+    assert compiled["vs_default"]["low"] == pytest.approx(2.0) and compiled["vs_default"]["high"] == pytest.approx(2.0)
     steps = 16  # windows sized from the faster probe: 0.5 s of 0.03125 s steps
     # per variant: tune's compile call, measure's own first call (its only warm-up), three windows; one probe each
     assert dev.steps == 2 * (1 + 1 + 3 * steps) + 2 and dev.queued == 0

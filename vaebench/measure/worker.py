@@ -45,7 +45,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from vaebench.errors import BackendError
-from vaebench.measure.timing import Clock, Step, Sync, measure, steps_for, timed_call, window
+from vaebench.measure.interleave import order
+from vaebench.measure.stats import format_ratio, ratio_interval, summarize
+from vaebench.measure.timing import Clock, Step, Sync, steps_for, timed_call, window
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.weights import init_params
@@ -165,7 +167,12 @@ class Cell:
         return {"seconds": window(step, sync, steps, self.clock), "steps": steps}
 
     def tune(self, windows: int) -> dict[str, Any]:
-        """Every variant timed in this process, windows interleaved; the fastest by median images/s."""
+        """Every variant timed in this process, in rounds of one window each (the order rotated every round, as bench
+        does across processes); each candidate's paired ratio to the default variant with its interval; the fastest.
+
+        The default is the variant the ``default`` profile would run (the plugin's option defaults and the user's own
+        settings), so ``vs_default`` is what ``best`` is worth on this cell: ``best`` / ``default`` images/s.
+        """
         with contextlib.ExitStack() as stack:
             contenders = {
                 v.label(): stack.enter_context(staged_feed(m, self.batches))
@@ -174,13 +181,33 @@ class Cell:
             compiles = {name: timed_call(*c, self.clock) for name, c in contenders.items()}  # first calls: compile, apart
             probe = min(timed_call(*c, self.clock) for c in contenders.values())
             steps = steps_for(probe)
-            results = measure(contenders, self.request.batch_size, windows=windows, steps=steps, warmup=1, clock=self.clock)
+            for step, sync in contenders.values():
+                sync(step())  # one warm-up call each, untimed
+            names, batch = list(contenders), self.request.batch_size
+            per_round: dict[str, list[float]] = {n: [] for n in names}
+            for r in range(windows):
+                for name in order(names, r):
+                    per_round[name].append(batch * steps / window(*contenders[name], steps, self.clock))
+        default = self._default_label()
         candidates = []
         for v in self.variants:
-            summary = {k: s for k, s in results[v.label()].summary().items() if k != "samples"}
-            candidates.append({**v.to_dict(), "label": v.label(), **summary, "compile_seconds": compiles[v.label()]})
-        best = max(candidates, key=lambda c: c["median"])
-        return {"choice": {"compile": best["compile"], "options": best["options"]}, "candidates": candidates}
+            ips = per_round[v.label()]
+            summary = {k: s for k, s in summarize(ips).items() if k != "samples"}
+            value, low, high = ratio_interval([[x] for x in ips], [[x] for x in per_round[default]])
+            vs_default = {"value": value, "low": low, "high": high, "text": format_ratio(value, low, high)}
+            candidates.append(
+                {**v.to_dict(), "label": v.label(), **summary, "compile_seconds": compiles[v.label()], "vs_default": vs_default}
+            )
+        best = max(candidates, key=lambda c: c["vs_default"]["value"])
+        return {"choice": {"compile": best["compile"], "options": best["options"]}, "default": default, "candidates": candidates}
+
+    def _default_label(self) -> str:
+        """The label of the variant ``--profile default`` runs: no compile unless asked, the plugin's option defaults."""
+        defaults = {**type(self.backends[0]).option_defaults, **self.request.options}
+        for v in self.variants:
+            if v.compile == self.request.compile and all(defaults.get(k) == val for k, val in v.options.items()):
+                return v.label()
+        return self.variants[0].label()
 
     def inference(self, repeats: int) -> dict[str, Any]:
         model = self.models[0]

@@ -92,12 +92,13 @@ def ttq_table(entries: list[dict]) -> list[str]:
 
 
 def _harness_ratio(r: dict) -> tuple[float, float | None, float | None]:
-    """A harness row's plugin/yardstick throughput ratio and its interval: a dict ``{value, low, high}``
-    (bench's paired method) or, in rows written before it, a bare number with no interval."""
+    """A harness row's plugin/yardstick throughput ratio and its interval: ``ratio`` with ``ratio_low`` and
+    ``ratio_high`` (bench's paired method, as ``harness_ratio.py`` writes it; the schema's ``ratio`` stays a
+    number), a dict ``{value, low, high}``, or, in rows written before either, a bare number with no interval."""
     ratio = r["ratio"]
     if isinstance(ratio, dict):
         return ratio["value"], ratio.get("low"), ratio.get("high")
-    return ratio, None, None
+    return ratio, r.get("ratio_low"), r.get("ratio_high")
 
 
 def _overhead_text(ratio: float, low: float | None, high: float | None) -> str:
@@ -197,7 +198,12 @@ def bench_rows(results: list[dict]) -> Table:
     for model, batch in keys:
         group = [r for r in results if (r["model"], r["batch_size"]) == (model, batch)]
         fastest = max(r["train_images_per_second"]["median"] for r in group)
-        for r in sorted(group, key=lambda r: -r["train_images_per_second"]["median"]):
+
+        def paired(r: dict, fastest: float = fastest) -> float:  # rows and the ratio column sort by the printed ratio
+            ratio = r.get("ratio") or {}
+            return ratio["value"] if "value" in ratio else r["train_images_per_second"]["median"] / fastest
+
+        for r in sorted(group, key=lambda r: -paired(r)):
             s = r["train_images_per_second"]
             ev, grid = r.get("eval_pass_seconds"), r.get("grid_decode_seconds")
             gpu, work = r.get("peak_device_memory_mb"), r.get("work") or {}
@@ -209,7 +215,7 @@ def bench_rows(results: list[dict]) -> Table:
                 _n(s["median"], ".0f"),
                 (f"{s['q1']:.0f}-{s['q3']:.0f}", s["q1"]),
                 (str(s["windows"]), s["windows"]),
-                (_ratio_text(r, fastest), s["median"] / fastest),
+                (_ratio_text(r, fastest), paired(r)),
                 _n(work.get("achieved_gflops"), ".1f"),
                 ("-", -1.0) if share is None else _n(100 * share, ".1f"),
                 _setting(r),
@@ -246,6 +252,28 @@ def batch_fit_rows(results: list[dict]) -> Table:
             (f"{share:.0%} at {smallest}", share),
             ("-", -1.0) if f["residual"] is None else (f"{f['residual']:.1%}", f["residual"]),
         )
+    return t
+
+
+def tuning_rows(results: list[dict]) -> Table:
+    """What ``--profile best`` is worth per backend and cell: every candidate the tuner timed in one process (rounds
+    rotated), its images/s, and its paired ratio to the variant ``--profile default`` runs, with its 95% interval."""
+    t = Table(["model", "batch", "backend", "candidate", "img/s median", "vs default (95% CI)", "chosen"], right={1, 4, 5})
+    for r in sorted(results, key=lambda r: (r["model"], r["batch_size"], r["backend"])):
+        tuning = (r.get("settings") or {}).get("tuning") or {}
+        chosen = (r.get("settings") or {}).get("variant") or {}
+        for c in tuning.get("candidates") or []:
+            vs = c.get("vs_default") or {}
+            picked = c.get("compile") == chosen.get("compile") and c.get("options") == chosen.get("options")
+            t.add(
+                r["model"],
+                (str(r["batch_size"]), r["batch_size"]),
+                r["backend"],
+                c.get("label", "?") + (" (default)" if c.get("label") == tuning.get("default") else ""),
+                _n(c.get("median"), ".0f"),
+                (vs.get("text", "-"), vs.get("value", float("nan"))),
+                "yes" if picked else "",
+            )
     return t
 
 
