@@ -333,7 +333,8 @@ def test_bench_with_an_unwritable_out_is_refused_before_anything_is_measured(tmp
 
 
 def _run_under_size_limit(tiny_dir, out, limit):
-    args = [sys.executable, "-m", "vaebench.cli", *QUICK.split(), "--no-tensorboard", "--data-dir", str(tiny_dir), "--out", str(out)]
+    args = [sys.executable, "-m", "vaebench.cli", *QUICK.split(), "--no-tensorboard"]
+    args += ["--data-dir", str(tiny_dir), "--out", str(out)]
     return subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limited(limit))
 
 
