@@ -12,9 +12,13 @@ framework: each function imports the engine it is asked about, when a plugin
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import re
+import subprocess
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from vaebench.errors import BackendError
@@ -32,10 +36,45 @@ def _engine(engine: str) -> Any:
     return importlib.import_module(engine)
 
 
-def prepare(engine: str, threads: int | None) -> None:
-    """What must happen before ``engine`` is first imported: XLA reads its thread flags once, at start-up."""
-    if engine == "jax":
-        set_xla_threads(threads)
+def prepare(engine: str, threads: int | None, xla_flags: Sequence[str] = ()) -> None:
+    """What must happen before ``engine`` is first imported: XLA reads its flags once, at start-up.
+
+    ``xla_flags`` (``--name=value``, jax only) are added to ``XLA_FLAGS``. Where the process's XLA has read its
+    flags already (jax imported) and they do not say the same, that is an error, not a setting silently ignored:
+    such an option needs a process of its own (every bench cell and parity entry has one).
+    """
+    if engine != "jax":
+        return
+    set_xla_threads(threads)
+    current = os.environ.get("XLA_FLAGS", "").split()
+    for flag in xla_flags:
+        name = flag.partition("=")[0]
+        given = [f for f in current if f.partition("=")[0] == name]
+        if given and given[-1] != flag:
+            raise BackendError(f"XLA_FLAGS sets {given[-1]}, which the option asking for {flag} would contradict")
+        if given:
+            continue
+        if "jax" in sys.modules:  # XLA has (or will have) read XLA_FLAGS without this flag
+            raise BackendError(f"{flag} must be in XLA_FLAGS before jax starts: run it in a process of its own")
+        current.append(flag)
+    if xla_flags:
+        os.environ["XLA_FLAGS"] = " ".join(current)
+
+
+@functools.cache
+def xla_flag_known(flag: str) -> bool:
+    """Whether the installed jaxlib accepts ``flag`` in ``XLA_FLAGS``: asked of a fresh process, once per process.
+
+    XLA aborts the whole process on a flag it does not know, and which flags exist changes between jaxlib
+    releases, so a flag is offered only after a throwaway process started XLA on the CPU with it and exited 0.
+    """
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), "JAX_PLATFORMS": "cpu"}
+    code = "import jax; jax.numpy.zeros(1).block_until_ready()"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
 
 
 def configure(engine: str, threads: int | None, precision: str) -> None:

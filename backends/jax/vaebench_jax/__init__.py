@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+from vaebench.errors import BackendError
 from vaebench.model.config import AdamConfig
 from vaebench.model.layers import ModelSpec
 from vaebench.plugin import engines
@@ -26,14 +27,29 @@ class JaxBackend(Backend):
     #: ``transpose``: how a transposed convolution is computed, the same function either way: ``lax``
     #: (``lax.conv_transpose``, what Flax's ConvTranspose calls) or ``subpixel`` (one stride-1 convolution to
     #: ``s*s*C`` channels and a depth-to-space, :mod:`vaebench.model.subpixel`), whose weight gradient XLA CPU
-    #: computes several times faster
-    option_defaults: ClassVar[dict[str, str]] = {"transpose": "lax"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("lax", "subpixel")}
+    #: computes several times faster.
+    #: ``xla_cpu_onednn``: XLA CPU's oneDNN kernels, ``XLA_FLAGS=--xla_cpu_use_onednn=true|false`` (``1``, ``0``), or
+    #: ``default`` (the flag not set: jaxlib's own choice). Offered only where the installed jaxlib knows the flag
+    #: (:func:`~vaebench.plugin.engines.xla_flag_known`); elsewhere asking for it is an error. It is not a tunable:
+    #: ``--profile best`` builds its variants in one process, and XLA reads its flags once per process, so variants
+    #: differing in it would all run with the first one's flags. Compare it in separate runs (``-o``).
+    option_defaults: ClassVar[dict[str, str]] = {"transpose": "lax", "xla_cpu_onednn": "default"}
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {
+        "transpose": ("lax", "subpixel"),
+        "xla_cpu_onednn": ("default", "0", "1"),
+    }
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("lax", "subpixel")}
+    ONEDNN_FLAG = "--xla_cpu_use_onednn"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        engines.prepare("jax", self.threads)  # before the first import of jax
+        flags = []
+        if self.options["xla_cpu_onednn"] != "default":
+            flag = f"{self.ONEDNN_FLAG}={'true' if self.options['xla_cpu_onednn'] == '1' else 'false'}"
+            if not engines.xla_flag_known(flag):
+                raise BackendError(f"option xla_cpu_onednn: this jaxlib does not know {self.ONEDNN_FLAG}; leave it at default")
+            flags.append(flag)
+        engines.prepare("jax", self.threads, flags)  # before the first import of jax
         from vaebench_jax import model
 
         self._impl = model
@@ -52,6 +68,7 @@ class JaxBackend(Backend):
                 "devices": [str(d) for d in jax.devices()],
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
                 "transpose": self.options["transpose"],
+                "xla_cpu_onednn": self.options["xla_cpu_onednn"],
             },
         )
 
