@@ -48,3 +48,15 @@ def test_what_best_is_worth_lists_every_candidate_against_the_default():
     assert "transpose=lax (default)" in text and "6.8 (6.1-7.5)" in text
     assert [r[6][0] for r in table.rows] == ["", "yes"]
     assert tuning_rows([_row("torch", 1.0, 1.0)]).rows == []  # default profile: nothing tuned, no rows
+
+
+def test_two_machines_are_two_cells_never_one(tmp_path):
+    from vaebench.report.page import write_report
+
+    here, there = _row("torch", 100.0, 1.0), _row("torch", 900.0, 1.0)
+    here["machine"], there["machine"] = "this CPU", "the baseline's CPU"
+    table = bench_rows([here, there])
+    names = sorted(r[2][0] for r in table.rows)
+    assert names == ["torch @m1", "torch @m2"]  # each its own cell's fastest, and says which machine
+    md, _ = write_report([here, there], [], tmp_path)
+    assert "m1 = the baseline's CPU, m2 = this CPU" in md.read_text()

@@ -89,10 +89,16 @@ def _throughput_figure(results: list[dict]) -> bytes:
     """Median training images/s per backend and cell; the bars span the interquartile range of the windows."""
     plt = pyplot()
     keys = sorted({(r["model"], r["batch_size"]) for r in results})
-    backends = sorted({r["backend"] for r in results})
+    machines = sorted({str(r.get("machine", "")) for r in results})
+
+    def bar(r: dict) -> str:  # one bar per backend and machine: bars of two machines are never one backend's
+        m = str(r.get("machine", ""))
+        return r["backend"] + (f" @m{machines.index(m) + 1}" if len(machines) > 1 else "")
+
+    backends = sorted({bar(r) for r in results})
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
     for ax, (model, batch) in zip(axes[0], keys, strict=True):
-        rows = {r["backend"]: r["train_images_per_second"] for r in results if (r["model"], r["batch_size"]) == (model, batch)}
+        rows = {bar(r): r["train_images_per_second"] for r in results if (r["model"], r["batch_size"]) == (model, batch)}
         names = [b for b in backends if b in rows]
         med = [rows[b]["median"] for b in names]
         err = [[rows[b]["median"] - rows[b]["q1"] for b in names], [rows[b]["q3"] - rows[b]["median"] for b in names]]
@@ -100,7 +106,8 @@ def _throughput_figure(results: list[dict]) -> bytes:
         ax.set_title(f"{model}, batch {batch}")
         ax.tick_params(axis="x", rotation=45)
     axes[0][0].set_ylabel("training images/s (median; bars: IQR)")
-    fig.suptitle("Steady-state training throughput")
+    legend = "; ".join(f"m{i + 1}: {m}" for i, m in enumerate(machines)) if len(machines) > 1 else machines[0]
+    fig.suptitle(f"Steady-state training throughput ({legend})")
     fig.tight_layout()
     return _png(fig)
 
@@ -285,7 +292,8 @@ def write_report(
     sections: list[tuple[str, list[str], str, Table | None, list[str]]] = []
     if throughput:
         machines = sorted({r["machine"] for r in throughput})
-        prose = [f"Machine(s): {', '.join(machines)}.", "", *_method_lines(throughput)]
+        named = ", ".join(f"m{i + 1} = {m}" for i, m in enumerate(machines)) if len(machines) > 1 else machines[0]
+        prose = [f"Machine(s): {named}. Ratios pair backends within one bench on one machine.", "", *_method_lines(throughput)]
         sections.append(("Training throughput", prose, "throughput", bench_rows(throughput), ["throughput.png"]))
         tuned = tuning_rows(throughput)
         if tuned.rows:

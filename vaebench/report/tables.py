@@ -194,9 +194,11 @@ def bench_rows(results: list[dict]) -> Table:
         ],
         right={1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14},
     )
-    keys = sorted({(r["model"], r["batch_size"]) for r in results})
-    for model, batch in keys:
-        group = [r for r in results if (r["model"], r["batch_size"]) == (model, batch)]
+    # a cell is (machine, model, batch): ratios are paired within one bench on one machine, never across machines
+    keys = sorted({(str(r.get("machine", "")), r["model"], r["batch_size"]) for r in results})
+    machines = sorted({m for m, _, _ in keys})
+    for machine, model, batch in keys:
+        group = [r for r in results if (str(r.get("machine", "")), r["model"], r["batch_size"]) == (machine, model, batch)]
         fastest = max(r["train_images_per_second"]["median"] for r in group)
 
         def paired(r: dict, fastest: float = fastest) -> float:  # rows and the ratio column sort by the printed ratio
@@ -208,10 +210,11 @@ def bench_rows(results: list[dict]) -> Table:
             ev, grid = r.get("eval_pass_seconds"), r.get("grid_decode_seconds")
             gpu, work = r.get("peak_device_memory_mb"), r.get("work") or {}
             share = work.get("fraction_of_peak")
+            where = f" @m{machines.index(machine) + 1}" if len(machines) > 1 else ""
             t.add(
                 model,
                 (str(batch), batch),
-                r["backend"],
+                r["backend"] + where,
                 _n(s["median"], ".0f"),
                 (f"{s['q1']:.0f}-{s['q3']:.0f}", s["q1"]),
                 (str(s["windows"]), s["windows"]),
