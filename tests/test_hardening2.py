@@ -349,3 +349,20 @@ def test_a_failure_whose_record_is_too_large_to_write_is_still_recorded_naming_t
     assert "metrics.json" not in proc.stderr  # the first cause, not the write that recorded it
     metrics = json.loads((tmp_path / "run-2" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "checkpoint.npz" in metrics["error"]
+
+
+# -- 9. MLflow that cannot be used refuses the run fast, before it trains, and leaves no "running" ----------------
+
+
+@pytest.mark.parametrize("store", ["unreachable", "unwritable"])
+def test_an_mlflow_store_that_cannot_be_used_refuses_the_run_in_seconds(tiny_dir, tmp_path, store):
+    pytest.importorskip("mlflow")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    uri = "http://127.0.0.1:9" if store == "unreachable" else (blocker / "mlruns").as_uri()
+    out = tmp_path / "run"
+    proc = _cli([*QUICK.split(), "--mlflow", uri, "--data-dir", tiny_dir, "--out", out], timeout=120)
+    _one_line_exit_2(proc, "MLflow", "without --mlflow")
+    if (out / "metrics.json").exists():
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["status"] != "running" and not metrics["history"], metrics["status"]
