@@ -102,7 +102,14 @@ def cli() -> None:
     "fewer on a busy one (said in one line; recorded as environment.threads.chosen_by: load).",
 )
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting; repeatable.")
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="[BACKEND:]KEY=VALUE",
+    help="Backend-specific setting; repeatable (BACKEND: with one backend only).",
+)
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
 )
@@ -186,7 +193,7 @@ def run(**kw: object) -> None:
     config = TrainConfig(
         **{name: value for name, value in kw.items() if name in fields},
         compile=bool(kw["compile_"]),
-        options=_options(kw["options"]),
+        options=_own_options(_options(kw["options"]), str(kw["backend"])),
     )
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
     metrics = train_and_evaluate(
@@ -204,6 +211,15 @@ def run(**kw: object) -> None:
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
 
 
+def _own_options(given: dict[str, str], backend: str) -> dict[str, str]:
+    """``run -o``: ``KEY=VALUE`` or, as bench and parity take it, ``BACKEND:KEY=VALUE`` naming the run's backend."""
+    for key, value in given.items():
+        target, sep, _ = key.partition(":")
+        if sep and target != backend:
+            raise ConfigError(f"-o {key}={value} names backend {target!r}, but this run trains {backend!r}")
+    return {key.partition(":")[2] or key: value for key, value in given.items()}
+
+
 def _run_many(kw: dict[str, object]) -> None:
     """``run --backend a,b,c``: data checked once, every backend probed and costed, then trained in turn; one report."""
     from vaebench.report.inputs import load_inputs
@@ -217,6 +233,9 @@ def _run_many(kw: dict[str, object]) -> None:
     if kw["accept_data_change"]:
         raise click.UsageError("--accept-data-change applies only with --resume")
     names = local.parse_backends(str(kw["backend"]), list(registry.installed()))
+    routed = [value for value in kw["options"] if ":" in value.partition("=")[0]]
+    if routed:  # every backend of the list trains with the same -o settings (sweep.local.run_backends)
+        raise ConfigError(f"-o {routed[0]}: BACKEND:KEY=VALUE applies with one backend; with several, -o KEY=VALUE")
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options", "backend"}
     config = TrainConfig(
         **{name: value for name, value in kw.items() if name in fields},
