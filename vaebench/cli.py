@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from vaebench.errors import Terminated, VaebenchError
+from vaebench.errors import ConfigError, Terminated, VaebenchError
 from vaebench.measure.interleave import SCHEDULES
 from vaebench.measure.ttq import DEFAULT_SEEDS
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
