@@ -366,3 +366,29 @@ def test_an_mlflow_store_that_cannot_be_used_refuses_the_run_in_seconds(tiny_dir
     if (out / "metrics.json").exists():
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["status"] != "running" and not metrics["history"], metrics["status"]
+
+
+# -- a bench.json whose medians no measurement gives is one line ---------------------------------------------------
+
+
+def test_a_bench_json_whose_medians_are_0_is_refused(tmp_path):
+    from vaebench.measure.documents import write_bench
+
+    def row(backend: str, ips: float) -> dict:
+        summary = {"median": ips, "q1": ips, "q3": ips, "min": ips, "max": ips, "windows": 3, "compile_seconds": 0.1}
+        variant = {"compile": False, "options": {}}
+        return {
+            "backend": backend,
+            "model": "mlp",
+            "batch_size": 32,
+            "train_images_per_second": summary,
+            "settings": {"profile": "default", "precision": "fp32", "schedule": "interleaved", "threads": 1, "variant": variant},
+            "environment": {},
+            "ratio": {"text": "1", "value": 1.0, "low": 1.0, "high": 1.0},
+            "peak_rss_mb": 1.0,
+        }
+
+    json_path, _ = write_bench([row("torch", 0.0), row("jax", 0.0)], tmp_path)
+    before = json_path.read_text()
+    _one_line_exit_2(_cli(["compare", json_path]), "bench.json", "median of 0.0", "run vaebench bench again")
+    assert json_path.read_text() == before
