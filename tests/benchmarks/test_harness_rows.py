@@ -35,6 +35,7 @@ import math  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -174,3 +175,47 @@ def test_a_harness_document_from_the_new_method_reads_back_and_shows_its_interva
     assert low < high
     assert f"{row['ratio']:.3f} [{low:.3f}, {high:.3f}]" in text
     assert f"[{100 * (1 / high - 1):+.1f}%, {100 * (1 / low - 1):+.1f}%]" in text
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax", "keras"])
+def test_compare_holds_the_plugin_to_every_yardstick_from_the_same_weights(backend, monkeypatch, tmp_path):
+    """The wiring of one row (no timing: each contender runs one real step, then a fake clock times fake steps)."""
+    import importlib
+
+    from vaebench.model.catalogue import get_model
+    from vaebench.model.weights import init_params
+    from vaebench.plugin import registry
+
+    if backend not in registry.installed():
+        pytest.skip(f"backend {backend} not installed")
+    if backend == "keras":
+        registry.load("keras")[0](device="cpu")  # sets KERAS_BACKEND=tensorflow before the yardstick imports Keras
+    given = []
+    for module in {module for _, module, _ in hr.YARDSTICKS[backend]}:
+        mod = importlib.import_module(module)
+        real = mod.make_step
+
+        def recording(*args, real=real, **kwargs):
+            given.append(kwargs["params"])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(mod, "make_step", recording)
+    seen, time_rounds = {}, hr.time_rounds
+
+    def one_step_each(contenders, batch_size, rounds):
+        for name, (step, sync) in contenders.items():
+            sync(step())
+            seen[name] = step
+        clock, log = FakeClock(), []
+        fake = {n: _contender(clock, log, n, PLUGIN_STEP if n == "plugin" else YARDSTICK_STEP) for n in contenders}
+        return time_rounds(fake, batch_size, rounds, window_seconds=0.25, clock=clock)
+
+    monkeypatch.setattr(hr, "time_rounds", one_step_each)
+    row = hr.compare(backend, "mlp", 4, rounds=2)
+    assert set(seen) == {"plugin", *(label for label, _, _ in hr.YARDSTICKS[backend])}
+    canonical = init_params(get_model("mlp").spec, 0)  # what the plugin loads
+    assert len(given) == len(hr.YARDSTICKS[backend])
+    assert all(set(p) == set(canonical) and all(np.array_equal(p[k], canonical[k]) for k in p) for p in given)
+    assert row["ratio"] == pytest.approx(0.5) and row["fastest_yardstick"] in seen
+    doc = read_bench_doc(write_harness([row], tmp_path / "harness.json"))
+    assert doc["results"][0]["ratio_low"] == row["ratio_low"]
