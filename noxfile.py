@@ -207,6 +207,18 @@ MUTATION_SCOPE: dict[str, tuple[str, ...]] = {
         "x_achieved_gflops",
         "x_fraction_of_peak",
     ),
+    # explain's arithmetic and timing loop; serve/_in_subprocess/main/explain carry requests and documents
+    "vaebench/measure/explain.py": (
+        "x_time_probes",
+        "x__summary",
+        "x_difference",
+        "x_layer_phases",
+        "x_step_split",
+        "x_measure_backend",
+        "x_flag_slow",
+    ),
+    "vaebench/measure/fit.py": ("*",),
+    "vaebench/model/subpixel.py": ("*",),
 }
 # Survivors judged equivalent (no test can tell them from the original): mutant name -> why. Excluded from the count.
 # The names are mutmut's numbering of each function as it stands: a change to a function renumbers its mutants, and
