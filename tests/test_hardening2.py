@@ -392,3 +392,29 @@ def test_a_bench_json_whose_medians_are_0_is_refused(tmp_path):
     before = json_path.read_text()
     _one_line_exit_2(_cli(["compare", json_path]), "bench.json", "median of 0.0", "run vaebench bench again")
     assert json_path.read_text() == before
+
+
+# -- smaller: oversubscribed threads are said, shape errors name their file ------------------------------------------
+
+
+def test_more_threads_than_usable_cores_is_a_warning_and_recorded(tiny_dir, tmp_path):
+    from vaebench.plugin.host import usable_cores
+
+    threads = usable_cores() * 32
+    out = tmp_path / "run"
+    loud = [a for a in QUICK.split() if a != "-q"]  # a warning is a log line; -q keeps only the result
+    proc = _cli([*loud, "--no-tensorboard", "--threads", threads, "--data-dir", tiny_dir, "--out", out])
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: --threads {threads} on {usable_cores()} usable core" in proc.stdout + proc.stderr, proc.stdout
+    recorded = json.loads((out / "metrics.json").read_text())["environment"]["threads"]
+    assert recorded["oversubscribed"] == {"threads": threads, "usable_cores": usable_cores()}
+
+
+def test_weights_of_the_wrong_shape_name_the_file(done_run):
+    path = done_run / "weights.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    name = sorted(arrays)[0]
+    arrays[name] = np.zeros((3, 3), np.float32)
+    np.savez(path, **arrays)
+    _one_line_exit_2(_cli(["eval", done_run, "--k", "0", "-q"]), str(path), repr(name), "train the run again")
