@@ -315,9 +315,14 @@ def write_report(
     if harness:
         prose = [
             "Each plugin, fed as the runner feeds it, against the fastest minimal hand-written loop of its own",
-            "framework (`tests/benchmarks/*_yardstick.py`, given tensors made up front), windows interleaved in one",
-            "process (`python tests/benchmarks/harness_ratio.py --backend B --json harness.json`). A negative",
-            "cost means the plugin ran faster; differences within the IQRs are noise.",
+            "framework (`tests/benchmarks/*_yardstick.py`, given tensors made up front). Each yardstick computes the",
+            "plugin's function: same canonical weights in, same loss, outputs and gradients out",
+            "(`tests/test_yardstick_loops.py`).",
+            "Both in one process (`python tests/benchmarks/harness_ratio.py --backend B --json harness.json`), windows of",
+            "about bench's length in rounds whose order rotates, after a warm-up round; the ratio is the median of the",
+            "per-round paired ratios with its 95% bootstrap interval (in brackets where recorded), and the last column is",
+            "the plugin's step-time overhead 1/ratio - 1 with that interval mapped through it. Negative: the plugin ran",
+            "faster. An interval holding 0 means no overhead was measured.",
         ]
         sections.append(("What the harness costs", prose, "harness", harness_rows(harness), []))
     for doc in explain_docs(bench):
