@@ -15,6 +15,7 @@ for float32 on CPU). The checks compare against :mod:`vaebench.model.reference`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import final
 
 import numpy as np
@@ -52,6 +53,33 @@ def sample_inputs(latent_dim: int, n: int = 6, seed: int = 0) -> tuple[np.ndarra
     """A fixed batch of images in [0, 1] and noise."""
     gen = np.random.default_rng(seed)
     return gen.random((n, 28, 28, 1), dtype=np.float32), gen.standard_normal((n, latent_dim), dtype=np.float32)
+
+
+def assert_same_function(
+    make: Callable[[dict[str, str]], Backend], name: str, default: dict[str, str], variant: dict[str, str]
+) -> None:
+    """A variant a profile may pick (another formulation of a layer, say) computes the default's function.
+
+    ``make(options)`` builds the backend. Both get the same canonical weights and
+    batch: the decoded probabilities must agree, and so must every gradient of
+    one training step, read through the contract (after one Adam step from zero
+    state, ``m = (1 - beta1) * g``).
+    """
+    spec = get_model(name).spec
+    params = perturbed_params(name)
+    x, eps = sample_inputs(spec.latent_dim, n=4)
+    adam, out = AdamConfig(), []
+    for options in (default, variant):
+        model = make(options).build(spec, adam)
+        model.load_weights(params)
+        probs = model.decode(eps)
+        model.fetch([model.train_step(x, eps)])
+        state = model.export_optimizer_state()
+        out.append((probs, {k: state[f"{k}/m"] / (1 - adam.beta1) for k in params}))
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-5, atol=1e-6, err_msg="decoded probabilities")
+    for key, g in out[0][1].items():
+        scale = float(np.abs(g).max()) or 1.0
+        np.testing.assert_allclose(out[1][1][key], g, rtol=1e-4, atol=1e-4 * scale, err_msg=f"gradient {key}")
 
 
 class BackendTests:

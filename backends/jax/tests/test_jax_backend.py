@@ -3,7 +3,7 @@ import pytest
 
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
-from vaebench.testing.kit import BackendTests, perturbed_params, sample_inputs
+from vaebench.testing.kit import BackendTests, assert_same_function, perturbed_params, sample_inputs
 from vaebench_jax import JaxBackend
 
 
@@ -23,21 +23,10 @@ class TestJaxSubpixelConformance(BackendTests):
 
 @pytest.mark.parametrize("name", ["conv", "conv-sym"])
 def test_subpixel_computes_the_lax_networks_function_and_gradients(name):
-    import jax
+    def make(options):
+        return JaxBackend(device="cpu", options=options)
 
-    spec = get_model(name).spec
-    params = perturbed_params(name)
-    x, eps = sample_inputs(spec.latent_dim, n=4)
-    models = {}
-    for form in ("lax", "subpixel"):
-        models[form] = JaxBackend(device="cpu", options={"transpose": form}).build(spec, AdamConfig())
-        models[form].load_weights(params)
-    np.testing.assert_allclose(models["lax"].decode(eps), models["subpixel"].decode(eps), rtol=1e-5, atol=1e-6)
-    grads = {f: jax.grad(m.loss)(m.params, m._put(x), m._put(eps)) for f, m in models.items()}
-    for key in grads["lax"]:
-        np.testing.assert_allclose(
-            np.asarray(grads["subpixel"][key]), np.asarray(grads["lax"][key]), rtol=2e-4, atol=2e-5, err_msg=key
-        )
+    assert_same_function(make, name, {"transpose": "lax"}, {"transpose": "subpixel"})
 
 
 def test_one_compile_per_shape_and_no_recompiles_in_the_loop():
