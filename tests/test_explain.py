@@ -49,6 +49,14 @@ class ClockedModel(NumpyModel):
     compile_extra = 0.5  # the first call of every probe: must land in compile_seconds, never in a window
 
     def _layer_probe(self, info, kernel, bias, x, grad):
+        # what explain hands a plugin: the layer's input and output cotangent, float32, at the batch size
+        batch = self.batch_size
+        assert x.shape == (batch, *info.in_shape) and x.dtype == np.float32 and 0 <= x.min() and x.max() < 1
+        assert grad.shape == (batch, *info.out_shape) and grad.dtype == np.float32 and grad.min() < 0 < grad.max()
+        assert kernel.shape == info.param_shapes[f"{info.name}/kernel"] and bias.shape == (
+            info.layer.filters if hasattr(info.layer, "filters") else info.layer.units,
+        )
+
         def probe(name: str, seconds: float):
             calls = []
 
@@ -69,6 +77,8 @@ class ClockedModel(NumpyModel):
         }
 
     def _step_probe(self, x, eps):
+        assert x.shape == (self.batch_size, 28, 28, 1) and eps.shape == (self.batch_size, self.spec.latent_dim)
+        self.step_batch = x
         return {
             "forward": lambda: self.clock.spend(STEP_FORWARD),
             "forward+backward": lambda: self.clock.spend(STEP_FORWARD + STEP_BACKWARD),
@@ -79,10 +89,10 @@ class ClockedModel(NumpyModel):
         return np.float32(0.0)
 
 
-def clocked(model_name: str = "conv", slow_phase: str = "forward+grad_weights") -> tuple[ClockedModel, FakeClock]:
+def clocked(model_name: str = "conv", slow_phase: str = "forward+grad_weights", batch: int = 8) -> tuple[ClockedModel, FakeClock]:
     spec = get_model(model_name).spec
     model = ClockedModel(spec, None)
-    model.clock, model.slow_phase = FakeClock(), slow_phase
+    model.clock, model.slow_phase, model.batch_size = FakeClock(), slow_phase, batch
     model.load_weights(init_params(spec, 0))
     return model, model.clock
 
@@ -107,6 +117,11 @@ def test_a_known_delay_in_one_product_shows_up_in_that_cell_only():
         # achieved GFLOP/s: the cost model's FLOPs for the batch over the median time
         assert phases["grad_weights"]["gflops"] == pytest.approx(cost.grad_weight_flops * 8 / (TO_WEIGHTS + slow) / 1e9)
         assert phases["forward"]["flops"] == cost.forward_flops * 8
+        if phases["grad_input"] is not None:
+            assert phases["grad_input"]["flops"] == cost.grad_input_flops * 8
+            assert phases["grad_input"]["gflops"] == pytest.approx(cost.grad_input_flops * 8 / TO_INPUT / 1e9)
+        assert (layer["kind"], layer["in_shape"], layer["out_shape"]) == (cost.kind, list(cost.in_shape), list(cost.out_shape))
+        assert layer["activation"] == next(i for i in model.spec.layers() if i.name == layer["name"]).layer.activation
 
 
 def test_the_delay_moves_with_the_phase_it_is_in():
@@ -141,7 +156,49 @@ def test_the_step_split_adds_up_by_its_rule():
     assert abs(step["remainder_share"]) > ex.COVERAGE_TOLERANCE and "fusion across layers" in step["note"]
 
 
-def test_parts_within_tolerance_carry_no_note():
+def test_the_whole_step_is_probed_on_the_batch_bench_trains_first():
+    model, clock = clocked("mlp")
+    ex.measure_backend(model, ex.ExplainRequest("clocked", "mlp", 8, rounds=1, window_seconds=0.01), clock=clock)
+    first = ex.synthetic_batches(np.random.default_rng(0), 8, model.spec.latent_dim)
+    # the generator has drawn the layers' inputs first; the step probe gets the first of the step's own batches
+    assert model.step_batch.shape == first[0][0].shape and not np.array_equal(model.step_batch, first[1][0])
+
+
+def test_summary_quartiles_resolution_and_gflops_by_hand():
+    s = ex._summary([5.0, 1.0, 3.0, 2.0, 4.0], 6e9)
+    assert (s["seconds"], s["q1"], s["q3"]) == (3.0, 2.0, 4.0) and s["resolved"] and s["gflops"] == 2.0
+    one = ex._summary([2.0], 4e9)
+    assert (one["seconds"], one["q1"], one["q3"], one["gflops"]) == (2.0, 2.0, 2.0, 2.0)
+    two = ex._summary([1.0, 3.0], None)
+    assert (two["q1"], two["q3"], two["gflops"]) == (1.5, 2.5, None)
+    edge = ex._summary([0.0, 1.0, 2.0], 1e9)  # the lower quartile at exactly zero: not resolved
+    assert edge["q1"] == 0.5 and ex._summary([-1.0, 0.0, 1.0, 2.0, 3.0], 1e9)["q1"] == 0.0
+    assert not ex._summary([-1.0, 0.0, 1.0, 2.0, 3.0], 1e9)["resolved"]
+
+
+def test_rounds_and_paired_differences_refuse_what_cannot_be():
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="^rounds must be at least 1, got 0$"):
+        ex.time_probes({"forward": lambda: clock.spend(1.0)}, rounds=0, window_seconds=1.0, clock=clock)
+    assert ex.time_probes({"forward": lambda: clock.spend(1.0)}, rounds=1, window_seconds=1.0, clock=clock)["forward"][
+        "seconds"
+    ] == [1.0]
+    with pytest.raises(ValueError, match="^a difference needs the same rounds on both sides$"):
+        ex.difference([1.0, 2.0], [1.0])
+
+
+def test_the_note_names_the_cause_and_the_boundary_is_within_tolerance():
+    def split(layer_forward: float, step: float = 10.0):
+        timed = {"step": {"seconds": [step]}, "forward": {"seconds": [3.0]}, "forward+backward": {"seconds": [8.0]}}
+        layer = {"phases": {"forward": {"seconds": layer_forward}, "grad_input": None, "grad_weights": {"seconds": 4.0}}}
+        return ex.step_split(timed, [layer])
+
+    assert "the loss, dispatch and host work" in split(0.5)["note"]  # remainder +35%
+    assert split(1.5)["note"] is None  # +25% exactly: within the stated tolerance
+    assert split(4.5)["note"] is None and "fusion" in split(7.0)["note"]  # -5%: within; -30%: fusion across layers
+    zero = split(1.0, step=0.0)
+    assert zero["remainder_share"] is None and zero["note"] == "the step took no time"
+
     timed = {"step": {"seconds": [10.0, 10.0]}, "forward": {"seconds": [3.0, 3.0]}, "forward+backward": {"seconds": [8.0, 8.0]}}
     layer = {"phases": {"forward": {"seconds": 2.5}, "grad_input": None, "grad_weights": {"seconds": 4.0}}}
     split = ex.step_split(timed, [layer])
@@ -203,6 +260,9 @@ def test_slow_cells_are_flagged_against_the_fastest_backend_on_the_row():
     a = next(f for f in flags if f["backend"] == "a")
     assert a["times_fastest"] == pytest.approx(10.0 / 3.0)
     assert backends[1]["layers"][0]["phases"]["forward"]["vs_fastest"] == pytest.approx(2.0)
+    # a backend without the phase (None) is skipped, and the backends after it on the row still get their factor
+    assert backends[2]["layers"][0]["phases"]["grad_input"]["vs_fastest"] == pytest.approx(3.0)
+    assert ex.flag_slow([]) == []
 
 
 def test_a_difference_within_the_noise_is_neither_fast_nor_slow():

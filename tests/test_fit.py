@@ -43,10 +43,29 @@ def test_two_batch_sizes_pass_through_both_and_claim_no_residual():
     assert fit["fixed_seconds"] == pytest.approx(0.01 - 128 * 0.02 / 384)
 
 
-@pytest.mark.parametrize("batches,seconds", [([128, 128], [0.1, 0.2]), ([16], [0.1]), ([16, 32], [0.1, 0.0]), ([16, 32], [0.1])])
-def test_what_cannot_be_fitted_is_refused(batches, seconds):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "batches,seconds,says",
+    [
+        ([128, 128], [0.1, 0.2], "a line needs at least two different batch sizes"),
+        ([16], [0.1], "a line needs at least two different batch sizes"),
+        ([16, 32], [0.1, 0.0], r"step times must be positive, got \[0.1, 0.0\]"),
+        ([16, 32], [0.1, -0.1], "step times must be positive"),
+        ([16, 32], [0.1, float("inf")], "step times must be positive"),
+        ([16, 32], [0.1], "one step time per batch size"),
+    ],
+)
+def test_what_cannot_be_fitted_is_refused(batches, seconds, says):
+    with pytest.raises(ValueError, match=f"^{says}"):
         fit_step_time(batches, seconds)
+
+
+def test_three_batch_sizes_have_a_residual_and_falling_step_times_no_asymptote():
+    fit = fit_step_time([16, 32, 64], [0.01, 0.02, 0.05])
+    assert fit["residual"] is not None and fit["residual"] > 0
+    falling = fit_step_time([16, 64], [0.02, 0.01])  # b < 0: more images cost less time, no asymptote to state
+    assert falling["seconds_per_image"] < 0 and falling["asymptotic_images_per_second"] is None
+    flat = fit_step_time([16, 64], [0.02, 0.02])
+    assert flat["seconds_per_image"] == pytest.approx(0, abs=1e-15)
 
 
 def _row(backend, batch, ips, machine="m1", profile="default"):
@@ -77,6 +96,20 @@ def test_fits_group_by_machine_backend_and_setting():
     (fit,) = batch_fits(rows)  # jax and m2 have one batch size each: no line
     assert (fit["backend"], fit["machine"], fit["setting"]) == ("torch", "m1", "default/fp32")
     assert fit["points"] == [[16, 0.01], [64, 0.02]] and fit["seconds_per_image"] == pytest.approx(0.01 / 48)
+    bare = [{k: v for k, v in r.items() if k != "machine"} for r in rows[:2]]
+    assert batch_fits(bare)[0]["machine"] == ""
+
+
+def test_a_setting_names_profile_precision_and_variant():
+    rows = [_row("torch", 16, 1600.0, profile="best"), _row("torch", 64, 3200.0, profile="best")]
+    for r in rows:
+        r["settings"]["variant"] = {"compile": True, "options": {"transpose": "subpixel", "layout": "nhwc"}}
+    assert batch_fits(rows)[0]["setting"] == "best/fp32 (compile, layout=nhwc, transpose=subpixel)"
+    plain = [_row("jax", 16, 1.0), _row("jax", 32, 1.0)]
+    for r in plain:
+        del r["settings"]["variant"]
+    assert batch_fits(plain)[0]["setting"] == "default/fp32"
+    assert batch_fits([{**r, "settings": {}} for r in plain])[0]["setting"] == "?/?"
 
 
 def test_the_report_shows_fixed_and_per_image_cost(tmp_path):
