@@ -74,5 +74,6 @@ def test_the_conv_decoder_upsampling_is_a_2x2_window_of_four_phases():
     form = subpixel(info)
     # phase 0 reads tap 0 at offset 0 and tap 2 at offset -1; phase 1 reads tap 1 at offset 0
     assert form.taps == ((2, 3), (0, 1)) and form.padding == (1, 0) and form.blocks == 7 and form.window == 2
+    assert (form.stride, form.kernel, form.out) == (2, 3, 14)  # the plugins read the kernel size from the form
     with pytest.raises(ValueError, match="not a transposed"):
         subpixel(get_model("conv").spec.layers()[0])
