@@ -610,9 +610,10 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         record = plan.read_record(sweep_dir)
         record["settings"] = plan.resume_settings(record, kw["data_dir"])
         address = kw["address"] or record["settings"].get("address")
-        from vaebench.sweep.cluster import require_ray
+        from vaebench.sweep.cluster import check_reachable, require_ray
 
         require_ray()
+        check_reachable(address)  # in seconds, before Ray's own minutes of retries
         datasets = [r["config"].get("dataset", "mnist") for r in record["runs"] if r["status"] != plan.COMPLETED]
         plan.check_data(datasets, record["settings"].get("data_dir"), address)
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
@@ -632,9 +633,10 @@ def sweep(toml_file: str | None, **kw: object) -> None:
                 click.echo(f"{run.name}  ({plan.reservation(run, exclusive)})")
             click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
             return
-        from vaebench.sweep.cluster import require_ray
+        from vaebench.sweep.cluster import check_reachable, require_ray
 
         require_ray()  # before any folder exists
+        check_reachable(settings.get("address"))  # a cluster that cannot be reached leaves no folder
         if settings.get("storage") and kw["out"]:
             raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
         sweep_dir = plan.sweep_dir_for(settings, str(kw["out"]) if kw["out"] else None)

@@ -57,12 +57,69 @@ def require_ray() -> Any:
     return ray
 
 
+PROBE_TIMEOUT = 10.0  # seconds to wait for a cluster's port to answer before giving up on it
+
+
+def _target(address: str) -> str:
+    """``host:port`` of ``address``: as given, less ``ray://``; for ``auto``, what Ray would join (RAY_ADDRESS, last one)."""
+    if "://" in address:
+        return address.split("://", 1)[1].rstrip("/")
+    if address != "auto":
+        return address
+    from ray._private import services
+
+    try:
+        found = services.canonicalize_bootstrap_address("auto")
+    except (ConnectionError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or ["none found"])[0][:200]
+        raise ConfigError(
+            f"--address auto found no Ray cluster on this machine ({first}); start one with `ray start --head`, "
+            "give its HOST:PORT, or leave --address out for a local Ray"
+        ) from None
+    return str(found)
+
+
+def check_reachable(address: str | None) -> None:
+    """Refuse, in one line and within :data:`PROBE_TIMEOUT`, a cluster address whose port does not answer.
+
+    ``ray.init`` on an address where nothing listens retries for minutes (Ray
+    2.60 never gives up on its own), printing warnings; a TCP connection to the
+    same port says in seconds whether anything is there. Called before the
+    sweep's folder is made, so a cluster that cannot be reached leaves no folder.
+    """
+    if not address:
+        return
+    require_ray()
+    target = _target(address)
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto; give the address `ray start --head` printed"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({target}: {why} within {PROBE_TIMEOUT:.0f} s); start it "
+            "(`ray start --head`) or check the address, or leave --address out for a local Ray; nothing was written"
+        ) from None
+
+
 def connect(address: str | None) -> Any:
-    """``ray.init``: a local instance on this machine by default, or the cluster at ``address``."""
+    """``ray.init``: a new local instance on this machine by default, or the cluster at ``address``.
+
+    Without an address, ``ray.init()`` would follow ``RAY_ADDRESS`` or the
+    ``ray_current_cluster`` file a cluster left in Ray's temp folder, and join a
+    cluster nobody asked for (a dead one hangs the sweep): ``address="local"``
+    starts a fresh instance whatever those say.
+    """
     ray = require_ray()
+    check_reachable(address)
     try:
         ray.init(
-            address=address or None,
+            address=address or "local",
             include_dashboard=False,
             log_to_driver=False,  # each run's own output stays in its worker's log; results come back as records
             logging_level="ERROR",
