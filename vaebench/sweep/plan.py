@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.errors import ConfigError, VaebenchError
-from vaebench.io.fileio import atomic_write_json, read_json
+from vaebench.io.fileio import atomic_write_json, read_json, read_text
 from vaebench.io.schema import NUM, Maybe, check
 from vaebench.model.config import TrainConfig
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"  # run folders live in <sweep>/runs/<name>, whether written there by workers or brought home
 SCHEMA_VERSION = 1
+MAX_TOML_BYTES = 1 << 20  # a sweep file of every setting is a few hundred bytes
 # a run's state in sweep.json: the run folder's own statuses, plus the two only a sweep has
 PENDING, RUNNING, COMPLETED, INTERRUPTED, LOST = "pending", "running", "completed", "interrupted", "lost"
 SWEEP_STATUSES = (PENDING, RUNNING, COMPLETED, INTERRUPTED, "diverged", "failed", LOST)
@@ -167,11 +168,13 @@ _TOML_SWEEP = {"data_dir": str, "tensorboard": bool, "exclusive": bool, "storage
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A sweep file's settings as keyword values for :func:`make_grid` (keys as the flags, ``-`` or ``_``)."""
+    fix = "give a sweep file like README's sweep section's"
+    try:  # bounded: /dev/zero or a 2 GB file is refused at MAX_TOML_BYTES, not read into memory
+        text = read_text(path, MAX_TOML_BYTES, fix, what="a sweep file")
+    except VaebenchError as exc:
+        raise ConfigError(str(exc)) from None
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}); see README's sweep section for an example") from None
     out: dict[str, Any] = {}
