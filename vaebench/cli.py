@@ -479,7 +479,7 @@ def bench(
     import tempfile
 
     from vaebench.measure.bench import bench_backends, method_record, run_matrix
-    from vaebench.measure.busy import BusyMachineError, Watch, check_load
+    from vaebench.measure.busy import BusyMachineError, Watch, check_load, mark_load
     from vaebench.measure.documents import default_bench_dir, write_bench
     from vaebench.measure.ttq import run_ttq_grid
     from vaebench.plugin.host import usable_cores
@@ -515,7 +515,7 @@ def bench(
         click.echo(f"fp32 GEMM peak: {peak['peak_gflops'] or 0:.0f} GFLOP/s ({peak.get('library', peak.get('error'))})", err=True)
     cells = len(models) * len(batch_sizes)
     bar = progress(cells * len(backends) * repeats, "bench", "window")
-    results = []
+    results, kept_rows = [], 0
     watch = Watch(load)  # samples the load through the matrix; each row is marked by its own windows
     rows = run_matrix(
         backends,
@@ -533,18 +533,32 @@ def bench(
         progress=lambda _name: bar.update(1),
         peak_gflops=(peak or {}).get("peak_gflops"),
     )
-    for r in watch.rows(rows):
-        t = r["train_images_per_second"]
-        bar.write(
-            f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
-            f"{t['windows']:3d} {r['ratio']['text']:>26s} {t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
-        )
-        results.append(r)
-    bar.close()
+    try:
+        for r in watch.rows(rows):
+            t = r["train_images_per_second"]
+            bar.write(
+                f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
+                f"{t['windows']:3d} {r['ratio']['text']:>26s} {t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
+            )
+            results.append(r)
+            if len(results) % len(backends) == 0:  # a cell is whole: on disk now, so a crash in the next keeps it
+                so_far = [dict(row) for row in results]  # marked provisionally; the last write marks the rows for good
+                mark_load(so_far, load, [watch.sampler.window(*w) for w in watch.windows])
+                partial = {**method_record(schedule, repeats, profile, precision, load, load), "complete": False}
+                write_bench(so_far, out_dir, None, partial, peak)
+                kept_rows = len(so_far)
+    except VaebenchError as exc:  # the cells before it are on disk; say so in the one line
+        if kept_rows:
+            rows_word = "row" if kept_rows == 1 else "rows"
+            kept = f"the {kept_rows} {rows_word} measured before it kept in {out_dir / 'bench.json'} (complete: false)"
+            exc.args = (f"{exc}; {kept}",)
+        raise
+    finally:
+        bar.close()
     settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile_}
     ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=_options(options), log=click.echo)
     end = watch.mark(results, warn=lambda line: click.echo(line, err=True))
-    method = method_record(schedule, repeats, profile, precision, load, end)
+    method = {**method_record(schedule, repeats, profile, precision, load, end), "complete": True}
     json_path, csv_path = write_bench(results, out_dir, ttq, method, peak)
     click.echo(f"wrote {json_path} and {csv_path}")
 
