@@ -144,3 +144,61 @@ def test_xla_cost_analysis_agrees_layer_by_layer_on_the_jax_plugins_layers(model
         assert _xla_flops(grad_weight, p, x, y) == batch * 2 * c.valid_macs + bias_grad, info.name
         checked += 1
     assert checked == len(costs)
+
+
+def _valid_taps(n_in: int, n_out: int, kernel: int, stride: int, before: int) -> int:
+    """Taps reading a real pixel, counted with the reference convolution: ones through a ones kernel."""
+    from vaebench.model.reference import conv2d
+
+    after = (n_out - 1) * stride + kernel - n_in - before
+    x = np.ones((1, n_in, 1, 1))
+    pad = np.pad(x, ((0, 0), (before, max(after, 0)), (0, 0), (0, 0)))[:, : (n_out - 1) * stride + kernel]
+    out = conv2d(np.broadcast_to(pad, (1, pad.shape[1], kernel, 1)).copy(), np.ones((kernel, kernel, 1, 1)), stride, (0, 0))
+    return int(out[0, :, 0, 0].sum() / kernel)
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_every_count_of_every_layer_against_an_independent_count(model_name):
+    from vaebench.model.layers import Conv2D, Dense
+
+    spec = get_model(model_name).spec
+    costs = model_costs(spec, 32)
+    layers = {r["name"]: r for r in costs["layers"]}
+    weighted = [i for i in spec.layers() if i.param_shapes]
+    assert list(layers) == [i.name for i in weighted] and costs["model"] == model_name
+    assert (costs["batch_size"], costs["per"]) == (32, "image")
+    act = {"relu": 2, "tanh": 4, None: 0}  # forward + backward per output element, the convention's counts
+    for info in weighted:
+        row, layer = layers[info.name], info.layer
+        out = int(np.prod(info.out_shape))
+        kind = "dense" if isinstance(layer, Dense) else "conv_transpose" if layer.transpose else "conv"
+        assert row["kind"] == kind
+        assert row["elementwise_flops"] == 2 * out + act[layer.activation] * out  # bias forward and backward + activation
+        assert row["param_bytes"] == 4 * sum(int(np.prod(s)) for s in info.param_shapes.values())
+        assert row["step_flops"] == row["forward_flops"] + row["grad_input_flops"] + row["grad_weight_flops"]
+        if isinstance(layer, Conv2D):
+            small, big = (info.in_shape, info.out_shape) if layer.transpose else (info.out_shape, info.in_shape)
+            per_axis = _valid_taps(big[0], small[0], layer.kernel, layer.stride, info.padding[0])
+            assert row["valid_macs"] == per_axis**2 * info.in_shape[-1] * layer.filters, info.name
+    total = costs["total"]
+    pixels = 28 * 28
+    assert total["valid_macs"] == sum(r["valid_macs"] for r in layers.values())
+    assert total["matrix_step_flops"] == total["forward_flops"] + total["grad_input_flops"] + total["grad_weight_flops"]
+    loss = 13 * pixels + 18 * spec.latent_dim  # BCE 13 per pixel, reparameterisation 8 and KL 10 per latent
+    assert total["elementwise_flops"] == sum(r["elementwise_flops"] for r in layers.values()) + loss
+    assert total["activation_bytes"] == 4 * (pixels + sum(int(np.prod(i.out_shape)) for i in weighted))
+
+
+def test_a_batch_of_one_is_a_batch_and_none_is_refused():
+    spec = get_model("mlp").spec
+    assert model_costs(spec, 1)["total"]["optimizer_flops"] == ADAM_FLOPS_PER_PARAM * spec.num_params()
+    with pytest.raises(ValueError, match="^batch_size must be at least 1, got 0$"):
+        model_costs(spec, 0)
+
+
+def test_asymmetric_padding_counts_taps_on_the_side_it_pads():
+    # conv's first layer pads (0, 1): the taps that miss are on the bottom/right edge, one row of the 3x3 window
+    first = layer_costs(get_model("conv").spec)[0]
+    assert first.valid_macs == _valid_taps(28, 14, 3, 2, 0) ** 2 * 32 == 41 * 41 * 32
+    sym = layer_costs(get_model("conv-sym").spec)[0]  # pads (1, 1): the misses are on the top/left edge
+    assert sym.valid_macs == _valid_taps(28, 14, 3, 2, 1) ** 2 * 32

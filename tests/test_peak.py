@@ -30,8 +30,8 @@ def fake_library(clock: FakeClock, seconds: dict[int, float], calls: list):
 
 
 def test_gflops_is_two_n_cubed_over_seconds():
-    assert gemm_gflops(1000, 0.5) == pytest.approx(4.0)
-    with pytest.raises(ValueError):
+    assert gemm_gflops(1000, 0.5) == 4.0  # exact: 2e9 FLOPs in half a second (approx would hide a 1e-9 slip)
+    with pytest.raises(ValueError, match="^a product cannot take 0.0 s$"):
         gemm_gflops(10, 0.0)
 
 
@@ -54,7 +54,25 @@ def test_peak_is_the_best_over_libraries_and_sizes_and_says_how():
 
 def test_achieved_and_fraction_of_peak():
     # 1000 images/s of a 2 MFLOP-per-image step is 2 GFLOP/s, a fifth of a 10 GFLOP/s peak
-    assert achieved_gflops(1000, 2e6) == pytest.approx(2.0)
+    assert achieved_gflops(1000, 2e6) == 2.0
     assert fraction_of_peak(2.0, 10.0) == pytest.approx(0.2)
-    with pytest.raises(ValueError):
+    assert fraction_of_peak(0.25, 0.5) == 0.5  # a peak under 1 GFLOP/s is still a peak
+    with pytest.raises(ValueError, match="^peak must be positive, got 0.0$"):
         fraction_of_peak(1.0, 0.0)
+
+
+def test_the_record_says_budget_threads_and_each_best_time(monkeypatch):
+    clock, calls = FakeClock(), []
+    lib = fake_library(clock, {64: 0.5}, calls)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    monkeypatch.setenv("XLA_FLAGS", "--x")
+    monkeypatch.setattr("vaebench.measure.peak.available_libraries", lambda: {"only": lib})  # the default: what imports
+    out = measure_peak(sizes=(64,), clock=clock, min_repeats=1)
+    assert out["library"] == "only" and out["seconds_budget"] == 4.0  # the documented default budget
+    (row,) = out["measurements"]
+    assert row["best_seconds"] == 0.5 and row["repeats"] == 8  # one (library, size): the whole 4 s budget, 0.5 s each
+    assert out["threads"]["OMP_NUM_THREADS"] == "2" and out["threads"]["MKL_NUM_THREADS"] == "3"
+    assert out["threads"]["XLA_FLAGS"] == "--x" and out["threads"]["cpus"] >= 1
+    # a product that ends exactly at the budget ends the loop (the budget is "less than", not "up to")
+    assert row["best_seconds"] * row["repeats"] == out["seconds_budget"]

@@ -359,7 +359,7 @@ def test_time_to_quality_counts_the_data_load_and_the_build(tiny_dir, monkeypatc
     from vaebench.io.datasets import load_dataset
     from vaebench.run import runner
 
-    now = [0.0]
+    now = [1000.0]  # a clock that does not start at zero: seconds are differences, not readings
     built: list = []
     epochs: list = []
     data: list = []
@@ -416,7 +416,9 @@ def test_run_ttq_yields_every_seed_then_a_summary_that_counts_those_that_reached
     log: list[str] = []
     out = list(ttq.run_ttq("numpy", "mlp", 4, log=log.append, threads=2, precision="fp32"))
     assert [r["seed"] for r in out[:4]] == [0, 1, 2, 3] and [r["seed"] for r in asked] == [0, 1, 2, 3]
-    assert all(r["threads"] == 2 and r["model_name"] == "mlp" for r in asked)
+    assert all(r["threads"] == 2 and r["model_name"] == "mlp" and r["backend"] == "numpy" for r in asked)
+    unsaid = list(ttq.run_ttq("numpy", "mlp", 1))[-1]  # no precision given: the summary says the core's default
+    assert unsaid["precision"] == "fp32"
     summary = out[4]
     assert summary["kind"] == "ttq" and summary["runs"] == out[:4] and summary["target"] == ttq.TTQ_TARGETS["mlp"]
     assert (summary["median"], summary["min"], summary["max"], summary["seeds"], summary["reached"]) == (20.0, 10.0, 30.0, 4, 3)
