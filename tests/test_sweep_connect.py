@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -82,3 +84,44 @@ def test_a_local_sweep_starts_its_own_ray_and_never_joins_a_cluster_left_running
     assert run["status"] == "completed"
     assert run["node"]["node_id"] != leftover.head_node.node_id  # it ran on a Ray of its own
     assert record["sessions"][-1]["address"] == "local"
+
+
+@pytest.fixture
+def not_ray():
+    """A port that accepts connections and says nothing: open, but no Ray cluster's."""
+    srv = socket.create_server(("0.0.0.0", 0))  # every interface: Ray dials the node's address for 127.0.0.1
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        srv.close()
+
+
+def test_an_open_port_that_is_not_ray_is_given_up_on_in_one_line_and_leaves_no_folder(not_ray, tiny_dir, tmp_path):
+    out = tmp_path / "sweep"
+    t0 = time.monotonic()
+    address = f"127.0.0.1:{not_ray}"
+    env = {"VAEBENCH_RAY_CONNECT_TIMEOUT": "8"}
+    proc = _sweep(*TINY, "--data-dir", tiny_dir, "--address", address, "--out", out, env=env, timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]  # Ray's own retry warnings may come first
+    assert last.startswith("error: ") and address in last and "within 8 s" in last and "Traceback" not in proc.stderr
+    assert took < 60, took  # without the bound, ray.init retries for good
+    assert not out.exists()

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,45 @@ def check_reachable(address: str | None) -> None:
         ) from None
 
 
+def connect_timeout() -> float:
+    """Seconds ``ray.init`` may take to join a cluster: ``VAEBENCH_RAY_CONNECT_TIMEOUT``, else 120."""
+    text = os.environ.get("VAEBENCH_RAY_CONNECT_TIMEOUT", "")
+    try:
+        return max(1.0, float(text)) if text else 120.0
+    except ValueError:
+        raise ConfigError(f"VAEBENCH_RAY_CONNECT_TIMEOUT={text!r} is not a number of seconds") from None
+
+
+def _init_within(ray: Any, kwargs: dict[str, Any], address: str) -> None:
+    """``ray.init(**kwargs)``, given :func:`connect_timeout` seconds to join the cluster at ``address``.
+
+    A port that answers but is not a Ray cluster's (or a cluster that never
+    replies) keeps ``ray.init`` retrying for good: it runs in a daemon thread,
+    and the sweep gives up on it in one line. The thread is left to die with
+    the process, which ends right after the refusal.
+    """
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    limit = connect_timeout()
+    thread = threading.Thread(target=attempt, name="vaebench-ray-connect", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise ConfigError(
+            f"the Ray cluster at {address} did not answer within {limit:.0f} s (its port is open, but nothing there "
+            "spoke Ray); check the address (`ray status` on the head node prints it), or leave --address out for a local "
+            "Ray; nothing was written"
+        )
+    if failure:
+        raise failure[0]
+
+
 def connect(address: str | None) -> Any:
     """``ray.init``: a new local instance on this machine by default, or the cluster at ``address``.
 
@@ -117,14 +157,18 @@ def connect(address: str | None) -> Any:
     """
     ray = require_ray()
     check_reachable(address)
+    kwargs = {
+        "address": address or "local",
+        "include_dashboard": False,
+        "log_to_driver": False,  # each run's own output stays in its worker's log; results come back as records
+        "logging_level": "ERROR",
+        "configure_logging": True,
+    }
     try:
-        ray.init(
-            address=address or "local",
-            include_dashboard=False,
-            log_to_driver=False,  # each run's own output stays in its worker's log; results come back as records
-            logging_level="ERROR",
-            configure_logging=True,
-        )
+        if address:
+            _init_within(ray, kwargs, address)
+        else:
+            ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         first = str(exc).splitlines()[0][:200]
