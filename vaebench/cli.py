@@ -421,7 +421,7 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help="Execution profile (README).")
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help="See docs/benchmarks.md.")
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
 )

@@ -168,7 +168,7 @@ _TOML_SWEEP = {"data_dir": str, "tensorboard": bool, "exclusive": bool, "storage
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A sweep file's settings as keyword values for :func:`make_grid` (keys as the flags, ``-`` or ``_``)."""
-    fix = "give a sweep file like README's sweep section's"
+    fix = "give a sweep file like the example in docs/sweep.md (linked from the README)"
     try:  # bounded: /dev/zero or a 2 GB file is refused at MAX_TOML_BYTES, not read into memory
         text = read_text(path, MAX_TOML_BYTES, fix, what="a sweep file")
     except VaebenchError as exc:
@@ -176,7 +176,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); see README's sweep section for an example") from None
+        raise ConfigError(f"{path} is not valid TOML ({exc}); see docs/sweep.md (README links it) for an example") from None
     out: dict[str, Any] = {}
     for key, value in raw.items():
         norm = key.replace("-", "_")
