@@ -202,7 +202,12 @@ class Cell:
         return {"choice": {"compile": best["compile"], "options": best["options"]}, "default": default, "candidates": candidates}
 
     def _default_label(self) -> str:
-        """The label of the variant ``--profile default`` runs: no compile unless asked, the plugin's option defaults."""
+        """The label of the variant ``--profile default`` runs: no compile unless asked, the plugin's option defaults.
+
+        Where a default is a rule rather than a value (Keras' ``xla=auto``) no candidate matches it by name, and the
+        first candidate stands for it: the tunables list the default's value first (``xla``: ``0``, what ``auto``
+        is on a CPU). On a GPU, where ``auto`` means XLA on, that stand-in is wrong; the record names it (``default``).
+        """
         defaults = {**type(self.backends[0]).option_defaults, **self.request.options}
         for v in self.variants:
             if v.compile == self.request.compile and all(defaults.get(k) == val for k, val in v.options.items()):

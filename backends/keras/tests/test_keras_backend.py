@@ -74,9 +74,13 @@ def test_profile_best_measures_xla_on_and_off_and_keeps_the_faster():
     from vaebench.measure.worker import Cell, CellRequest
 
     cell = Cell(CellRequest("keras", "mlp", 16, 1, "cpu", "fp32", "best"))
-    assert [v.options for v in cell.variants] == [{"xla": "0"}, {"xla": "1"}]
+    # every combination of the tunables: XLA off and on, times the two forms of a transposed convolution
+    combos = [{"xla": x, "transpose": t} for x in ("0", "1") for t in ("keras", "subpixel")]
+    assert [dict(v.options) for v in cell.variants] == combos
     tuned = cell.tune(windows=2)
     cell.finish()
-    medians = {c["options"]["xla"]: c["median"] for c in tuned["candidates"]}
-    assert set(medians) == {"0", "1"} and all(m > 0 for m in medians.values())
-    assert tuned["choice"]["options"]["xla"] == max(medians, key=medians.get)
+    ratios = {c["label"]: c["vs_default"]["value"] for c in tuned["candidates"]}
+    assert len(ratios) == 4 and all(c["median"] > 0 for c in tuned["candidates"])
+    assert tuned["default"] == "transpose=keras, xla=0"  # Keras' own rule on a CPU: no XLA; Conv2DTranspose
+    best = max(tuned["candidates"], key=lambda c: c["vs_default"]["value"])
+    assert tuned["choice"] == {"compile": best["compile"], "options": best["options"]}
