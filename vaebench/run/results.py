@@ -146,7 +146,7 @@ def _clear(path: Path, overwrite: bool) -> None:
     if not ours:
         return
     if not overwrite:
-        raise ConfigError(f"{path} already holds a run; choose another --out or pass --overwrite")
+        raise ConfigError(_OCCUPIED.format(path=path))
     foreign = [n for n in present if n not in RUN_FILES]
     if foreign:
         raise ConfigError(
@@ -159,6 +159,23 @@ def _clear(path: Path, overwrite: bool) -> None:
     for name in sorted(ours, key=lambda n: n != METRICS):
         os.replace(path / name, trash / name)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+_OCCUPIED = "{path} already holds a run; choose another --out or pass --overwrite"
+
+
+def refuse_occupied(path: Path, overwrite: bool) -> None:
+    """The refusals of :func:`claim_run_dir` for a new run, checked without touching ``path``.
+
+    A run calls this before it opens its session, so a run that will be refused
+    says only why: no busy-machine warning, no plugin or data loaded first.
+    :func:`claim_run_dir` checks again under the lock, which is what decides.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder")
+    if not overwrite and path.is_dir() and any((path / name).exists() for name in RUN_FILES):
+        raise ConfigError(_OCCUPIED.format(path=path))
 
 
 @contextlib.contextmanager

@@ -42,7 +42,16 @@ from vaebench.run.outputs.mlflowlog import require as require_mlflow
 from vaebench.run.outputs.tensorboard import RunLog
 from vaebench.run.prefetch import Prefetcher
 from vaebench.run.progress import progress as progress_bar
-from vaebench.run.results import claim_run_dir, config_of, finalise, new_run_id, read_metrics, recorded_data_dir, write_metrics
+from vaebench.run.results import (
+    claim_run_dir,
+    config_of,
+    finalise,
+    new_run_id,
+    read_metrics,
+    recorded_data_dir,
+    refuse_occupied,
+    write_metrics,
+)
 from vaebench.run.session import Session, open_session, split_test
 from vaebench.run.signals import StopFlag
 
@@ -158,6 +167,7 @@ def train_and_evaluate(
     ``placement`` (a sweep's: node, exclusive, resources) is recorded as given.
     """
     require_mlflow(mlflow)
+    refuse_occupied(Path(run_dir), overwrite)  # before the session, whose busy-machine warning a refusal would follow
     session = open_session(config.resolved(), Path(run_dir), data_dir, log)
     session.tensorboard, session.mlflow = tensorboard, mlflow
     if placement is not None:
@@ -288,7 +298,7 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 )
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
-            finish(session, progress, log, stop)
+            finish(session, progress, log, stop, tb)
     except RunInterruptedError as exc:
         _record_end(run_dir, metrics, "interrupted", None, exc, log)
         raise
