@@ -6,30 +6,34 @@ leave as one line on stderr with a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from vaebench.errors import ConfigError, Terminated, VaebenchError
+from vaebench.cli_options import (
+    backends_option,
+    csv,
+    data_dir_option,
+    device_option,
+    key_values,
+    options_option,
+    out_option,
+    precision_option,
+    profile_option,
+    quiet_option,
+    threads_option,
+    train_config,
+    writable_out,
+)
+from vaebench.errors import Terminated, VaebenchError
 from vaebench.measure.interleave import SCHEDULES
 from vaebench.measure.ttq import DEFAULT_SEEDS
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
-from vaebench.model.config import TrainConfig
 from vaebench.model.loss import OBJECTIVES
 from vaebench.plugin import registry
-from vaebench.plugin.profiles import PRECISIONS, PROFILES
-
-
-def _options(values: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--option")
-        pairs[key] = val
-    return pairs
 
 
 def _model_name(value: str, param: click.Parameter | None) -> str:
@@ -50,6 +54,19 @@ class ModelName(click.ParamType):
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
         return _model_name(str(value), param)
+
+
+MODELS_CSV = csv(convert=_model_name)  # --models and --ttq-models: comma-separated, each checked as --model is
+
+
+def _err(line: str) -> None:
+    """A line for stderr: warnings and progress that must not mix with a command's table or result."""
+    click.echo(line, err=True)
+
+
+def _log(quiet: bool) -> Callable[[str], None]:
+    """Where a command's log lines go: stdout, or nowhere under ``-q``."""
+    return (lambda _line: None) if quiet else click.echo
 
 
 MODEL_HELP = f"One of {', '.join(sorted(MODELS))}."
@@ -86,33 +103,19 @@ def cli() -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise.")
 @click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    help="Run folder (several backends: the folder of their runs and report). Default: results/runs/<time>-<backend>-<model>.",
-)
+@device_option()
+@data_dir_option()
+@out_option("Run folder (several backends: the folder of their runs and report). Default: results/runs/<time>-<backend>-<model>.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--limit-train", type=int, help="Train on the first N training images only.")
-@click.option(
-    "--threads",
-    type=int,
-    help="Intra-op threads for the framework. Default: from the machine's load, every usable core on a quiet machine, "
+@threads_option(
+    "Intra-op threads for the framework. Default: from the machine's load, every usable core on a quiet machine, "
     "fewer on a busy one (said in one line; recorded as environment.threads.chosen_by: load).",
+    kind=int,
 )
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
-@click.option(
-    "--option",
-    "-o",
-    "options",
-    multiple=True,
-    metavar="[BACKEND:]KEY=VALUE",
-    help="Backend-specific setting; repeatable (BACKEND: with one backend only).",
-)
-@click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
-)
+@options_option("Backend-specific setting; repeatable (BACKEND: with one backend only).")
+@precision_option()
 @click.option(
     "--eval-k",
     type=int,
@@ -154,8 +157,8 @@ def cli() -> None:
     help="Also log to MLflow: ./mlruns, or the tracking URI given (needs the [mlflow] extra).",
 )
 @click.option("--dry-run", is_flag=True, help="With several backends: probe them, print the estimated cost, train nothing.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
-def run(**kw: object) -> None:
+@quiet_option("No progress bars or per-epoch lines.")
+def run(**kw: Any) -> None:
     """Train a VAE on real data with one backend and write a run folder; or several backends, one after another.
 
     With several backends (--backend torch,jax,keras or all) each is probed first (a
@@ -164,126 +167,65 @@ def run(**kw: object) -> None:
     and recipe in a fresh process into <out>/<backend>/, and <out>/report.html compares
     them: quality, speed, the curves and the grids side by side.
     """
-    from vaebench.run.results import RUN_OUTPUTS, default_run_dir
+    from vaebench.measure.options import own_options
+    from vaebench.run.results import default_run_dir, written_outputs
     from vaebench.run.runner import resume_run, train_and_evaluate
 
-    quiet = bool(kw["quiet"])
-    log = (lambda _msg: None) if quiet else click.echo
-    if "," in str(kw["backend"]) or kw["backend"] == "all":
+    if "," in kw["backend"] or kw["backend"] == "all":
         _run_many(kw)
         return
     if kw["dry_run"]:
         raise click.UsageError("--dry-run applies with several backends (--backend torch,jax or all)")
+    quiet = kw["quiet"]
+    tracking = {"progress": not quiet, "log": _log(quiet), "tensorboard": kw["tensorboard"], "mlflow": kw["mlflow_uri"]}
     if kw["resume"]:
-        metrics = resume_run(
-            Path(kw["resume"]),
-            data_dir=kw["data_dir"],
-            progress=not quiet,
-            log=log,
-            accept_data_change=bool(kw["accept_data_change"]),
-            tensorboard=bool(kw["tensorboard"]),
-            mlflow=kw["mlflow_uri"],
-        )
+        metrics = resume_run(Path(kw["resume"]), data_dir=kw["data_dir"], accept_data_change=kw["accept_data_change"], **tracking)
         click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
         return
     if kw["accept_data_change"]:
         raise click.UsageError("--accept-data-change applies only with --resume")
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options"}
-    config = TrainConfig(
-        **{name: value for name, value in kw.items() if name in fields},
-        compile=bool(kw["compile_"]),
-        options=_own_options(_options(kw["options"]), str(kw["backend"])),
-    )
+    config = train_config(kw, options=own_options(key_values(kw["options"]), kw["backend"]))
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
-    metrics = train_and_evaluate(
-        config,
-        out,
-        data_dir=kw["data_dir"],
-        progress=not quiet,
-        overwrite=bool(kw["overwrite"]),
-        log=log,
-        tensorboard=bool(kw["tensorboard"]),
-        mlflow=kw["mlflow_uri"],
-    )
+    metrics = train_and_evaluate(config, out, data_dir=kw["data_dir"], overwrite=kw["overwrite"], **tracking)
     final = metrics["final"]["test_neg_elbo"]
-    wrote = [n for n in RUN_OUTPUTS if (out / n).exists()] + (["tb/"] if (out / "tb").is_dir() else [])
-    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(wrote)})")
+    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(written_outputs(out))})")
 
 
-def _own_options(given: dict[str, str], backend: str) -> dict[str, str]:
-    """``run -o``: ``KEY=VALUE`` or, as bench and parity take it, ``BACKEND:KEY=VALUE`` naming the run's backend."""
-    for key, value in given.items():
-        target, sep, _ = key.partition(":")
-        if sep and target != backend:
-            raise ConfigError(f"-o {key}={value} names backend {target!r}, but this run trains {backend!r}")
-    return {key.partition(":")[2] or key: value for key, value in given.items()}
-
-
-def _run_many(kw: dict[str, object]) -> None:
+def _run_many(kw: dict[str, Any]) -> None:
     """``run --backend a,b,c``: data checked once, every backend probed and costed, then trained in turn; one report."""
     from vaebench.report.inputs import load_inputs
     from vaebench.report.page import write_report
     from vaebench.report.tables import runs_table
     from vaebench.run.results import default_run_dir
-    from vaebench.sweep import local
+    from vaebench.sweep import local, many
 
     if kw["resume"]:
         raise click.UsageError("--resume takes one run folder: vaebench run --resume <out>/<backend>")
     if kw["accept_data_change"]:
         raise click.UsageError("--accept-data-change applies only with --resume")
-    names = local.parse_backends(str(kw["backend"]), list(registry.installed()))
-    routed = [value for value in kw["options"] if ":" in value.partition("=")[0]]
-    if routed:  # every backend of the list trains with the same -o settings (sweep.local.run_backends)
-        raise ConfigError(f"-o {routed[0]}: BACKEND:KEY=VALUE applies with one backend; with several, -o KEY=VALUE")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"compile", "options", "backend"}
-    config = TrainConfig(
-        **{name: value for name, value in kw.items() if name in fields},
-        backend=names[0],
-        compile=bool(kw["compile_"]),
-        options=_options(kw["options"]),
-    ).resolved()
+    names = local.parse_backends(kw["backend"], list(registry.installed()))
+    many.refuse_routed_options(kw["options"])
+    config = train_config(kw, backend=names[0], options=key_values(kw["options"])).resolved()
     out = Path(kw["out"]) if kw["out"] else default_run_dir("compare", config.model)
-    local.check_out(out, names, bool(kw["overwrite"]))
-    train_n, test_n = local.check_data(config, kw["data_dir"])
-    threads = local.probe_threads(config)
-    click.echo(f"Probing {len(names)} backends ({', '.join(names)}; {threads} thread(s)), a few seconds each...")
-    estimates = []
-    for name in names:
-        probe = local.probe_backend(dataclasses.replace(config, backend=name), threads)
-        estimates.append(local.estimate(probe, config, train_n, test_n))
-    click.echo("\n".join(local.estimate_lines(estimates, config)))
+    many.check_and_estimate(config, names, out, kw["overwrite"], kw["data_dir"], echo=click.echo)
     if kw["dry_run"]:
         return
-    options = {
-        "data_dir": kw["data_dir"],
-        "progress": not kw["quiet"],
-        "overwrite": bool(kw["overwrite"]),
-        "tensorboard": bool(kw["tensorboard"]),
-        "mlflow": kw["mlflow_uri"],
-    }
-    outcomes = local.run_backends(config, names, out, log=click.echo, **options)
-    done = [o.run_dir for o in outcomes if (o.run_dir / "metrics.json").is_file()]
+    settings = {"data_dir": kw["data_dir"], "progress": not kw["quiet"], "overwrite": kw["overwrite"]}
+    outcomes = local.run_backends(
+        config, names, out, log=click.echo, **settings, tensorboard=kw["tensorboard"], mlflow=kw["mlflow_uri"]
+    )
+    done = many.completed(outcomes)
     if done:
         _, runs = load_inputs(done)
         click.echo("\n".join(runs_table(runs)))
         md, html = write_report([], runs, out)
         click.echo(f"wrote {html} and {md} (tensorboard --logdir {out})")
-        if any(o.error is None for o in outcomes) and len(names) > 1:
-            click.echo(
-                "One seed per backend: for a verdict on whether backends reach the same quality, train seeds "
-                f"(vaebench sweep --backends {','.join(names)} --models {config.model} --seeds 0-4), then vaebench compare."
-            )
-    failed = [o for o in outcomes if o.error]
-    stopped = [o for o in outcomes if o.error == "interrupted"]
-    if stopped:
-        left = names[len(outcomes) :]
-        click.echo(f"interrupted: resume {stopped[0].run_dir} with vaebench run --resume {stopped[0].run_dir}", err=True)
-        if left:
-            click.echo(f"not started: {', '.join(left)}", err=True)
-        sys.exit(stopped[0].returncode)
-    if failed:
-        raise VaebenchError(f"{', '.join(o.backend for o in failed)} did not complete; see each one's error above")
+        hint = many.seeds_hint(outcomes, names, config.model)
+        if hint:
+            click.echo(hint)
+    code = many.verdict(outcomes, names, warn=_err)
+    if code:
+        sys.exit(code)
 
 
 @cli.command(
@@ -303,10 +245,10 @@ def _run_many(kw: dict[str, object]) -> None:
     help="Importance samples per test image (0: skip IWAE). The default finishes in minutes on a CPU (its time grows "
     "with k); --k 5000 is the published convention (hours on a CPU). Every NLL shown names its k.",
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the four IDX .gz files.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@data_dir_option()
+@device_option()
 @click.option("--accept-data-change", is_flag=True, help="Evaluate on test files whose SHA-256 differs from the run's.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines; only the result.")
+@quiet_option("No progress bar or log lines; only the result.")
 def eval_(
     run_dir: str, backend: str | None, k: int, data_dir: str | None, device: str, accept_data_change: bool, quiet: bool
 ) -> None:
@@ -325,7 +267,7 @@ def eval_(
         data_dir,
         device,
         progress=not quiet,
-        log=(lambda _msg: None) if quiet else click.echo,
+        log=_log(quiet),
         accept_data_change=accept_data_change,
     )
     line = f"test -ELBO {result['test_neg_elbo']:.2f} nats (recon {result['test_recon']:.2f} + KL {result['test_kl']:.2f})"
@@ -340,26 +282,12 @@ def eval_(
     "  vaebench parity --model conv --backends numpy,torch,jax --profile best"
 )
 @click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
-@click.option("--backends", "names", help="Comma-separated backends (default: every installed one).")
+@backends_option("Comma-separated backends (default: every installed one).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
-@click.option(
-    "--profile",
-    type=click.Choice(PROFILES),
-    default="default",
-    show_default=True,
-    help="best: check every variant `bench --profile best` may pick, each its own entry.",
-)
-@click.option(
-    "--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting, as bench; repeatable."
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="For every backend but the numpy reference (always the CPU).",
-)
+@profile_option("best: check every variant `bench --profile best` may pick, each its own entry.")
+@options_option("Backend setting, as bench; repeatable.")
+@device_option("cpu", "For every backend but the numpy reference (always the CPU).")
 def parity(
     model: str, names: str | None, steps: int, batch_size: int, profile: str, options: tuple[str, ...], device: str
 ) -> None:
@@ -373,9 +301,8 @@ def parity(
     if steps < 1 or batch_size < 1:
         raise click.BadParameter("--steps and --batch-size must be at least 1")
     backends = names.split(",") if names else sorted(registry.installed())
-    given = _options(options)
-    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    rows = run_parity(backends, model, steps, batch_size, log=log, profile=profile, options=given, device=device)
+    given = key_values(options)
+    rows = run_parity(backends, model, steps, batch_size, log=_err, profile=profile, options=given, device=device)
     settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "plugin defaults"
     click.echo(
         f"model {model}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, options {settings}; "
@@ -386,47 +313,22 @@ def parity(
         raise SystemExit(1)
 
 
-def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
-    def parse(_ctx: object, param: click.Parameter, value: str | None) -> list | None:
-        if value is None:
-            return None
-        if not value.strip():  # `--models ''` would run an empty matrix (or fail in it): say so instead
-            raise click.BadParameter("is empty; give at least one value, comma-separated, or leave the option out", param=param)
-        try:
-            items = [kind(v.strip()) for v in value.split(",")]
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s", param=param) from None
-        if minimum is not None and any(v < minimum for v in items):
-            raise click.BadParameter(f"every value must be at least {minimum}, got {value!r}", param=param)
-        return [_model_name(v, param) for v in items] if models else items
-
-    return parse
-
-
 @cli.command(
     short_help="Training throughput, backends interleaved.",
     epilog="Example:\n\n\b\n  vaebench bench --backends torch,jax --models mlp --batch-sizes 128 --repeats 15 --out /tmp/b",
 )
-@click.option(
-    "--backends",
-    "names",
-    default="all",
-    show_default=True,
-    help="Comma-separated backends, or 'all' (every installed one but the slow numpy reference).",
-)
-@click.option("--models", default="conv,mlp", show_default=True, callback=_csv(models=True), help="Comma-separated models.")
-@click.option("--batch-sizes", default="128,512", show_default=True, callback=_csv(int, 1), help="Comma-separated batch sizes.")
+@backends_option("Comma-separated backends, or 'all' (every installed one but the slow numpy reference).", default="all")
+@click.option("--models", default="conv,mlp", show_default=True, callback=MODELS_CSV, help="Comma-separated models.")
+@click.option("--batch-sizes", default="128,512", show_default=True, callback=csv(int, 1), help="Comma-separated batch sizes.")
 @click.option(
     "--repeats", type=click.IntRange(min=2), default=10, show_default=True, help="Rounds: timed windows per backend and cell."
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help="See docs/benchmarks.md.")
-@click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="Float32 policy (tf32: GPUs)."
-)
+@threads_option()
+@device_option()
+@profile_option("See docs/benchmarks.md.")
+@precision_option()
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile for the backends that have it.")
-@click.option("--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting; repeatable.")
+@options_option("Backend setting; repeatable.")
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULES),
@@ -438,13 +340,11 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
 @click.option(
     "--throughput/--no-throughput", default=True, show_default=True, help="Time the matrix (off: time to quality only)."
 )
-@click.option(
-    "--out", type=click.Path(file_okay=False), help="Folder for bench.json and bench.csv. Default: results/bench/<UTC time>."
-)
+@out_option("Folder for bench.json and bench.csv. Default: results/bench/<UTC time>.")
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
-@click.option("--ttq-models", callback=_csv(models=True), help="Also time to quality on real data for these models (MNIST).")
+@click.option("--ttq-models", callback=MODELS_CSV, help="Also time to quality on real data for these models (MNIST).")
 @click.option("--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST for --ttq-models.")
+@data_dir_option("MNIST for --ttq-models.")
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
 @click.option(
     "--peak-seconds",
@@ -453,113 +353,48 @@ def _csv(kind: type = str, minimum: int | None = None, models: bool = False):
     show_default=True,
     help="Budget for measuring the fp32 GEMM peak that rows' GFLOP/s are set against (0: skip).",
 )
-def bench(
-    names: str,
-    models: list[str],
-    batch_sizes: list[int],
-    repeats: int,
-    threads: int | None,
-    device: str,
-    profile: str,
-    precision: str,
-    compile_: bool,
-    options: tuple[str, ...],
-    schedule: str,
-    inference: bool,
-    throughput: bool,
-    out: str | None,
-    overwrite: bool,
-    ttq_models: list[str] | None,
-    ttq_seeds: int,
-    data_dir: str | None,
-    allow_busy: bool,
-    peak_seconds: float,
-) -> None:
+def bench(**kw: Any) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
-    import tempfile
-
-    from vaebench.measure.bench import bench_backends, method_record, run_matrix
-    from vaebench.measure.busy import BusyMachineError, Watch, check_load, mark_load
-    from vaebench.measure.documents import default_bench_dir, write_bench
-    from vaebench.measure.ttq import run_ttq_grid
+    from vaebench.measure import bench as measure
+    from vaebench.measure.busy import BusyMachineError, check_load
+    from vaebench.measure.documents import default_bench_dir
     from vaebench.plugin.host import usable_cores
-    from vaebench.run.progress import progress
 
-    out_dir = Path(out) if out else default_bench_dir()
-    if (out_dir / "bench.json").exists() and not overwrite:
+    out_dir = Path(kw["out"]) if kw["out"] else default_bench_dir()
+    if (out_dir / "bench.json").exists() and not kw["overwrite"]:
         raise click.UsageError(f"{out_dir}/bench.json exists; choose another --out or pass --overwrite")
-    backends = bench_backends(names)
-    threads = threads or usable_cores()
-    if not throughput:
-        models, batch_sizes = [], []
-        if not ttq_models:
-            raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
+    backends = measure.bench_backends(kw["names"])
+    models, batch_sizes = (kw["models"], kw["batch_sizes"]) if kw["throughput"] else ([], [])
+    if not kw["throughput"] and not kw["ttq_models"]:
+        raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
     try:
-        load = check_load(allow_busy, warn=lambda line: click.echo(line, err=True))
+        load = check_load(kw["allow_busy"], warn=_err)
     except BusyMachineError as exc:
         raise click.UsageError(str(exc)) from None
-    try:  # checked before the first worker starts: a matrix nobody can write is a matrix lost
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
-    except OSError as exc:
-        raise click.UsageError(f"--out {out_dir}: cannot write there ({exc.strerror or exc}); choose another --out") from None
-    click.echo(  # after the refusal: a refused bench prints no table
-        f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
-        f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
-    )
-    peak = None
-    if throughput and peak_seconds > 0:  # before the matrix, on the same quiet machine, with bench's threads
-        from vaebench.measure.peak import measure_peak_in_subprocess
-
-        peak = measure_peak_in_subprocess(peak_seconds, threads)
-        click.echo(f"fp32 GEMM peak: {peak['peak_gflops'] or 0:.0f} GFLOP/s ({peak.get('library', peak.get('error'))})", err=True)
-    cells = len(models) * len(batch_sizes)
-    bar = progress(cells * len(backends) * repeats, "bench", "window")
-    results, kept_rows = [], 0
-    watch = Watch(load)  # samples the load through the matrix; each row is marked by its own windows
-    rows = run_matrix(
+    writable_out(out_dir, out_dir, "; choose another --out")  # before the first worker starts
+    click.echo(measure.TABLE_HEADER)  # after the refusals: a refused bench prints no table
+    json_path, csv_path = measure.bench(
+        out_dir,
+        load,
         backends,
         models,
         batch_sizes,
-        repeats,
-        threads,
-        device,
-        precision,
-        profile,
-        compile_,
-        _options(options),
-        schedule,
-        3 if inference else 0,
-        progress=lambda _name: bar.update(1),
-        peak_gflops=(peak or {}).get("peak_gflops"),
+        kw["repeats"],
+        kw["threads"] or usable_cores(),
+        kw["device"],
+        kw["precision"],
+        kw["profile"],
+        kw["compile_"],
+        key_values(kw["options"]),
+        kw["schedule"],
+        kw["inference"],
+        kw["peak_seconds"],
+        kw["ttq_models"] or [],
+        kw["ttq_seeds"],
+        kw["data_dir"],
+        echo=click.echo,
+        warn=_err,
     )
-    try:
-        for r in watch.rows(rows):
-            t = r["train_images_per_second"]
-            bar.write(
-                f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
-                f"{t['windows']:3d} {r['ratio']['text']:>26s} {t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
-            )
-            results.append(r)
-            if len(results) % len(backends) == 0:  # a cell is whole: on disk now, so a crash in the next keeps it
-                so_far = [dict(row) for row in results]  # marked provisionally; the last write marks the rows for good
-                mark_load(so_far, load, [watch.sampler.window(*w) for w in watch.windows])
-                partial = {**method_record(schedule, repeats, profile, precision, load, load), "complete": False}
-                write_bench(so_far, out_dir, None, partial, peak)
-                kept_rows = len(so_far)
-    except VaebenchError as exc:  # the cells before it are on disk; say so in the one line
-        if kept_rows:
-            rows_word = "row" if kept_rows == 1 else "rows"
-            kept = f"the {kept_rows} {rows_word} measured before it kept in {out_dir / 'bench.json'} (complete: false)"
-            exc.args = (f"{exc}; {kept}",)
-        raise
-    finally:
-        bar.close()
-    settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile_}
-    ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=_options(options), log=click.echo)
-    end = watch.mark(results, warn=lambda line: click.echo(line, err=True))
-    method = {**method_record(schedule, repeats, profile, precision, load, end), "complete": True}
-    json_path, csv_path = write_bench(results, out_dir, ttq, method, peak)
     click.echo(f"wrote {json_path} and {csv_path}")
 
 
@@ -573,26 +408,22 @@ def bench(
     "  vaebench compare results/sweeps/<time> --report results/sweeps/<time>",
 )
 @click.argument("toml_file", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--backends", callback=_csv(), help="Comma-separated backends.")
-@click.option("--models", callback=_csv(models=True), help="Comma-separated models.")
+@click.option("--backends", callback=csv(), help="Comma-separated backends.")
+@click.option("--models", callback=MODELS_CSV, help="Comma-separated models.")
 @click.option("--seeds", help="Seeds: 0-4, or 0,3,7. Default: 0.")
-@click.option("--batch-sizes", callback=_csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
-@click.option("--lr", callback=_csv(float), help="Comma-separated learning rates (default: 1e-3).")
-@click.option("--epochs", callback=_csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
+@click.option("--batch-sizes", callback=csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
+@click.option("--lr", callback=csv(float), help="Comma-separated learning rates (default: 1e-3).")
+@click.option("--epochs", callback=csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
 @click.option("--dataset", type=click.Choice(DATASETS))
 @click.option("--latent-dim", type=click.IntRange(min=1))
 @click.option("--binarize/--no-binarize", default=None, help="Dynamic binarisation in every run.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="cuda: each run reserves one GPU.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    help="The IDX files, at this path on every node; checked before any run starts (--resume may give a new one).",
-)
+@device_option(None, "cuda: each run reserves one GPU.")
+@data_dir_option("The IDX files, at this path on every node; checked before any run starts (--resume may give a new one).")
 @click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N training images only.")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads per run, and the cores it reserves (default 1).")
+@threads_option("Threads per run, and the cores it reserves (default 1).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="The backends' graph compilation.")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend setting for every run; repeatable.")
-@click.option("--precision", type=click.Choice(PRECISIONS))
+@options_option("Backend setting for every run; repeatable.", metavar="KEY=VALUE")
+@precision_option(None, None)
 @click.option("--eval-k", type=click.IntRange(min=0), help="IWAE test NLL with K samples at the end of every run.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="TensorBoard files in every run folder (default on).")
 @click.option("--address", help="An existing Ray cluster: auto, or ray://HOST:PORT. Default: a local Ray on this machine.")
@@ -603,12 +434,12 @@ def bench(
 )
 @click.option("--exclusive/--packed", "exclusive", default=None, help="Each run reserves a whole node (timing-grade throughput).")
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries of a run whose worker or node died (default 3).")
-@click.option("--out", type=click.Path(file_okay=False), help="Sweep folder. Default: results/sweeps/<UTC time>.")
+@out_option("Sweep folder. Default: results/sweeps/<UTC time>.")
 @click.option("--dry-run", is_flag=True, help="List the runs and what each reserves; start nothing.")
 @click.option(
     "--resume", type=click.Path(file_okay=False, exists=True), help="Run what a stopped sweep did not complete (its own grid)."
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress display; only the summary.")
+@quiet_option("No progress display; only the summary.")
 def sweep(toml_file: str | None, **kw: object) -> None:
     """Train a grid of runs (backends x models x seeds x batch sizes x learning rates) as Ray tasks."""
     from vaebench.sweep import plan
@@ -632,7 +463,7 @@ def sweep(toml_file: str | None, **kw: object) -> None:
         plan.check_data(datasets, record["settings"].get("data_dir"), address)
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
-        flags = {**kw, "compile": kw["compile_"], "options": _options(kw["options"]) or None}
+        flags = {**kw, "compile": kw["compile_"], "options": key_values(kw["options"]) or None}
         settings = plan.merge_settings(Path(toml_file) if toml_file else None, flags)
         grid = plan.make_grid(settings)
         runs = grid.expand()
@@ -735,26 +566,6 @@ def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> No
         click.echo(f"wrote {md} and {html}")
 
 
-def _device_line(name: str) -> str:
-    """The device ``name`` would use, asked in a process of its own: Keras engines cannot share one."""
-    import subprocess
-
-    code = (
-        "import sys; from vaebench import registry; from vaebench.errors import VaebenchError\n"
-        "try:\n    env = registry.load(sys.argv[1])[0]().environment()\n"
-        "    print(f\"device     {env.get('device')}: {env.get('device_name')}\")\n"
-        "except VaebenchError as exc:\n    print(f'unusable   {exc}')"
-    )
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return "unusable   importing the framework took over 5 minutes"
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode or not lines:
-        return f"unusable   the import failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
-    return lines[-1]
-
-
 @cli.command(
     short_help="List installed backends and how to install the rest.",
     epilog="Example:\n\n\b\n  vaebench backends --devices",
@@ -762,12 +573,14 @@ def _device_line(name: str) -> str:
 @click.option("--devices", is_flag=True, help="Also import each framework and report the device it would use.")
 def backends(devices: bool) -> None:
     """List installed backends and how to install the rest (imports no framework unless --devices)."""
+    from vaebench.plugin.devices import device_line
+
     plugins = registry.installed()
     for name, info in sorted(plugins.items()):
         versions = ", ".join(f"{k} {v}" for k, v in info.framework_versions().items())
         click.echo(f"{name:12s} installed  {info.distribution} {info.version}  [{versions}]")
         if devices:
-            click.echo(f"{'':12s} {_device_line(name)}")
+            click.echo(f"{'':12s} {device_line(name)}")
     for name, how in registry.KNOWN.items():
         if name not in plugins:
             click.echo(f"{name:12s} missing    {how}")
@@ -777,17 +590,17 @@ def backends(devices: bool) -> None:
     short_help="Where the time goes: per layer, per step part.",
     epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain",
 )
-@click.option("--backends", "names", default="torch,jax,keras", show_default=True, help="Comma-separated backends.")
+@backends_option("Comma-separated backends.", default="torch,jax,keras")
 @click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=128, show_default=True, help="Images per call.")
 @click.option("--rounds", type=click.IntRange(min=1, max=100), default=5, show_default=True, help="Windows per probe.")
 @click.option(
     "--window-seconds", type=click.FloatRange(min=0.001, max=10), default=0.25, show_default=True, help="Length of a window."
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend (default: every usable core).")
-@click.option("--option", "-o", "options", multiple=True, metavar="[BACKEND:]KEY=VALUE", help="Backend setting; repeatable.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for explain.json, .md and .png.")
+@threads_option()
+@options_option("Backend setting; repeatable.")
+@device_option("cpu")
+@out_option("Folder for explain.json, .md and .png.", required=True)
 def explain(
     names: str,
     model: str,
@@ -800,8 +613,6 @@ def explain(
     out: str,
 ) -> None:
     """Where the time goes: every layer's forward pass and both gradients, and the step split, per backend."""
-    import tempfile
-
     from vaebench.measure.bench import bench_backends
     from vaebench.measure.explain import explain as run_explain
     from vaebench.measure.explain import write_explain
@@ -812,16 +623,11 @@ def explain(
     backends = bench_backends(names)
     for name in backends:
         registry.load(name)  # an unknown name is one line now, not after the first backend's minutes
-    per_backend = split_options(_options(options), backends)
+    per_backend = split_options(key_values(options), backends)
     out_dir = Path(out)
-    try:  # checked before anything is measured: a result nobody can write is a result lost
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
-    except OSError as exc:
-        raise click.UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    log = lambda line: click.echo(line, err=True)  # noqa: E731
+    writable_out(out_dir, out)  # before anything is measured
     doc = run_explain(
-        backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=log, device=device
+        backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=_err, device=device
     )
     written = [write_explain(doc, out_dir), *write_readable(doc, out_dir)]
     click.echo("\n".join(table_lines(doc)))

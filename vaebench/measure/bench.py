@@ -10,25 +10,32 @@ the chosen model and its memory figures are its own. Every row records the
 schedule, profile, precision and variant that produced it, the median, IQR
 and windows, and the ratio to the cell's fastest backend with a 95% bootstrap
 interval. Time to quality (:mod:`vaebench.measure.ttq`) runs after the matrix, one
-fresh process per seed. This module owns the matrix and ``bench.json`` /
-``bench.csv`` / harness documents; the statistics are in :mod:`vaebench.measure.stats`.
+fresh process per seed. This module owns the matrix and :func:`bench`, which
+runs it with the load watched and writes ``bench.json`` / ``bench.csv`` after
+every cell (:mod:`vaebench.measure.documents`); the statistics are in
+:mod:`vaebench.measure.stats`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from vaebench.errors import ConfigError
+from vaebench.errors import ConfigError, VaebenchError
+from vaebench.measure.busy import Watch, mark_load
+from vaebench.measure.documents import write_bench
 from vaebench.measure.interleave import SCHEDULES, Channel, run_cell
 from vaebench.measure.options import split_options
-from vaebench.measure.peak import achieved_gflops, fraction_of_peak
+from vaebench.measure.peak import achieved_gflops, fraction_of_peak, measure_peak_in_subprocess
+from vaebench.measure.ttq import run_ttq_grid
 from vaebench.measure.worker import CellRequest, WorkerProcess
 from vaebench.model.catalogue import get_model
 from vaebench.model.costs import step_flops_per_image
 from vaebench.plugin import registry
 from vaebench.plugin.host import usable_cores
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
+from vaebench.run.progress import progress as progress_bar
 
 TUNE_WINDOWS = 3
 WINDOW_SECONDS = 1.0  # per timing window; window-to-window noise on a shared machine shrinks with longer windows
@@ -169,3 +176,91 @@ def bench_backends(names: str) -> list[str]:
     if names == "all":
         return [b for b in sorted(registry.installed()) if b != "numpy"]
     return list(dict.fromkeys(n.strip() for n in names.split(",")))  # torch,torch is one backend: one row, not two
+
+
+TABLE_HEADER = (
+    f"{'backend':12s} {'model':6s} {'batch':>5s} {'img/s median':>12s} {'IQR':>15s} {'n':>3s} "
+    f"{'ratio to fastest (95% CI)':>26s} {'compile s':>9s} {'peak MB':>8s}"
+)
+
+
+def row_line(r: dict[str, Any]) -> str:
+    """One row of the table ``vaebench bench`` prints as the matrix goes, under :data:`TABLE_HEADER`."""
+    t = r["train_images_per_second"]
+    return (
+        f"{r['backend']:12s} {r['model']:6s} {r['batch_size']:5d} {t['median']:12.0f} {t['q1']:7.0f}-{t['q3']:<7.0f} "
+        f"{t['windows']:3d} {r['ratio']['text']:>26s} {t['compile_seconds']:9.2f} {r['peak_rss_mb']:8.0f}"
+    )
+
+
+def bench(
+    out_dir: Path,
+    load: dict[str, Any],
+    backends: list[str],
+    models: list[str],
+    batch_sizes: list[int],
+    rounds: int,
+    threads: int,
+    device: str,
+    precision: str,
+    profile: str,
+    compile: bool,
+    options: Mapping[str, str],
+    schedule: str,
+    inference: bool,
+    peak_seconds: float,
+    ttq_models: list[str],
+    ttq_seeds: int,
+    data_dir: str | None,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> tuple[Path, Path]:
+    """``vaebench bench`` once its flags are checked: the peak, the matrix, time to quality; ``bench.json`` and CSV.
+
+    ``load`` is the machine's at the start (:func:`~vaebench.measure.busy.check_load`,
+    which has already refused a busy machine). Every finished cell is written at
+    once, marked ``complete: false``, so an error in the next keeps the cells
+    before it, and the error's one line says so; the last write marks every row
+    with the load seen in its own windows and says ``complete: true``. Rows go
+    to ``echo`` as the table they are measured into; the peak and late-busy
+    lines to ``warn``. Returns the paths of ``bench.json`` and ``bench.csv``.
+    """
+    peak = None
+    if models and batch_sizes and peak_seconds > 0:  # a matrix to time: the peak first, on the same quiet machine
+        peak = measure_peak_in_subprocess(peak_seconds, threads)
+        warn(f"fp32 GEMM peak: {peak['peak_gflops'] or 0:.0f} GFLOP/s ({peak.get('library', peak.get('error'))})")
+    bar = progress_bar(len(models) * len(batch_sizes) * len(backends) * rounds, "bench", "window")
+    results: list[dict[str, Any]] = []
+    kept_rows = 0
+    watch = Watch(load)  # samples the load through the matrix; each row is marked by its own windows
+    matrix = (models, batch_sizes, rounds, threads, device, precision, profile, compile, options, schedule)
+    rows = run_matrix(
+        backends,
+        *matrix,
+        3 if inference else 0,
+        progress=lambda _name: bar.update(1),
+        peak_gflops=(peak or {}).get("peak_gflops"),
+    )
+    try:
+        for r in watch.rows(rows):
+            bar.write(row_line(r))
+            results.append(r)
+            if len(results) % len(backends) == 0:  # a cell is whole: on disk now, so a crash in the next keeps it
+                so_far = [dict(row) for row in results]  # marked provisionally; the last write marks the rows for good
+                mark_load(so_far, load, [watch.sampler.window(*w) for w in watch.windows])
+                partial = {**method_record(schedule, rounds, profile, precision, load, load), "complete": False}
+                write_bench(so_far, out_dir, None, partial, peak)
+                kept_rows = len(so_far)
+    except VaebenchError as exc:  # the cells before it are on disk; say so in the one line
+        if kept_rows:
+            rows_word = "row" if kept_rows == 1 else "rows"
+            kept = f"the {kept_rows} {rows_word} measured before it kept in {out_dir / 'bench.json'} (complete: false)"
+            exc.args = (f"{exc}; {kept}",)
+        raise
+    finally:
+        bar.close()
+    settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile}
+    ttq = run_ttq_grid(backends, ttq_models, ttq_seeds, **settings, options=options, log=echo)
+    end = watch.mark(results, warn=warn)
+    method = {**method_record(schedule, rounds, profile, precision, load, end), "complete": True}
+    return write_bench(results, out_dir, ttq, method, peak)

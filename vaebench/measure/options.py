@@ -24,3 +24,12 @@ def split_options(values: Mapping[str, str], backends: list[str]) -> dict[str, d
         for b in takers:
             per[b][key] = value
     return per
+
+
+def own_options(values: Mapping[str, str], backend: str) -> dict[str, str]:
+    """``run -o``: ``KEY=VALUE`` or, as bench and parity take it, ``BACKEND:KEY=VALUE`` naming the run's backend."""
+    for key, value in values.items():
+        target, sep, _ = key.partition(":")
+        if sep and target != backend:
+            raise ConfigError(f"-o {key}={value} names backend {target!r}, but this run trains {backend!r}")
+    return {key.partition(":")[2] or key: value for key, value in values.items()}

@@ -43,6 +43,12 @@ RUN_OUTPUTS = ("metrics.json", "weights.npz", "grid.png", "samples.png", "recons
 RUN_FILES = frozenset({*RUN_OUTPUTS, "checkpoint.npz", "tb"})
 _TRASH = ".replaced-"
 
+
+def written_outputs(run_dir: Path) -> list[str]:
+    """What a finished run left in ``run_dir`` for a person to open, in :data:`RUN_OUTPUTS` order (``tb/`` last)."""
+    return [n for n in RUN_OUTPUTS if (run_dir / n).exists()] + (["tb/"] if (run_dir / "tb").is_dir() else [])
+
+
 CONFIG_SCHEMA = {
     "backend": str,
     "model": str,
