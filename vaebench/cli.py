@@ -28,10 +28,10 @@ from vaebench.cli_options import (
     train_config,
     writable_out,
 )
-from vaebench.errors import Terminated, VaebenchError
+from vaebench.errors import ConfigError, Terminated, VaebenchError
 from vaebench.measure.interleave import SCHEDULES
 from vaebench.measure.ttq import DEFAULT_SEEDS
-from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS
+from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, get_model
 from vaebench.model.loss import OBJECTIVES
 from vaebench.plugin import registry
 
@@ -42,8 +42,10 @@ def _model_name(value: str, param: click.Parameter | None) -> str:
         new = MODEL_ALIASES[value]
         click.echo(f"warning: model {value!r} is now called {new!r} (it read like --seed); the old name will go", err=True)
         return new
-    if value not in MODELS:
-        raise click.BadParameter(f"{value!r} is not a model; choose one of {', '.join(sorted(MODELS))}", param=param)
+    try:
+        get_model(value)  # the catalogue, package.module:factory or a vaebench.models entry point, checked once
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
     return value
 
 
@@ -69,7 +71,7 @@ def _log(quiet: bool) -> Callable[[str], None]:
     return (lambda _line: None) if quiet else click.echo
 
 
-MODEL_HELP = f"One of {', '.join(sorted(MODELS))}."
+MODEL_HELP = f"One of {', '.join(sorted(MODELS))}, a vaebench.models entry point, or package.module:factory."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

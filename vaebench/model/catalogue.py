@@ -5,12 +5,24 @@ Each model names its source. ``conv`` is the keras.io example as written (Tensor
 every framework computes natively, so a reader can see what the padding rule
 costs or changes (the same FLOPs and parameter shapes; canonical weights are made
 per parameter name, so for a seed both models start from the same numbers).
+
+A user's own model needs no edit here: ``--model package.module:factory``, or an
+entry point in the ``vaebench.models`` group, names a callable returning a
+:class:`~vaebench.model.layers.ModelSpec` (or :class:`ModelDefaults`) built from
+the core's layers. :func:`get_model` resolves either form from the name string
+alone, so every consumer (a run, parity's and bench's worker processes, the
+conformance kit, a resumed checkpoint) finds the same model by the name it recorded.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
+import sys
 from dataclasses import dataclass
 from functools import partial
+from importlib import metadata
 
 from vaebench.errors import ConfigError
 from vaebench.model.layers import Conv2D, Dense, Flatten, ModelSpec, Padding, Reshape
@@ -84,9 +96,113 @@ def canonical_model(name: str) -> str:
     return MODEL_ALIASES.get(name, name)
 
 
+#: the entry-point group a distribution registers its models in: ``name = "package.module:factory"``
+GROUP = "vaebench.models"
+#: the training defaults of a factory that returns a bare ModelSpec (the ``mlp``/``conv`` sources' batch size)
+USER_BATCH_SIZE, USER_EPOCHS = 128, 10
+#: the images every model here reads and writes (MNIST and Fashion-MNIST)
+IMAGE_SHAPE = (28, 28, 1)
+
+
 def get_model(name: str) -> ModelDefaults:
-    """The named model with its source defaults, or a clear error."""
+    """The named model with its source defaults, or a clear error.
+
+    ``name`` is a catalogue name (or an old alias), ``package.module:factory``,
+    or the name of an entry point in :data:`GROUP`; built-in names come first.
+    """
+    name = canonical_model(name)
+    if name in MODELS:
+        return MODELS[name]
+    return _user_model(name)
+
+
+def model_names() -> list[str]:
+    """Every model name ``--model`` takes by name: the catalogue's, then installed entry points' (metadata only)."""
+    return [*sorted(MODELS), *sorted({ep.name for ep in _entry_points()} - set(MODELS))]
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return list(metadata.entry_points(group=GROUP))
+
+
+@functools.cache
+def _user_model(name: str) -> ModelDefaults:
+    """A model from outside the catalogue, imported and checked once per process (only successes are cached)."""
+    if ":" in name:
+        return _checked(_import_factory(name), f"--model {name}")
+    found = {ep.value: ep for ep in _entry_points() if ep.name == name}
+    if not found:
+        raise ConfigError(
+            f"unknown model {name!r}: that is not a model of the catalogue nor of the {GROUP} entry points; "
+            f"choose one of {', '.join(model_names())}, or name your own as package.module:factory (docs/models.md)"
+        )
+    if len(found) > 1:
+        raise ConfigError(f"model {name!r} is registered twice in {GROUP} ({' and '.join(sorted(found))}); uninstall one")
+    ep = next(iter(found.values()))
+    where = f"model {name!r} (entry point {ep.value}{f' of {ep.dist.name}' if ep.dist else ''})"
     try:
-        return MODELS[canonical_model(name)]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+        factory = ep.load()
+    except Exception as exc:  # a user's module may fail in any way; the run stops with one line naming it
+        raise ConfigError(f"{where} failed to import: {type(exc).__name__}: {exc}") from None
+    return _checked(factory, where)
+
+
+def _import_factory(ref: str) -> object:
+    """``package.module:factory`` imported, as ``python -m`` would find it from the working directory.
+
+    The console script ``vaebench`` does not put the working directory on
+    ``sys.path`` (``python -m vaebench.cli`` does); it is appended here, after
+    the installed packages, so a module beside the user resolves either way and
+    in every worker process started from there.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise ConfigError(f"--model {ref!r}: write a model of your own as package.module:factory")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises while it runs
+        raise ConfigError(f"--model {ref}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"--model {ref}: module {module_name} has no {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _checked(factory: object, where: str) -> ModelDefaults:
+    """Call a user's factory and hold what it returns to what the catalogue's own models are, in one line if not."""
+    if not callable(factory):
+        raise ConfigError(f"{where}: {type(factory).__name__} object is not callable; name a function returning a ModelSpec")
+    try:
+        made = factory()
+    except Exception as exc:
+        raise ConfigError(f"{where}: the factory raised {type(exc).__name__}: {exc}") from None
+    defaults = made if isinstance(made, ModelDefaults) else ModelDefaults(made, USER_BATCH_SIZE, USER_EPOCHS)  # type: ignore[arg-type]
+    spec = defaults.spec
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(
+            f"{where}: the factory returned {type(made).__name__}, not a vaebench.model.layers.ModelSpec "
+            "(or vaebench.model.catalogue.ModelDefaults)"
+        )
+    for field, value, least in (("batch_size", defaults.batch_size, 1), ("epochs", defaults.epochs, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where}: ModelDefaults.{field} must be an integer, {least} or more, got {value!r}")
+    if isinstance(spec.latent_dim, bool) or not isinstance(spec.latent_dim, int) or spec.latent_dim < 1:
+        raise ConfigError(f"{where}: latent_dim must be an integer, 1 or more, got {spec.latent_dim!r}")
+    if tuple(spec.input_shape) != IMAGE_SHAPE:
+        raise ConfigError(f"{where}: input_shape is {tuple(spec.input_shape)}; the data sets here are {IMAGE_SHAPE}")
+    for layer in (*spec.encoder, *spec.decoder):
+        if not isinstance(layer, Dense | Conv2D | Flatten | Reshape):
+            raise ConfigError(
+                f"{where}: {type(layer).__name__} is not a layer of vaebench.model.layers (Dense, Conv2D, Flatten, Reshape)"
+            )
+    try:
+        spec.param_shapes()  # every layer's shapes and paddings, and the decoder ending in the image
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except Exception as exc:  # a layer field of the wrong type (Dense("ten")) fails in the shape arithmetic
+        raise ConfigError(f"{where}: the spec does not build: {type(exc).__name__}: {exc}") from None
+    return defaults

@@ -15,6 +15,7 @@ for float32 on CPU). The checks compare against :mod:`vaebench.model.reference`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import final
 
@@ -36,10 +37,13 @@ from vaebench.plugin.environment import PRECISION_SETTINGS, Environment
 from vaebench.run.evaluation import grid_points
 from vaebench.run.prefetch import Prefetcher
 
+#: a user's own models (``package.module:factory`` or ``vaebench.models`` entry-point names, comma-separated) the
+#: kit checks beside the catalogue's, on whichever backend's tests run: ``VAEBENCH_KIT_MODELS=my_vae:make pytest ...``
+USER_MODELS = tuple(name for name in os.environ.get("VAEBENCH_KIT_MODELS", "").split(",") if name)
 # conv-sym: the spec's symmetric paddings, native in every framework; iwae-mlp: tanh
-MODEL_NAMES = ("mlp", "conv", "blog", "conv-sym", "iwae-mlp")
+MODEL_NAMES = ("mlp", "conv", "blog", "conv-sym", "iwae-mlp", *USER_MODELS)
 # the models a train step is checked on (blog: slow in float64, conv's layers)
-STEP_MODELS = ("mlp", "conv", "conv-sym", "iwae-mlp")
+STEP_MODELS = ("mlp", "conv", "conv-sym", "iwae-mlp", *USER_MODELS)
 
 
 def perturbed_params(name: str, seed: int = 0, latent_dim: int | None = None) -> dict[str, np.ndarray]:
