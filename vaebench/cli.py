@@ -130,9 +130,13 @@ def cli() -> None:
     type=click.Choice(OBJECTIVES),
     default="vae",
     show_default=True,
-    help="What training minimises: vae (the -ELBO) or beta-vae (recon + beta * KL). The test -ELBO is always the plain one.",
+    help="What training minimises: vae (the -ELBO), beta-vae (recon + beta * KL) or iwae (the importance-weighted bound, "
+    "Burda et al. 2015). The test -ELBO is always the plain one.",
 )
 @click.option("--beta", type=float, default=1.0, show_default=True, help="The KL weight of --objective beta-vae (1: the VAE).")
+@click.option(
+    "--iw-samples", type=int, default=1, show_default=True, help="K, the samples per image of --objective iwae (1: the ELBO)."
+)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, exists=True),
@@ -375,27 +379,11 @@ def bench(**kw: Any) -> None:
         raise click.UsageError(str(exc)) from None
     writable_out(out_dir, out_dir, "; choose another --out")  # before the first worker starts
     click.echo(measure.TABLE_HEADER)  # after the refusals: a refused bench prints no table
+    named = ("device", "precision", "profile", "schedule", "inference", "peak_seconds", "data_dir", "ttq_seeds", "ttq_models")
+    flags = {"compile": kw["compile_"], "options": key_values(kw["options"]), **{k: kw[k] for k in named}}
+    threads = kw["threads"] or usable_cores()
     json_path, csv_path = measure.bench(
-        out_dir,
-        load,
-        backends,
-        models,
-        batch_sizes,
-        kw["repeats"],
-        kw["threads"] or usable_cores(),
-        kw["device"],
-        kw["precision"],
-        kw["profile"],
-        kw["compile_"],
-        key_values(kw["options"]),
-        kw["schedule"],
-        kw["inference"],
-        kw["peak_seconds"],
-        kw["ttq_models"] or [],
-        kw["ttq_seeds"],
-        kw["data_dir"],
-        echo=click.echo,
-        warn=_err,
+        out_dir, load, backends, models, batch_sizes, kw["repeats"], threads=threads, echo=click.echo, warn=_err, **flags
     )
     click.echo(f"wrote {json_path} and {csv_path}")
 
@@ -532,37 +520,13 @@ def compare(paths: tuple[str, ...], report_dir: str | None, margin: float) -> No
     Over runs of several seeds (a sweep), also each backend's test -ELBO as mean ± std
     over seeds and, for each pair of backends, whether they reach the same quality.
     """
-    from vaebench.report.inputs import by_kind, load_inputs
+    from vaebench.report.inputs import load_inputs
     from vaebench.report.page import write_report
-    from vaebench.report.tables import (
-        bench_table,
-        comparability_notes,
-        equivalence_rows,
-        harness_table,
-        has_seeds,
-        plain,
-        runs_table,
-        seed_rows,
-        ttq_table,
-    )
+    from vaebench.report.summary import summary
 
     bench_results, runs = load_inputs([Path(p) for p in paths])
-    throughput, ttq, harness = by_kind(bench_results)
-    if throughput:
-        click.echo("\n".join(bench_table(throughput)))
-    if ttq:
-        click.echo("\n".join(ttq_table(ttq)))
-    if harness:
-        click.echo("\n".join(harness_table(harness)))
-    if runs:
-        click.echo("\n".join(runs_table(runs)))
-    for note in comparability_notes(runs):  # runs that look alike but must not be paired: said, not hidden
-        click.echo(f"note: {plain(note)}", err=True)
-    if has_seeds(runs):
-        click.echo("\nOver seeds:")
-        click.echo("\n".join(seed_rows(runs).lines()))
-        click.echo(f"\nSame quality? Difference of mean test -ELBO (paired by seed), 95% interval, TOST at ±{margin:g} nats:")
-        click.echo("\n".join(equivalence_rows(runs, margin).lines()))
+    for text, to_stderr in summary(bench_results, runs, margin):
+        click.echo(text, err=to_stderr)
     if report_dir:
         md, html = write_report(bench_results, runs, Path(report_dir), margin)
         click.echo(f"wrote {md} and {html}")

@@ -200,20 +200,21 @@ def bench(
     models: list[str],
     batch_sizes: list[int],
     rounds: int,
+    *,
     threads: int,
-    device: str,
-    precision: str,
-    profile: str,
-    compile: bool,
-    options: Mapping[str, str],
-    schedule: str,
-    inference: bool,
-    peak_seconds: float,
-    ttq_models: list[str],
-    ttq_seeds: int,
-    data_dir: str | None,
     echo: Callable[[str], None],
     warn: Callable[[str], None],
+    compile: bool = False,
+    options: Mapping[str, str] | None = None,
+    ttq_models: list[str] | None = None,
+    ttq_seeds: int = 1,
+    device: str = "auto",
+    precision: str = "fp32",
+    profile: str = "default",
+    schedule: str = "interleaved",
+    inference: bool = True,
+    peak_seconds: float = 4.0,
+    data_dir: str | None = None,
 ) -> tuple[Path, Path]:
     """``vaebench bench`` once its flags are checked: the peak, the matrix, time to quality; ``bench.json`` and CSV.
 
@@ -233,7 +234,7 @@ def bench(
     results: list[dict[str, Any]] = []
     kept_rows = 0
     watch = Watch(load)  # samples the load through the matrix; each row is marked by its own windows
-    matrix = (models, batch_sizes, rounds, threads, device, precision, profile, compile, options, schedule)
+    matrix = (models, batch_sizes, rounds, threads, device, precision, profile, compile, options or {}, schedule)
     rows = run_matrix(
         backends,
         *matrix,
@@ -260,7 +261,7 @@ def bench(
     finally:
         bar.close()
     settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile}
-    ttq = run_ttq_grid(backends, ttq_models, ttq_seeds, **settings, options=options, log=echo)
+    ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=options or {}, log=echo)
     end = watch.mark(results, warn=warn)
     method = {**method_record(schedule, rounds, profile, precision, load, end), "complete": True}
     return write_bench(results, out_dir, ttq, method, peak)

@@ -1,0 +1,41 @@
+"""What ``vaebench compare`` prints on the terminal: every table its inputs call for, in one order, with the notes.
+
+The tables themselves are :mod:`vaebench.report.tables`'; this decides which
+of them a set of inputs gets and in what order, so the command line only
+prints. A note (runs that look alike but must not be paired) goes to stderr,
+where it is said without mixing into a table someone may paste or parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from vaebench.report.inputs import by_kind
+from vaebench.report.tables import (
+    bench_table,
+    comparability_notes,
+    equivalence_rows,
+    harness_table,
+    has_seeds,
+    plain,
+    runs_table,
+    seed_rows,
+    ttq_table,
+)
+
+
+def summary(bench_results: list[dict], runs: list[tuple[Path, dict]], margin: float) -> Iterator[tuple[str, bool]]:
+    """``(text, to_stderr)`` in printing order: throughput, time to quality, harness and run tables; the notes;
+    over seeds, each backend's mean and the pairwise equivalence at ``margin`` nats."""
+    throughput, ttq, harness = by_kind(bench_results)
+    for rows, table in ((throughput, bench_table), (ttq, ttq_table), (harness, harness_table), (runs, runs_table)):
+        if rows:
+            yield "\n".join(table(rows)), False
+    for note in comparability_notes(runs):  # runs that look alike but must not be paired: said, not hidden
+        yield f"note: {plain(note)}", True
+    if has_seeds(runs):
+        yield "\nOver seeds:", False
+        yield "\n".join(seed_rows(runs).lines()), False
+        yield f"\nSame quality? Difference of mean test -ELBO (paired by seed), 95% interval, TOST at ±{margin:g} nats:", False
+        yield "\n".join(equivalence_rows(runs, margin).lines()), False
