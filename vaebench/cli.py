@@ -430,73 +430,34 @@ def bench(**kw: Any) -> None:
     "--resume", type=click.Path(file_okay=False, exists=True), help="Run what a stopped sweep did not complete (its own grid)."
 )
 @quiet_option("No progress display; only the summary.")
-def sweep(toml_file: str | None, **kw: object) -> None:
+def sweep(toml_file: str | None, **kw: Any) -> None:
     """Train a grid of runs (backends x models x seeds x batch sizes x learning rates) as Ray tasks."""
-    from vaebench.sweep import plan
+    from vaebench.sweep import launch, plan
 
-    quiet = bool(kw["quiet"])
     if kw["resume"]:
         given = [k for k, v in kw.items() if v not in (None, False, ()) and k not in ("resume", *plan.RESUME_SETTINGS)]
         if toml_file or given:
             raise click.UsageError(
                 "with --resume the sweep keeps its own grid and settings; only --data-dir, --address and -q apply"
             )
-        sweep_dir = Path(str(kw["resume"]))
-        record = plan.read_record(sweep_dir)
-        record["settings"] = plan.resume_settings(record, kw["data_dir"])
-        address = kw["address"] or record["settings"].get("address")
-        from vaebench.sweep.cluster import check_reachable, require_ray
-
-        require_ray()
-        check_reachable(address)  # in seconds, before Ray's own minutes of retries
-        datasets = [r["config"].get("dataset", "mnist") for r in record["runs"] if r["status"] != plan.COMPLETED]
-        plan.check_data(datasets, record["settings"].get("data_dir"), address)
+        sweep_dir = Path(kw["resume"])
+        record, address = launch.resume(sweep_dir, kw["data_dir"], kw["address"])
         click.echo(f"resuming {sweep_dir}: {plan.counts(record)['completed']} of {len(record['runs'])} runs completed")
     else:
         flags = {**kw, "compile": kw["compile_"], "options": key_values(kw["options"]) or None}
-        settings = plan.merge_settings(Path(toml_file) if toml_file else None, flags)
-        grid = plan.make_grid(settings)
-        runs = grid.expand()
-        missing = sorted({r.config.backend for r in runs} - set(registry.installed()))
-        if missing:
-            raise VaebenchError(f"backend {', '.join(missing)} is not installed here; see `vaebench backends`")
-        exclusive = bool(settings.get("exclusive"))
-        datasets = [r.config.dataset for r in runs]
+        settings, grid, runs = launch.plan_new(Path(toml_file) if toml_file else None, flags)
         if kw["dry_run"]:
-            plan.check_data(datasets, settings.get("data_dir"), settings.get("address"), read=False)
-            for run in runs:
-                click.echo(f"{run.name}  ({plan.reservation(run, exclusive)})")
-            click.echo(f"{len(runs)} runs; nothing started (--dry-run)")
+            click.echo("\n".join(launch.dry_run_lines(runs, settings)))
             return
-        from vaebench.sweep.cluster import check_reachable, require_ray
-
-        require_ray()  # before any folder exists
-        check_reachable(settings.get("address"))  # a cluster that cannot be reached leaves no folder
+        address = settings.get("address")
+        launch.check_cluster(address)  # a cluster that cannot be reached leaves no folder
         if settings.get("storage") and kw["out"]:
             raise click.UsageError("give --storage (the sweep folder is made inside it) or --out, not both")
-        sweep_dir = plan.sweep_dir_for(settings, str(kw["out"]) if kw["out"] else None)
-        if (sweep_dir / plan.SWEEP_FILE).exists():
-            raise VaebenchError(f"{sweep_dir} holds a sweep already: --resume {sweep_dir}, or choose another --out")
-        plan.check_data(datasets, settings.get("data_dir"), settings.get("address"))  # once, not once per run
-        record = plan.new_record(grid, runs, plan.record_settings(settings))
-        try:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise VaebenchError(f"cannot create {sweep_dir}: {exc.strerror or exc}; choose another --out") from None
-        plan.write_record(sweep_dir, record)
-        address = settings.get("address")
+        sweep_dir, record = launch.create(settings, grid, runs, kw["out"])
     from vaebench.sweep.cluster import execute
 
-    record = execute(sweep_dir, record, address, progress=not quiet, echo=click.echo, fresh=not kw["resume"])
-    n = plan.counts(record)
-    undone = len(record["runs"]) - n["completed"]
-    click.echo(f"{n['completed']} of {len(record['runs'])} runs completed in {sweep_dir}/; compare: vaebench compare {sweep_dir}")
-    if undone:
-        states = ", ".join(f"{v} {k}" for k, v in n.items() if v and k != "completed")
-        raise VaebenchError(
-            f"{undone} runs did not complete ({states}); see {sweep_dir / plan.SWEEP_FILE}, "
-            f"then: vaebench sweep --resume {sweep_dir} (--data-dir and --address may be given anew)"
-        )
+    record = execute(sweep_dir, record, address, progress=not kw["quiet"], echo=click.echo, fresh=not kw["resume"])
+    launch.finish(record, sweep_dir, echo=click.echo)
 
 
 @cli.command(
