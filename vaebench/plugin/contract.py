@@ -70,9 +70,10 @@ class Model(abc.ABC):
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         return _check("images x", x, (None, *self.spec.input_shape))
 
-    def _check_xe(self, x: np.ndarray, eps: np.ndarray) -> None:
+    def _check_xe(self, x: np.ndarray, eps: np.ndarray, train: bool = False) -> None:
         self._check_x(x)
-        _check("noise eps", eps, (x.shape[0], self.spec.latent_dim))
+        latent = self.spec.latent_dim
+        _check("noise eps", eps, (x.shape[0], *(self.spec.objective.noise_shape(latent) if train else (latent,))))
 
     # -- weights ---------------------------------------------------------
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
@@ -132,7 +133,7 @@ class Model(abc.ABC):
         ``DataLoader`` would in a hand-written loop. Thread-safe by contract: it
         must not touch the model's state.
         """
-        self._check_xe(x, eps)
+        self._check_xe(x, eps, train=True)
         return self._stage(x, eps)
 
     def train_staged(self, staged: Any) -> Any:
@@ -219,7 +220,7 @@ class Model(abc.ABC):
     def step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict[str, Callable[[], Any]]:
         """Callables for the whole network at the current weights, each blocking: the loss alone (``forward``)
         and the loss with every parameter's gradient (``forward+backward``), no update (:data:`STEP_PROBES`)."""
-        self._check_xe(x, eps)
+        self._check_xe(x, eps, train=True)
         return self._probes(self._step_probe(x, eps), STEP_PROBES)
 
     def _probes(self, probes: Mapping[str, Callable[[], Any]], keys: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
@@ -312,14 +313,25 @@ class Backend(abc.ABC):
         if precision not in PRECISIONS:
             raise BackendError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
-        unknown = sorted(set(options or {}) - set(self.option_defaults))
+        self.options = self.checked_options(options)
+
+    @classmethod
+    def checked_options(cls, options: Mapping[str, str] | None) -> dict[str, str]:
+        """``options`` over :attr:`option_defaults`, each key declared and each value allowed, or a :class:`BackendError`.
+
+        A class method, so that a sweep's plan checks every run's ``-o`` before
+        any starts, without constructing (and importing) the framework: the one
+        rule the constructor applies too.
+        """
+        unknown = sorted(set(options or {}) - set(cls.option_defaults))
         if unknown:
-            known = ", ".join(f"{k} (default {v})" for k, v in self.option_defaults.items()) or "none"
-            raise BackendError(f"backend {self.name!r} has no option {unknown[0]!r}; its options: {known}")
-        self.options = {**self.option_defaults, **(options or {})}
-        for key, allowed in self.option_values.items():
-            if self.options[key] not in allowed:
-                raise BackendError(f"{self.name} option {key} must be one of {', '.join(allowed)}, got {self.options[key]!r}")
+            known = ", ".join(f"{k} (default {v})" for k, v in cls.option_defaults.items()) or "none"
+            raise BackendError(f"backend {cls.name!r} has no option {unknown[0]!r}; its options: {known}")
+        merged = {**cls.option_defaults, **(options or {})}
+        for key, allowed in cls.option_values.items():
+            if merged[key] not in allowed:
+                raise BackendError(f"{cls.name} option {key} must be one of {', '.join(allowed)}, got {merged[key]!r}")
+        return merged
 
     def environment(self) -> dict[str, Any]:
         """Framework versions, the device used and its name, thread count, settings: the same keys for every plugin."""

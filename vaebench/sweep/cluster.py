@@ -99,13 +99,57 @@ def check_reachable(address: str | None) -> None:
             f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto; give the address `ray start --head` printed"
         )
     try:
-        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT).close()
+        conn = socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT)
     except OSError as exc:
         why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
         raise ConfigError(
             f"cannot reach the Ray cluster at {address} ({target}: {why} within {PROBE_TIMEOUT:.0f} s); start it "
             "(`ray start --head`) or check the address, or leave --address out for a local Ray; nothing was written"
         ) from None
+    with conn:
+        limit = connect_timeout()
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+            why = not_grpc(conn, limit)
+            if why:
+                raise _not_ray(address, why)
+
+
+#: An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5): what a gRPC client sends
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def not_grpc(conn: socket.socket, limit: float) -> str | None:
+    """Why the server on ``conn`` is not Ray's, or ``None`` when it answers an HTTP/2 preface as Ray's gRPC servers do.
+
+    The cheap question that keeps a port that is open but not Ray's (a web
+    server, a listener that says nothing) away from ``ray.init``, whose C++
+    client prints retry warnings to the terminal before it can be given up
+    on. Ray's GCS and its client server answer with a SETTINGS frame at once.
+    A TLS cluster (``RAY_USE_TLS``) is not asked: it would not answer in clear.
+    """
+    head, closed = b"", False
+    try:
+        conn.settimeout(limit)
+        conn.sendall(H2_PREFACE)
+        while len(head) < 9 and not closed:  # a frame header: length (3), type (1), flags (1), stream (4)
+            chunk = conn.recv(9 - len(head))
+            head, closed = head + chunk, not chunk
+    except TimeoutError:
+        pass
+    except OSError:  # reset
+        closed = True
+    if len(head) == 9 and head[3] == 0x4 and int.from_bytes(head[5:9], "big") & 0x7FFFFFFF == 0:
+        return None
+    if head:
+        return f"answered {head!r}, which is not Ray's gRPC"
+    return "closed the connection without a word" if closed else f"did not answer within {limit:.0f} s"
+
+
+def _not_ray(address: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"the Ray cluster at {address} {why} (its port is open, but nothing there spoke Ray); check the address "
+        "(`ray status` on the head node prints it), or leave --address out for a local Ray; nothing was written"
+    )
 
 
 def connect_timeout() -> float:
@@ -138,11 +182,7 @@ def _init_within(ray: Any, kwargs: dict[str, Any], address: str) -> None:
     thread.start()
     thread.join(limit)
     if thread.is_alive():
-        raise ConfigError(
-            f"the Ray cluster at {address} did not answer within {limit:.0f} s (its port is open, but nothing there "
-            "spoke Ray); check the address (`ray status` on the head node prints it), or leave --address out for a local "
-            "Ray; nothing was written"
-        )
+        raise _not_ray(address, f"did not answer within {limit:.0f} s")
     if failure:
         raise failure[0]
 
@@ -189,6 +229,33 @@ def resources(config: dict[str, Any], exclusive: bool, whole_node: int) -> dict[
     """What a run asks Ray for: its threads' cores (or the whole node), and a GPU for ``--device cuda``."""
     threads = config.get("threads") or 1
     return {"num_cpus": whole_node if exclusive else threads, "num_gpus": 1 if config.get("device") == "cuda" else 0}
+
+
+def check_fits(ray: Any, record: dict[str, Any], address: str | None) -> None:
+    """Refuse, once Ray is joined and before any task, a run that no alive node can hold: it would wait for good.
+
+    Ray keeps a task that asks for more CPUs or GPUs than any node has pending
+    forever, with a warning in its own log. Before Ray, the plan checked what
+    it could (:func:`vaebench.sweep.preflight.check_runs`: this machine's CPUs);
+    only now are a cluster's nodes, and a local Ray's GPUs, known.
+    """
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    whole = node_cpus(ray)
+    for entry in record["runs"]:
+        if entry["status"] == COMPLETED:
+            continue
+        need = resources(entry["config"], record["settings"]["exclusive"], whole)
+        if any(r.get("CPU", 0) >= need["num_cpus"] and r.get("GPU", 0) >= need["num_gpus"] for r in nodes):
+            continue
+        cpus = max((int(r.get("CPU", 0)) for r in nodes), default=0)
+        gpus = max((int(r.get("GPU", 0)) for r in nodes), default=0)
+        where = f"the Ray cluster at {address}" if address else "the local Ray"
+        asked = f"{need['num_cpus']} CPUs" + (" and 1 GPU (--device cuda)" if need["num_gpus"] else "")
+        fix = f"--threads {cpus} or fewer" if need["num_cpus"] > cpus else "--device cpu, or a cluster with a GPU node"
+        raise ConfigError(
+            f"run {entry['name']} reserves {asked}, which no node of {where} has (largest: {cpus} CPUs, {gpus} GPUs), "
+            f"so it could never start; give {fix}; no run was started"
+        )
 
 
 # ---- the worker side ------------------------------------------------------------------------------------------------
@@ -407,6 +474,11 @@ def execute(
         _clear_leftovers(sweep_dir)
         try:
             ray = connect(address)
+            try:
+                check_fits(ray, record, address)
+            except ConfigError:
+                ray.shutdown()
+                raise
         except ConfigError:
             if fresh:  # nothing ran: leave no sweep behind to be mistaken for one
                 for name in (SWEEP_FILE, LOCK):

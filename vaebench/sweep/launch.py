@@ -19,6 +19,7 @@ from vaebench.errors import VaebenchError
 from vaebench.plugin import registry
 from vaebench.sweep import plan
 from vaebench.sweep.cluster import check_reachable, require_ray
+from vaebench.sweep.preflight import check_runs
 
 
 def check_cluster(address: str | None) -> None:
@@ -40,13 +41,15 @@ def resume(sweep_dir: Path, data_dir: str | None, address: str | None) -> tuple[
 
 
 def plan_new(toml_file: Path | None, flags: Mapping[str, Any]) -> tuple[dict[str, Any], plan.Grid, list[plan.Run]]:
-    """The settings (the file's, flags given overriding), the grid and its runs; a backend not installed here refused."""
+    """The settings (the file's, flags given overriding), the grid and its runs; a backend not installed here refused,
+    and a run whose options its backend refuses or that reserves more CPUs than this machine has (before Ray)."""
     settings = plan.merge_settings(toml_file, flags)
     grid = plan.make_grid(settings)
     runs = grid.expand()
     missing = sorted({r.config.backend for r in runs} - set(registry.installed()))
     if missing:
         raise VaebenchError(f"backend {', '.join(missing)} is not installed here; see `vaebench backends`")
+    check_runs(runs, settings)  # each run's options and CPUs: a dry run refuses what the real sweep would
     return settings, grid, runs
 
 
