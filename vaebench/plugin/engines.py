@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vaebench.errors import BackendError
@@ -30,10 +30,14 @@ ENGINES = ("torch", "jax", "tensorflow")
 JAX_MATMUL = {"fp32": "highest", "tf32": "high"}
 
 
-def _engine(engine: str) -> Any:
+def module(engine: str) -> Any:
+    """The engine's top-level module (imported already by the plugin that asks)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines are {ENGINES}")
     return importlib.import_module(engine)
+
+
+_engine = module
 
 
 def prepare(engine: str, threads: int | None, xla_flags: Sequence[str] = ()) -> None:
@@ -175,6 +179,20 @@ def precision_settings(engine: str) -> dict[str, Any]:
     if engine == "jax":
         return {"jax_default_matmul_precision": str(module.config.jax_default_matmul_precision), **xla}
     return {"tensorflow_tf32_execution": bool(module.config.experimental.tensor_float_32_execution_enabled()), **xla}
+
+
+def waiter(engine: str, device: str) -> Callable[..., None]:
+    """A function blocking until ``engine``'s queued work is done (jax: the work that makes ``values``), looked up
+    once so that a timed call pays only the wait: every plugin's ``_synchronize`` and explain's probes use it."""
+    module = _engine(engine)
+    if engine == "jax":
+        return lambda *values: module.block_until_ready(values)
+    if device != "cuda":
+        return lambda *values: None
+    if engine == "torch":
+        return lambda *values: module.cuda.synchronize()
+    sync = getattr(getattr(module.test, "experimental", None), "sync_devices", None) or (lambda: None)
+    return lambda *values: sync()
 
 
 def peak_gpu_memory_mb(engine: str) -> float | None:

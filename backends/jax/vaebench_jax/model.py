@@ -26,7 +26,7 @@ from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll
 from vaebench.model.ops import ArrayOps
 from vaebench.model.subpixel import SubPixel, subpixel
-from vaebench.plugin import walk
+from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
 OPS = ArrayOps(jnp, jax.nn.relu)
@@ -97,6 +97,7 @@ class JaxModel(Model):
         super().__init__(spec, adam)
         self.device_kind, self.transpose = backend.device_kind, backend.options["transpose"]
         self.device = jax.devices("gpu")[0] if backend.device_kind == "cuda" else jax.devices("cpu")[0]
+        self._wait = engines.waiter("jax", backend.device_kind)
         self.tx = tx = optax.adam(adam.lr, b1=adam.beta1, b2=adam.beta2, eps=adam.eps)
 
         transpose = backend.options["transpose"]
@@ -165,28 +166,17 @@ class JaxModel(Model):
         return np.asarray(self.recon_fn(self.params, self._put(x), self._put(z)))
 
     def _synchronize(self) -> None:
-        jax.block_until_ready((self.params, self.opt_state))
+        self._wait(self.params, self.opt_state)
 
     # -- where the time goes (vaebench explain): the layer or the loss alone, each one jitted call --
     def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
         w = {f"{info.name}/kernel": self._put(kernel), f"{info.name}/bias": self._put(bias)}
-        xs, gs = self._put(x), self._put(grad)
 
         def f(w: dict, x: jax.Array) -> jax.Array:
             return walk.layer(Layers(w, self.transpose), info)(x)
 
-        forward = jax.jit(f)
-        to_input = jax.jit(lambda w, x, g: jax.vjp(lambda x: f(w, x), x)[1](g)[0])
-        to_weights = jax.jit(lambda w, x, g: jax.vjp(lambda w: f(w, x), w)[1](g)[0])
-        return {
-            "forward": lambda: jax.block_until_ready(forward(w, xs)),
-            "forward+grad_input": lambda: jax.block_until_ready(to_input(w, xs, gs)),
-            "forward+grad_weights": lambda: jax.block_until_ready(to_weights(w, xs, gs)),
-        }
+        return probes.layer("jax", self.device_kind, f, w, self._put(x), self._put(grad))
 
     def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
-        xs, es, loss, grads = self._put(x), self._put(eps), jax.jit(self.loss), jax.jit(jax.value_and_grad(self.loss))
-        return {
-            "forward": lambda: jax.block_until_ready(loss(self.params, xs, es)),
-            "forward+backward": lambda: jax.block_until_ready(grads(self.params, xs, es)),
-        }
+        params = {k: jnp.array(v) for k, v in self.params.items()}  # a copy: the timed steps donate the live ones
+        return probes.step("jax", self.device_kind, lambda w, x: self.loss(w, *x), params, (self._put(x), self._put(eps)))

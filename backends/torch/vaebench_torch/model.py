@@ -23,7 +23,7 @@ from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll
 from vaebench.model.ops import ArrayOps
 from vaebench.model.subpixel import subpixel
-from vaebench.plugin import walk
+from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
 # the fused BCE is one kernel of the core's formula (stable, unclipped), forward and backward
@@ -137,6 +137,7 @@ class TorchModel(Model):
         super().__init__(spec, adam)
         self.device_kind = backend.device_kind
         self.device = torch.device(backend.device_kind)
+        self._wait = engines.waiter("torch", backend.device_kind)
         self.channels_last = backend.options["layout"] == "nhwc"
         self.layers = Layers(backend.options["transpose"])
         self.net = net = walk.network(spec, self.layers)
@@ -227,8 +228,7 @@ class TorchModel(Model):
         return recon_nll(OPS, self.net.decode(self._put(z)), self._images(x)).cpu().numpy()
 
     def _synchronize(self) -> None:
-        if self.device_kind == "cuda":
-            torch.cuda.synchronize(self.device)
+        self._wait()
 
     # -- where the time goes (vaebench explain): the layer or the loss alone, as the step runs it --
     def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
@@ -240,21 +240,8 @@ class TorchModel(Model):
             module.weight.copy_(torch.from_numpy(kernel)), module.bias.copy_(torch.from_numpy(bias))
         fn = torch.compile(fn) if self.compiled else fn
         xs, gs = (self._images(a) if a.ndim == 4 else self._put(a) for a in (x, grad))
-        xs = xs.detach().requires_grad_(True)
-        weights = (module.weight, module.bias)
-        return {
-            "forward": lambda: self._ready(fn(xs)),
-            "forward+grad_input": lambda: self._ready(torch.autograd.grad(fn(xs), xs, gs)),
-            "forward+grad_weights": lambda: self._ready(torch.autograd.grad(fn(xs), weights, gs)),
-        }
+        return probes.layer("torch", self.device_kind, lambda w, x: fn(x), (module.weight, module.bias), xs, gs)
 
     def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
-        xs, es, params = self._images(x), self._put(eps), [p for _, p in self.params]
-        return {
-            "forward": lambda: self._ready(self.loss_fn(xs, es)),
-            "forward+backward": lambda: self._ready(torch.autograd.grad(self.loss_fn(xs, es), params)),
-        }
-
-    def _ready(self, out: Any) -> Any:
-        self._synchronize()
-        return out
+        params, batch = [p for _, p in self.params], (self._images(x), self._put(eps))
+        return probes.step("torch", self.device_kind, lambda w, x: self.loss_fn(*x), params, batch)
