@@ -70,10 +70,9 @@ class Model(abc.ABC):
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         return _check("images x", x, (None, *self.spec.input_shape))
 
-    def _check_xe(self, x: np.ndarray, eps: np.ndarray, train: bool = False) -> None:
+    def _check_xe(self, x: np.ndarray, eps: np.ndarray) -> None:
         self._check_x(x)
-        latent = self.spec.latent_dim
-        _check("noise eps", eps, (x.shape[0], *(self.spec.objective.noise_shape(latent) if train else (latent,))))
+        _check("noise eps", eps, (x.shape[0], self.spec.latent_dim))
 
     # -- weights ---------------------------------------------------------
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
@@ -133,7 +132,7 @@ class Model(abc.ABC):
         ``DataLoader`` would in a hand-written loop. Thread-safe by contract: it
         must not touch the model's state.
         """
-        self._check_xe(x, eps, train=True)
+        self._check_xe(x, eps)
         return self._stage(x, eps)
 
     def train_staged(self, staged: Any) -> Any:
@@ -220,7 +219,7 @@ class Model(abc.ABC):
     def step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict[str, Callable[[], Any]]:
         """Callables for the whole network at the current weights, each blocking: the loss alone (``forward``)
         and the loss with every parameter's gradient (``forward+backward``), no update (:data:`STEP_PROBES`)."""
-        self._check_xe(x, eps, train=True)
+        self._check_xe(x, eps)
         return self._probes(self._step_probe(x, eps), STEP_PROBES)
 
     def _probes(self, probes: Mapping[str, Callable[[], Any]], keys: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
