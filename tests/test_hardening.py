@@ -40,16 +40,19 @@ from vaebench.testing import idx_bytes, make_tiny_dataset
 QUICK = "run --backend numpy --model mlp --epochs 1 --batch-size 32 -q"
 
 
-def _cli(args, **kw):
-    """The real entry point in a fresh process: exit codes and stderr exactly as a user sees them."""
+def _cli(args, timeout=600, **kw):
+    """The real entry point in a fresh process: exit codes and stderr exactly as a user sees them.
+
+    The one copy: the later hardening rounds (test_hardening2.py, test_hardening3.py) import it from here.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
     return subprocess.run(
-        [sys.executable, "-m", "vaebench.cli", *map(str, args)], capture_output=True, text=True, timeout=600, env=env, **kw
+        [sys.executable, "-m", "vaebench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw
     )
 
 
 def _one_line_exit_2(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr

@@ -21,32 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from vaebench.cli import cli
-
-QUICK = "run --backend numpy --model mlp --epochs 1 --batch-size 32 -q"
-
-
-def _cli(args, timeout=600, **kw):
-    """The real entry point in a fresh process: exit codes and stderr exactly as a user sees them."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
-    return subprocess.run(
-        [sys.executable, "-m", "vaebench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw
-    )
-
-
-def _one_line_exit_2(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
-
-
-def _train(tiny_dir, out, extra=""):
-    result = CliRunner().invoke(cli, [*f"{QUICK} {extra}".split(), "--data-dir", str(tiny_dir), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return json.loads((out / "metrics.json").read_text())
+from test_hardening import QUICK, _cli, _one_line_exit_2, _train  # the one copy of the round's helpers
 
 
 def _edit_metrics(run_dir: Path, **changes) -> dict:
