@@ -17,7 +17,7 @@ few percent of a step. :class:`CoreAdam` is Keras' Adam with the core's formula.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import keras
@@ -29,12 +29,13 @@ from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll, vae_terms
 from vaebench.model.ops import ArrayOps
 from vaebench.model.subpixel import subpixel
-from vaebench.plugin import engines, walk
+from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
 ENGINE = keras.backend.backend()
 
 
+_tensor = keras.ops.convert_to_tensor
 OPS = ArrayOps(keras.ops, keras.ops.relu, flatten=lambda x: keras.ops.reshape(x, (-1, math.prod(x.shape[1:]))))
 
 
@@ -158,7 +159,9 @@ class KerasModel(Model):
         self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
         x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
         terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
-        self.net = keras.Model([x_net, eps_net], net.objective_per_example(terms), name="vae")  # what training differentiates
+        eps_step = keras.Input(spec.objective.noise_shape(spec.latent_dim), name="eps_step")  # (K, d) under the IWAE bound
+        step_loss = net.objective.loss_per_example(OPS, self.encoder, self.decoder, x_net, eps_step)
+        self.net = keras.Model([x_net, eps_step], step_loss, name="vae")  # what training differentiates
         self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
         self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
         self.xla = backend.use_xla() if ENGINE == "tensorflow" else ENGINE == "jax"
@@ -168,6 +171,7 @@ class KerasModel(Model):
         self.optimizer = CoreAdam(adam.lr, beta_1=adam.beta1, beta_2=adam.beta2, epsilon=adam.eps)
         self.optimizer.build(self.net.trainable_variables)
         self._step = STEPS[ENGINE](self)
+        self._wait = engines.waiter(ENGINE, self.device_kind)
 
     def loss(self, x: Any, eps: Any, training: bool = True) -> Any:
         """The batch-mean -ELBO through the Keras net."""
@@ -237,7 +241,7 @@ class KerasModel(Model):
         return self.nll.predict_on_batch([x, z])
 
     def _synchronize(self) -> None:
-        self._step.sync()
+        self._wait(self._step.state)
 
     # -- where the time goes (vaebench explain): the layer or the loss alone, compiled as the step is --
     def _layer_probe(self, info: LayerInfo, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, grad: np.ndarray) -> dict:
@@ -245,15 +249,21 @@ class KerasModel(Model):
         x_in = keras.Input(info.in_shape)
         net = keras.Model(x_in, walk.layer(self.layers, info, built)(x_in))
         built[info.name].kernel.assign(kernel), built[info.name].bias.assign(bias)
-        return self._step.probe(net, x, grad)
+        f, w = self._step.function(net)
+        return probes.layer(ENGINE, self.device_kind, f, w, _tensor(x), _tensor(grad), self.xla)
 
     def _step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict:
         self._step.pull()
-        return self._step.probe(self.net, [x, eps], None)
+        f, w = self._step.function(self.net)
+        loss = lambda w, x: keras.ops.mean(f(w, x))  # noqa: E731
+        return probes.step(ENGINE, self.device_kind, loss, w, [_tensor(x), _tensor(eps)], self.xla)
 
 
 class _Step:
     """A compiled step plus how to move state between it and the Keras variables (the defaults: nothing to move)."""
+
+    #: what the step keeps apart from the Keras variables, for the wait (:meth:`KerasModel._synchronize`)
+    state: Any = None
 
     def __init__(self, model: KerasModel) -> None:
         self.model, self.variables = model, model.net.trainable_variables
@@ -271,13 +281,10 @@ class _Step:
     def push(self) -> None:
         """Hand the Keras variables to the step after they were assigned."""
 
-    def sync(self) -> None:
-        """Wait for queued device work."""
-
-    def probe(self, net: Any, x: Any, grad: Any) -> dict:
-        """:meth:`KerasModel._layer_probe` on a one-layer ``net`` (``grad`` its output's cotangent), or, with
-        ``grad=None``, the whole loss net's ``forward`` and ``forward+backward`` (:meth:`KerasModel._step_probe`)."""
-        raise NotImplementedError
+    def function(self, net: Any) -> tuple[Callable[[Any, Any], Any], list[Any]]:
+        """``net`` as ``f(w, x)`` and its weights ``w`` as the step computes it, for explain's probes
+        (:mod:`vaebench.plugin.probes`): the engine's own variables, read by the network itself."""
+        return (lambda w, x: net(x, training=True)), [v.value for v in net.trainable_variables]
 
 
 class _TfStep(_Step):
@@ -297,7 +304,6 @@ class _TfStep(_Step):
             return loss
 
         self.fn = step
-        self.device_sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
 
     def __call__(self, x: Any, eps: Any) -> Any:
         return self.fn(x, eps)
@@ -308,43 +314,6 @@ class _TfStep(_Step):
         # thread 0.93x; staged ahead, median of 7 runs 0.970x at 128 and 0.971x at 512 (runs 0.83-1.01x on
         # this noisy machine). The compiled step called on ready tensors ran at 1.00-1.01x.
         return self.tf.constant(x), self.tf.constant(eps)
-
-    def sync(self) -> None:
-        if self.device_sync is not None and self.model.device_kind == "cuda":
-            self.device_sync()
-
-    def probe(self, net: Any, x: Any, grad: Any) -> dict:
-        tf, jit, w = self.tf, self.model.xla, net.trainable_variables
-        x = [tf.constant(a) for a in x] if isinstance(x, list) else tf.constant(x)
-        if grad is None:
-            loss = tf.function(lambda x: tf.reduce_mean(net(x, training=True)), jit_compile=jit)
-
-            @tf.function(jit_compile=jit)
-            def backward(x: Any) -> Any:
-                with tf.GradientTape() as tape:
-                    out = tf.reduce_mean(net(x, training=True))
-                return tape.gradient(out, w)
-
-            return {"forward": lambda: self._ready(loss(x)), "forward+backward": lambda: self._ready(backward(x))}
-        g = tf.constant(grad)
-
-        def gradient(to_input: bool) -> Any:
-            @tf.function(jit_compile=jit)
-            def fn(x: Any, g: Any) -> Any:
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    y = net(x, training=True)
-                return tape.gradient(y, x if to_input else w, output_gradients=g)
-
-            return lambda: self._ready(fn(x, g))
-
-        forward = tf.function(lambda x: net(x, training=True), jit_compile=jit)
-        forward_call = lambda: self._ready(forward(x))  # noqa: E731
-        return {"forward": forward_call, "forward+grad_input": gradient(True), "forward+grad_weights": gradient(False)}
-
-    def _ready(self, out: Any) -> Any:
-        self.sync()
-        return out
 
 
 class _TorchStep(_Step):
@@ -364,31 +333,6 @@ class _TorchStep(_Step):
         with self.torch.no_grad():
             model.optimizer.apply([v.value.grad for v in self.variables], self.variables)
         return loss.detach()
-
-    def sync(self) -> None:
-        if self.model.device_kind == "cuda":
-            self.torch.cuda.synchronize()
-
-    def probe(self, net: Any, x: Any, grad: Any) -> dict:
-        torch, w = self.torch, [v.value for v in net.trainable_variables]
-        tensor = keras.ops.convert_to_tensor
-        if grad is None:
-            xs = [tensor(a) for a in x]
-            loss = lambda: keras.ops.mean(net(xs, training=True))  # noqa: E731
-            return {
-                "forward": lambda: self._ready(loss()),
-                "forward+backward": lambda: self._ready(torch.autograd.grad(loss(), w)),
-            }
-        xs, gs = tensor(x).detach().requires_grad_(True), tensor(grad)
-        return {
-            "forward": lambda: self._ready(net(xs, training=True)),
-            "forward+grad_input": lambda: self._ready(torch.autograd.grad(net(xs, training=True), xs, gs)),
-            "forward+grad_weights": lambda: self._ready(torch.autograd.grad(net(xs, training=True), w, gs)),
-        }
-
-    def _ready(self, out: Any) -> Any:
-        self.sync()
-        return out
 
 
 class _JaxStep(_Step):
@@ -435,32 +379,13 @@ class _JaxStep(_Step):
                     var.assign(value)
             self.push()
 
-    def sync(self) -> None:
-        self.jax.block_until_ready(self.state)
-
-    def probe(self, net: Any, x: Any, grad: Any) -> dict:
-        jax, jnp = self.jax, self.jax.numpy
-        trainable = [jnp.array(v.value) for v in net.trainable_variables]
+    def function(self, net: Any) -> tuple[Callable[[Any, Any], Any], list[Any]]:
+        """``net`` as the stateless call the step differentiates, on copies of its weights."""
+        jnp = self.jax.numpy
         fixed = [jnp.array(v.value) for v in net.non_trainable_variables]
-        xs = [jnp.asarray(a) for a in x] if isinstance(x, list) else jnp.asarray(x)
-
-        def f(w: Any, x: Any) -> Any:
-            return net.stateless_call(w, fixed, x, training=True)[0]
-
-        ready = jax.block_until_ready
-        if grad is None:
-            loss = jax.jit(lambda w, x: keras.ops.mean(f(w, x)))
-            grads = jax.jit(jax.value_and_grad(lambda w, x: keras.ops.mean(f(w, x))))
-            return {"forward": lambda: ready(loss(trainable, xs)), "forward+backward": lambda: ready(grads(trainable, xs))}
-        gs = jnp.asarray(grad)
-        forward = jax.jit(f)
-        to_input = jax.jit(lambda w, x, g: jax.vjp(lambda x: f(w, x), x)[1](g)[0])
-        to_weights = jax.jit(lambda w, x, g: jax.vjp(lambda w: f(w, x), w)[1](g)[0])
-        return {
-            "forward": lambda: ready(forward(trainable, xs)),
-            "forward+grad_input": lambda: ready(to_input(trainable, xs, gs)),
-            "forward+grad_weights": lambda: ready(to_weights(trainable, xs, gs)),
-        }
+        return (lambda w, x: net.stateless_call(w, fixed, x, training=True)[0]), [
+            jnp.array(v.value) for v in net.trainable_variables
+        ]
 
 
 STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}
