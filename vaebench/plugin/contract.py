@@ -292,9 +292,18 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: every ``-o`` option with its allowed values, the default first: a plugin declares this one table and
+    #: :attr:`option_defaults` and :attr:`option_values` are read from it (a plugin may still set those two instead)
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     option_defaults: ClassVar[dict[str, str]] = {}
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {}
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "choices" in vars(cls):
+            cls.option_defaults = {key: values[0] for key, values in cls.choices.items()}
+            cls.option_values = dict(cls.choices)
 
     def __init__(
         self,

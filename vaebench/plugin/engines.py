@@ -223,7 +223,11 @@ def environment(
     """The plugin's :class:`Environment` with every field ``engine`` answers filled here: the engine's
     version, device name, threads, precision, matmul precision and the precision and autotuning switches
     (:func:`precision_settings`). The plugin adds only what is its
-    own: its framework family, how a step runs, other libraries' versions, framework-only settings."""
+    own: its framework family, how a step runs, other libraries' versions, framework-only settings. Every ``-o``
+    option is recorded as set, after the plugin's own entries; an entry of ``extra`` with an option's name records
+    that option in the plugin's words (torch's ``fused_adam`` as a bool)."""
+    extra, options = extra or {}, backend.options
+    extra = {**{k: v for k, v in extra.items() if k not in options}, **{k: extra.get(k, v) for k, v in options.items()}}
     return Environment(
         framework=framework,
         versions={engine: _engine(engine).__version__, **versions},
@@ -233,6 +237,6 @@ def environment(
         precision=backend.precision,
         float32_matmul_precision=matmul_precision(engine),
         execution=execution,
-        extra=extra or {},
+        extra=extra,
         precision_settings=precision_settings(engine),
     )

@@ -33,11 +33,7 @@ class JaxBackend(Backend):
     #: (:func:`~vaebench.plugin.engines.xla_flag_known`); elsewhere asking for it is an error. It is not a tunable:
     #: ``--profile best`` builds its variants in one process, and XLA reads its flags once per process, so variants
     #: differing in it would all run with the first one's flags. Compare it in separate runs (``-o``).
-    option_defaults: ClassVar[dict[str, str]] = {"transpose": "lax", "xla_cpu_onednn": "default"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {
-        "transpose": ("lax", "subpixel"),
-        "xla_cpu_onednn": ("default", "0", "1"),
-    }
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("lax", "subpixel"), "xla_cpu_onednn": ("default", "0", "1")}
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {"transpose": ("lax", "subpixel")}
     ONEDNN_FLAG = "--xla_cpu_use_onednn"
 
@@ -67,8 +63,6 @@ class JaxBackend(Backend):
             extra={
                 "devices": [str(d) for d in jax.devices()],
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                "transpose": self.options["transpose"],
-                "xla_cpu_onednn": self.options["xla_cpu_onednn"],
             },
         )
 

@@ -30,8 +30,7 @@ class TorchBackend(Backend):
     name = "torch"
     #: ``transpose``: ``native`` (ConvTranspose2d, cropped after where its arguments cannot say the spec's crop)
     #: or ``subpixel`` (one stride-1 conv and pixel_shuffle, :mod:`vaebench.model.subpixel`): the same function
-    option_defaults: ClassVar[dict[str, str]] = {"layout": "nhwc", "fused_adam": "1", "transpose": "native"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "layout": ("nhwc", "nchw"),
         "fused_adam": ("1", "0"),
         "transpose": ("native", "subpixel"),
@@ -60,9 +59,7 @@ class TorchBackend(Backend):
             extra={
                 "interop_threads": torch.get_num_interop_threads(),
                 "mkldnn": torch.backends.mkldnn.is_available(),
-                "layout": self.options["layout"],
                 "fused_adam": self.options["fused_adam"] == "1",
-                "transpose": self.options["transpose"],
             },
         )
 
