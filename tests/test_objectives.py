@@ -1,4 +1,4 @@
-"""Objectives beyond the plain ELBO (#28): beta-VAE in the core loss and the reference, tanh, the IWAE paper's network.
+"""Objectives beyond the plain ELBO (#28): beta-VAE and the IWAE bound in the core loss and the reference, tanh, iwae-mlp.
 
 The reference's loss is checked against recon + beta * KL written out here in
 NumPy (not through :mod:`vaebench.model.loss`), its hand-written gradients
@@ -145,7 +145,8 @@ def test_tanh_costs_four_elementwise_flops_per_output_and_unknown_activations_ar
         ("beta-vae", float("nan"), "--beta must be a finite number"),
         ("beta-vae", float("inf"), "--beta must be a finite number"),
         ("vae", 4.0, "--objective vae has beta 1"),
-        ("iwae", 1.0, "unknown objective 'iwae'"),
+        ("iwae", 4.0, "--objective iwae has beta 1"),
+        ("vq", 1.0, "unknown objective 'vq'"),
     ],
 )
 def test_bad_objectives_are_config_errors(objective, beta, needle):
@@ -209,7 +210,9 @@ def test_a_plain_run_records_the_vae_objective_and_no_extra_fields(tmp_path, tin
         (["--objective", "beta-vae", "--beta", "-1"], "--beta must be a finite number, 0 or more, got -1.0"),
         (["--objective", "beta-vae", "--beta", "nan"], "--beta must be a finite number, 0 or more, got nan"),
         (["--beta", "4"], "--objective vae has beta 1"),
-        (["--objective", "iwae"], "--objective"),
+        (["--objective", "vq"], "--objective"),
+        (["--objective", "iwae", "--iw-samples", "0"], "--iw-samples must be a whole number from 1 to 10000, got 0"),
+        (["--iw-samples", "5"], "--iw-samples 5 is the sample count of --objective iwae; --objective vae draws 1"),
     ],
 )
 def test_bad_beta_is_one_line_and_exit_2(tmp_path, tiny_dir, flags, needle):
@@ -217,5 +220,171 @@ def test_bad_beta_is_one_line_and_exit_2(tmp_path, tiny_dir, flags, needle):
     proc = _vaebench("run", "-b", "numpy", "-m", "mlp", *flags, "--data-dir", str(tiny_dir), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
-    if needle.startswith("--beta"):
+    if needle.startswith(("--beta", "--iw-samples")):
         assert proc.stderr.strip().count("\n") == 0
+
+
+# -- the IWAE bound (Burda, Grosse & Salakhutdinov 2015, eq. 8) ------------------------------------------------------
+
+
+def _iwae_spec(k: int) -> ModelSpec:
+    return _small_tanh_spec(Objective("iwae", samples=k))
+
+
+def _perturbed64(spec: ModelSpec, seed: int = 1) -> dict[str, np.ndarray]:
+    gen = np.random.default_rng(seed)
+    return {k: v.astype(np.float64) + gen.normal(0, 0.1, v.shape) for k, v in init_params(spec, seed).items()}
+
+
+def _independent_iwae(spec: ModelSpec, params: dict, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """The bound per image from the densities themselves, constants and all: log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)."""
+    mean, logvar = reference.encode(spec, params, x)
+    n, k, d = eps.shape
+    z = mean[:, None] + np.exp(logvar / 2)[:, None] * eps
+    logits = reference.decode_logits(spec, params, z.reshape(n * k, d)).reshape(n, k, -1)
+    t = np.asarray(x, np.float64).reshape(n, 1, -1)
+    log_px = (t * -np.logaddexp(0, -logits) + (1 - t) * -np.logaddexp(0, logits)).sum(axis=-1)
+    log_pz = (-0.5 * z**2 - 0.5 * np.log(2 * np.pi)).sum(axis=-1)
+    var = np.exp(logvar)[:, None]
+    log_qz = (-0.5 * (z - mean[:, None]) ** 2 / var - 0.5 * np.log(2 * np.pi * var)).sum(axis=-1)
+    return np.logaddexp.reduce(log_px + log_pz - log_qz, axis=1) - np.log(k)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_the_iwae_loss_is_the_bound_written_from_its_densities(k):
+    spec = _iwae_spec(k)
+    params = _perturbed64(spec)
+    gen = np.random.default_rng(3)
+    x, eps = gen.random((5, 28, 28, 1)), gen.standard_normal((5, k, 3))
+    loss, _ = reference.loss_and_grads(spec, params, x, eps)
+    assert loss == pytest.approx(-float(np.mean(_independent_iwae(spec, params, x, eps))), rel=1e-12)
+
+
+def test_iwae_at_k_1_is_the_single_sample_elbo_and_averages_to_the_plain_bound():
+    """K = 1: one importance weight, log p(x, z) - log q(z | x), the ELBO's one-sample estimate (Burda et al. sec. 3);
+    its mean over noise is the analytic -ELBO the plain VAE trains on, and its gradient's mean that VAE's gradient."""
+    spec = _iwae_spec(1)
+    params = _perturbed64(spec)
+    gen = np.random.default_rng(4)
+    x = gen.random((1, 28, 28, 1))
+    draws = gen.standard_normal((4000, 1, 1, 3))
+    plain = spec.with_objective(PLAIN)
+    iwae, vae, iwae_g, vae_g = [], [], [], []
+    for eps in draws[:4000]:
+        loss, grads = reference.loss_and_grads(spec, params, x, eps)
+        ref_loss, ref_grads = reference.loss_and_grads(plain, params, x, eps[:, 0])
+        iwae.append(loss), vae.append(ref_loss)
+        if len(iwae_g) < 400:
+            iwae_g.append(grads["encoder/logvar/bias"]), vae_g.append(ref_grads["encoder/logvar/bias"])
+    # the same noise: the reconstructions are the same, only the KL is sampled rather than analytic
+    diff = np.array(iwae) - np.array(vae)
+    assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(len(diff)) and diff.std() > 0
+    g = np.array(iwae_g) - np.array(vae_g)
+    assert np.all(np.abs(g.mean(axis=0)) < 4 * g.std(axis=0) / np.sqrt(len(g)) + 1e-12)
+    # and the noise the core draws for K = 1 is the plain VAE's, number for number
+    from vaebench.model.batches import train_batches
+
+    images = (gen.random((8, 28, 28)) * 255).astype(np.uint8)
+    one = next(train_batches(images, 4, (1, 3), 0, 1)).eps
+    assert one.shape == (4, 1, 3) and np.array_equal(one[:, 0], next(train_batches(images, 4, 3, 0, 1)).eps)
+    assert next(train_batches(images, 4, (5, 3), 0, 1)).eps.shape == (4, 5, 3)
+
+
+def test_the_iwae_bound_tightens_with_k():
+    """Burda et al., Theorem 1: L_1 <= L_K <= L_K' for K <= K', in expectation: over 60 images here."""
+    bounds = []
+    for k in (1, 5, 50):
+        spec = _iwae_spec(k)
+        params = _perturbed64(spec)
+        gen = np.random.default_rng(5)
+        x, eps = gen.random((60, 28, 28, 1)), gen.standard_normal((60, k, 3))
+        bounds.append(-reference.loss_and_grads(spec, params, x, eps)[0])
+    assert bounds[0] < bounds[1] < bounds[2]
+
+
+def test_iwae_gradients_match_central_differences():
+    spec = _iwae_spec(3)
+    params = _perturbed64(spec)
+    gen = np.random.default_rng(2)
+    x, eps = gen.random((4, 28, 28, 1)), gen.standard_normal((4, 3, 3))
+    _, grads = reference.loss_and_grads(spec, params, x, eps)
+    h = 1e-6
+    for key in params:
+        flat = params[key].reshape(-1)
+        for i in gen.choice(flat.size, size=min(3, flat.size), replace=False):
+            bumped = []
+            for sign in (1, -1):
+                moved = {k: v.copy() for k, v in params.items()}
+                moved[key].reshape(-1)[i] += sign * h
+                bumped.append(reference.loss_and_grads(spec, moved, x, eps)[0])
+            numeric = (bumped[0] - bumped[1]) / (2 * h)
+            assert grads[key].reshape(-1)[i] == pytest.approx(numeric, rel=2e-5, abs=1e-6), (key, i)
+
+
+def test_the_numpy_backend_trains_on_the_iwae_bound_and_refuses_one_sample_noise():
+    from vaebench.errors import ShapeError
+
+    spec = get_model("mlp").spec.with_objective(Objective("iwae", samples=4))
+    params = perturbed_params("mlp")
+    x, _ = sample_inputs(spec.latent_dim, n=3)
+    eps = np.random.default_rng(0).standard_normal((3, 4, spec.latent_dim), dtype=np.float32)
+    model = NumpyBackend(device="cpu").build(spec, AdamConfig())
+    model.load_weights(params)
+    assert model.fetch([model.train_step(x, eps)])[0] == pytest.approx(reference.loss_and_grads(spec, params, x, eps)[0])
+    with pytest.raises(ShapeError, match=r"expected \(3, 4, 20\)"):
+        model.train_step(x, eps[:, 0])
+    assert model.evaluate(x, eps[:, 0]).neg_elbo.shape == (3,)  # evaluation stays the plain bound, one sample
+
+
+def test_iw_samples_travel_in_the_config_and_name_their_comparison():
+    cfg = TrainConfig(model="mlp", objective="iwae", iw_samples=5).resolved()
+    assert cfg.spec.objective == Objective("iwae", 1.0, 5) and cfg.noise_shape == (5, 20)
+    assert TrainConfig(model="mlp").resolved().noise_shape == (20,)
+    assert comparable(_metrics(objective="iwae", beta=1.0, iw_samples=5))["objective"] == "iwae k=5"
+    with pytest.raises(ConfigError, match="--iw-samples must be a whole number"):
+        Objective("iwae", samples=0)
+
+
+def test_run_iwae_records_both_bounds_and_resumes_with_its_k(tmp_path, tiny_dir, monkeypatch):
+    """The training bound per epoch (train_objective), the test -ELBO and the test IWAE-K bound; a resumed run keeps K."""
+    from click.testing import CliRunner
+
+    from vaebench.cli import cli
+    from vaebench.plugin.contract import Model
+    from vaebench.run import runner
+
+    args = ["run", "-b", "numpy", "-m", "mlp", "--epochs", "2", "--batch-size", "64", "--latent-dim", "4", "-q"]
+    args += ["--objective", "iwae", "--iw-samples", "3", "--data-dir", str(tiny_dir)]
+    proc = _vaebench(*args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert whole["config"]["objective"] == "iwae" and whole["config"]["iw_samples"] == 3
+    for entry in whole["history"]:
+        assert entry["train_neg_elbo"] is None and np.isfinite(entry["train_objective"])
+        assert entry["test_neg_elbo"] == pytest.approx(entry["test_recon"] + entry["test_kl"], rel=1e-6)
+        assert np.isfinite(entry["test_objective"]) and entry["test_objective"] != entry["test_neg_elbo"]
+    assert comparable(whole)["objective"] == "iwae k=3"
+
+    original, train_staged = runner.train_batches, Model.train_staged
+
+    def batches(*a, **kw):
+        batches.epoch = a[4]
+        return original(*a, **kw)
+
+    def staged_step(self, staged):
+        if batches.epoch == 2:
+            os.kill(os.getpid(), __import__("signal").SIGINT)
+        return train_staged(self, staged)
+
+    monkeypatch.setattr(runner, "train_batches", batches)
+    monkeypatch.setattr(Model, "train_staged", staged_step)
+    CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
+    proc = _vaebench("run", "--resume", str(tmp_path / "cut"), "-q", "--data-dir", str(tiny_dir), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert cut["config"]["iw_samples"] == 3 and cut["resumed"]
+    for a, b in zip(whole["history"], cut["history"], strict=True):
+        for key in ("train_objective", "test_neg_elbo", "test_objective"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9), (a["epoch"], key)

@@ -130,9 +130,13 @@ def cli() -> None:
     type=click.Choice(OBJECTIVES),
     default="vae",
     show_default=True,
-    help="What training minimises: vae (the -ELBO) or beta-vae (recon + beta * KL). The test -ELBO is always the plain one.",
+    help="What training minimises: vae (the -ELBO), beta-vae (recon + beta * KL) or iwae (the importance-weighted bound, "
+    "Burda et al. 2015). The test -ELBO is always the plain one.",
 )
 @click.option("--beta", type=float, default=1.0, show_default=True, help="The KL weight of --objective beta-vae (1: the VAE).")
+@click.option(
+    "--iw-samples", type=int, default=1, show_default=True, help="K, the samples per image of --objective iwae (1: the ELBO)."
+)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, exists=True),

@@ -18,7 +18,7 @@ class Batch(NamedTuple):
     """One step's inputs, exactly as every backend receives them."""
 
     x: np.ndarray  # (batch, 28, 28, 1) float32 in [0, 1]
-    eps: np.ndarray  # (batch, latent_dim) float32 ~ N(0, I)
+    eps: np.ndarray  # (batch, latent_dim) float32 ~ N(0, I); (batch, K, latent_dim) for the IWAE bound's K samples
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -37,13 +37,23 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train_batches(
-    images: np.ndarray, batch_size: int, latent_dim: int, seed: int, epoch: int, dynamic_binarize: bool = False
+    images: np.ndarray,
+    batch_size: int,
+    latent_dim: int | tuple[int, ...],
+    seed: int,
+    epoch: int,
+    dynamic_binarize: bool = False,
 ) -> Iterator[Batch]:
     """The batches of one epoch: a seeded shuffle, optional fresh binarisation, fresh noise.
 
     Every stream is keyed by ``(seed, epoch)``, so epoch ``e`` is the same
     whichever backend runs it and whether or not earlier epochs ran.
+    ``latent_dim`` may be one image's noise shape
+    (:meth:`~vaebench.model.loss.Objective.noise_shape`): ``(K, d)`` draws the
+    IWAE bound's ``K`` samples per image, ``(batch, K, d)``, from the same
+    stream, so ``K = 1`` draws the plain VAE's numbers.
     """
+    shape = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
     order = rng(seed, "shuffle", epoch).permutation(len(images))
     noise = rng(seed, "eps", epoch)
     coins = rng(seed, "binarize", epoch)
@@ -51,7 +61,7 @@ def train_batches(
         x = to_float(images[order[step * batch_size : (step + 1) * batch_size]])
         if dynamic_binarize:
             x = binarize(x, coins)
-        yield Batch(x, noise.standard_normal((batch_size, latent_dim), dtype=np.float32))
+        yield Batch(x, noise.standard_normal((batch_size, *shape), dtype=np.float32))
 
 
 def binarize_fixed(images: np.ndarray, seed: int, chunk: int = 1000) -> np.ndarray:

@@ -111,6 +111,7 @@ class TrainConfig:
     precision: str = "fp32"
     objective: str = "vae"
     beta: float = 1.0
+    iw_samples: int = 1
 
     def resolved(self) -> TrainConfig:
         """A copy with model defaults filled in and every setting checked."""
@@ -144,15 +145,20 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        cfg.training_objective  # noqa: B018 -- checks --objective and --beta
+        cfg.training_objective  # noqa: B018 -- checks --objective, --beta and --iw-samples
         _check_model_memory(cfg)
         check_iwae_k(cfg.eval_k, cfg.latent_dim)
         return cfg
 
     @property
     def training_objective(self) -> Objective:
-        """What training minimises (``--objective``, ``--beta``); evaluation always reports the plain -ELBO."""
-        return Objective(self.objective, self.beta)
+        """What training minimises (``--objective``, ``--beta``, ``--iw-samples``); evaluation always reports the plain -ELBO."""
+        return Objective(self.objective, self.beta, self.iw_samples)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """One training image's noise: ``(latent_dim,)``, or ``(K, latent_dim)`` for the IWAE bound."""
+        return self.training_objective.noise_shape(self.latent_dim)
 
     @property
     def spec(self) -> ModelSpec:

@@ -1,8 +1,10 @@
-"""The VAE objective, written once on the contract's :class:`~vaebench.model.ops.Ops`.
+"""The VAE objectives, written once on the contract's :class:`~vaebench.model.ops.Ops`.
 
 Every backend calls these inside its own compiled step with its own ``ops``, so
-there is one definition of the loss in the suite. References: Kingma & Welling,
-"Auto-Encoding Variational Bayes", 2013 (arXiv:1312.6114), Appendix B.
+there is one definition of each loss in the suite. References: Kingma & Welling,
+"Auto-Encoding Variational Bayes", 2013 (arXiv:1312.6114), Appendix B; Burda,
+Grosse & Salakhutdinov, "Importance Weighted Autoencoders", 2015
+(arXiv:1509.00519), eq. 8 (:func:`iwae_bound`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from vaebench.errors import ConfigError
 from vaebench.model.ops import LossTerms, Ops
 
 #: the training objectives the suite defines (``vaebench run --objective``)
-OBJECTIVES = ("vae", "beta-vae")
+OBJECTIVES = ("vae", "beta-vae", "iwae")
+#: the most IWAE samples per image: the decoder runs on batch * K latents, past this no batch of images fits in memory
+MAX_SAMPLES = 10_000
 
 
 def bce_with_logits(ops: Ops, logits: Any, targets: Any) -> Any:
@@ -92,13 +96,46 @@ def vae_terms(
     return neg_elbo_terms(ops, logits, x, mean, logvar)
 
 
+def iwae_bound(
+    ops: Ops,
+    encode: Callable[[Any], tuple[Any, Any]],
+    decode: Callable[[Any], Any],
+    x: Any,
+    eps: Any,
+) -> Any:
+    """The importance-weighted bound per example, ``(batch,)`` nats, with ``K`` samples: ``eps`` is ``(batch, K, d)``.
+
+    Burda et al. 2015, eq. 8: ``log (1/K) sum_k w_k`` with ``w_k = p(x, z_k) / q(z_k | x)`` and
+    ``z_k = mean + exp(logvar / 2) * eps_k``. For a Gaussian ``q`` and the N(0, I) prior the
+    ``d/2 log 2 pi`` terms cancel and ``(z_k - mean)^2 / var = eps_k^2``, so
+    ``log w_k = -recon(x | z_k) - |z_k|^2 / 2 + |eps_k|^2 / 2 + sum(logvar) / 2``. The K
+    latents go through the decoder as one ``(batch * K, d)`` batch; the sum over
+    samples is a stable :meth:`~vaebench.model.ops.Ops.logsumexp`. The Bernoulli term is
+    the formula of :func:`bce_with_logits`, unfused, since its targets broadcast over
+    the sample axis (a fused kernel wants equal shapes). At ``K = 1`` this is the
+    single-sample ELBO whose expectation is the analytic one of :func:`neg_elbo_terms`.
+    """
+    mean, logvar = encode(x)
+    k, d = eps.shape[-2], eps.shape[-1]
+    mean3, logvar3 = ops.expand_dims(mean, 1), ops.expand_dims(logvar, 1)  # (B, 1, d)
+    z = mean3 + ops.exp(0.5 * logvar3) * eps  # (B, K, d)
+    logits = ops.flatten(decode(ops.reshape(z, (-1, d))))  # (B * K, pixels)
+    logits = ops.reshape(logits, (-1, k, logits.shape[-1]))  # (B, K, pixels)
+    targets = ops.expand_dims(ops.flatten(x), 1)  # (B, 1, pixels)
+    recon = ops.sum_per_example(ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits))))
+    log_w = 0.5 * ops.sum_per_example(eps * eps + logvar3 - z * z) - recon  # (B, K)
+    return ops.logsumexp(log_w) - math.log(k)
+
+
 @dataclass(frozen=True)
 class Objective:
     """What training minimises per example, as a weighting of the -ELBO's two terms: ``recon + beta * kl``.
 
     ``vae`` is the -ELBO itself (``beta`` must be 1); ``beta-vae`` weights the KL
     by ``beta`` (Higgins et al., "beta-VAE", ICLR 2017), and ``beta == 1`` is the
-    plain VAE again. It travels on the :class:`~vaebench.model.layers.ModelSpec`
+    plain VAE again. ``iwae`` is the negative importance-weighted bound with
+    ``samples`` (K) latents per image (:func:`iwae_bound`); the core draws its
+    noise ``(batch, K, d)`` (:meth:`noise_shape`). It travels on the :class:`~vaebench.model.layers.ModelSpec`
     because the contract's ``Backend.build(spec, adam)`` takes nothing else: so
     every plugin that trains on :meth:`vaebench.plugin.walk.Network.loss` gets it
     with no code of its own. Evaluation never uses it: a run's test -ELBO is
@@ -108,6 +145,7 @@ class Objective:
 
     name: str = "vae"
     beta: float = 1.0
+    samples: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
@@ -115,20 +153,49 @@ class Objective:
         beta = self.beta
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
             raise ConfigError(f"--beta must be a finite number, 0 or more, got {beta}")
-        if self.name == "vae" and beta != 1.0:
-            raise ConfigError(f"--beta {beta} is the KL weight of --objective beta-vae; --objective vae has beta 1")
+        if self.name != "beta-vae" and beta != 1.0:
+            raise ConfigError(f"--beta {beta} is the KL weight of --objective beta-vae; --objective {self.name} has beta 1")
+        k = self.samples
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SAMPLES:
+            raise ConfigError(f"--iw-samples must be a whole number from 1 to {MAX_SAMPLES}, got {k}")
+        if self.name != "iwae" and k != 1:
+            raise ConfigError(f"--iw-samples {k} is the sample count of --objective iwae; --objective {self.name} draws 1")
 
     @property
     def plain(self) -> bool:
         """Whether this is the -ELBO itself (the plain VAE, ``beta == 1``): what training and evaluation share."""
-        return self.beta == 1.0
+        return self.name != "iwae" and self.beta == 1.0
+
+    def noise_shape(self, latent_dim: int) -> tuple[int, ...]:
+        """One image's training noise: ``(latent_dim,)``, or ``(K, latent_dim)`` for the IWAE bound's K samples."""
+        return (self.samples, latent_dim) if self.name == "iwae" else (latent_dim,)
+
+    def describe(self) -> str:
+        """The objective as a run's log line names it: ``beta-vae (beta 4)``, ``iwae (K=5)``."""
+        return f"iwae (K={self.samples})" if self.name == "iwae" else f"{self.name} (beta {self.beta:g})"
+
+    def loss_per_example(
+        self, ops: Ops, encode: Callable[[Any], tuple[Any, Any]], decode: Callable[[Any], Any], x: Any, eps: Any
+    ) -> Any:
+        """What a train step minimises per example, ``(batch,)``, from the networks and the step's noise.
+
+        The one entry point every plugin's loss goes through
+        (:meth:`vaebench.plugin.walk.Network.loss`): the weighted -ELBO of
+        :meth:`per_example`, or the negative IWAE bound.
+        """
+        if self.name == "iwae":
+            return -iwae_bound(ops, encode, decode, x, eps)
+        return self.per_example(vae_terms(ops, encode, decode, x, eps))
 
     def per_example(self, terms: LossTerms) -> Any:
         """The objective per example, ``(batch,)``, from the -ELBO's terms.
 
         The plain VAE returns ``terms.neg_elbo`` itself, so its compiled step is
         the graph it always was (bit for bit, resumable from older checkpoints).
+        The IWAE bound is not a weighting of these terms (:meth:`loss_per_example`).
         """
+        if self.name == "iwae":
+            raise ConfigError("the IWAE bound is not a weighting of the -ELBO's terms; use Objective.loss_per_example")
         return terms.neg_elbo if self.plain else terms.recon + self.beta * terms.kl
 
 
@@ -158,6 +225,14 @@ class NumpyOps:
     @staticmethod
     def mean(x: np.ndarray) -> np.ndarray:
         return np.mean(x)
+
+    reshape = staticmethod(np.reshape)
+    expand_dims = staticmethod(np.expand_dims)
+
+    @staticmethod
+    def logsumexp(x: np.ndarray) -> np.ndarray:
+        top = np.max(x, axis=-1, keepdims=True)
+        return (top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True)))[..., 0]
 
 
 numpy_ops = NumpyOps()

@@ -46,6 +46,15 @@ class Ops(Protocol):
     def mean(self, x: Any) -> Any:
         """Mean of all entries, a scalar."""
 
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        """``x`` in ``shape`` (one entry may be ``-1``), the array's element order kept: the IWAE bound's sample axis."""
+
+    def expand_dims(self, x: Any, axis: int) -> Any:
+        """``x`` with a new axis of size 1 at ``axis``, to broadcast over the IWAE samples."""
+
+    def logsumexp(self, x: Any) -> Any:
+        """``log(sum(exp(x)))`` over the last axis, ``(B, K) -> (B,)``, without overflow: the IWAE bound's sum."""
+
     # Optional: ``bce_with_logits(logits, targets)``, a fused kernel of exactly
     # :func:`vaebench.model.loss.bce_with_logits` (elementwise, no clipping).
 
@@ -62,7 +71,8 @@ class LossTerms(NamedTuple):
 
 
 class ArrayOps:
-    """:class:`Ops` from an array module with NumPy's names (``exp``, ``log1p``, ``abs``, ``mean``, ``sum``).
+    """:class:`Ops` from an array module with NumPy's names (``exp``, ``log1p``, ``abs``, ``mean``, ``sum``, ``amax``,
+    ``log``, ``reshape``, ``expand_dims`` or torch's ``unsqueeze``).
 
     ``relu`` is the framework's own (a fused kernel, the gradient it defines at 0);
     ``overrides`` replace any other primitive, e.g. torch's ``flatten`` view or a
@@ -71,8 +81,20 @@ class ArrayOps:
 
     def __init__(self, xp: Any, relu: Callable[[Any], Any], **overrides: Callable[..., Any]) -> None:
         self.exp, self.log1p, self.abs, self.mean, self.relu = xp.exp, xp.log1p, xp.abs, xp.mean, relu
-        self._sum = xp.sum
+        self._sum, self._amax, self._log, self.reshape = xp.sum, xp.amax, xp.log, xp.reshape
+        self.expand_dims = getattr(xp, "expand_dims", None) or xp.unsqueeze  # torch's name for it
         vars(self).update(overrides)
+
+    def logsumexp(self, x: Any) -> Any:
+        """``max + log(sum(exp(x - max)))`` over the last axis; summing the kept size-1 axis drops it.
+
+        Written from ``amax``, ``exp``, ``log`` and ``sum``, which every array
+        module here has, so no plugin needs a kernel of its own; the shift's
+        gradient cancels exactly (``1 - sum(softmax)``), so ``amax`` needs no
+        ``stop_gradient``.
+        """
+        top = self._amax(x, axis=-1, keepdims=True)
+        return self._sum(top + self._log(self._sum(self.exp(x - top), axis=-1, keepdims=True)), axis=-1)
 
     def flatten(self, x: Any) -> Any:
         """``(B, ...) -> (B, D)`` by ``reshape``."""

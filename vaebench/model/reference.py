@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from vaebench.model.layers import Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
-from vaebench.model.loss import numpy_ops, vae_terms
+from vaebench.model.loss import bce_with_logits, iwae_bound, numpy_ops, vae_terms
 from vaebench.model.loss import recon_nll as loss_recon_nll
 from vaebench.model.ops import LossTerms
 
@@ -172,6 +172,8 @@ def loss_and_grads(
     """
     p = _as64(params)
     x, eps = np.asarray(x, np.float64), np.asarray(eps, np.float64)
+    if spec.objective.name == "iwae":
+        return _iwae_loss_and_grads(spec, p, x, eps)
     n = len(x)
     trunk, heads, decoder = spec.encoder_layers(), spec.head_layers(), spec.decoder_layers()
     trunk_cache = _forward_cached(trunk, p, x)
@@ -188,6 +190,45 @@ def loss_and_grads(
     dz = _backward(decoder, p, dec_cache, (1 / (1 + np.exp(-logits)) - x) / n, grads)
     dmean = dz + beta * mean / n
     dlogvar = dz * 0.5 * std * eps + beta * 0.5 * (np.exp(logvar) - 1) / n
+    dh = _layer_backward(heads[0], p, h, mean, dmean, grads) + _layer_backward(heads[1], p, h, logvar, dlogvar, grads)
+    _backward(trunk, p, trunk_cache, dh, grads)
+    return loss, grads
+
+
+def _iwae_loss_and_grads(
+    spec: ModelSpec, p: Mapping[str, np.ndarray], x: np.ndarray, eps: np.ndarray
+) -> tuple[float, dict[str, np.ndarray]]:
+    """The batch mean of the negative IWAE bound (``eps`` ``(B, K, d)``) and its gradients, by hand.
+
+    With ``log w_k = -recon(x | z_k) - |z_k|^2 / 2 + |eps_k|^2 / 2 + sum(logvar) / 2`` and the
+    normalised weights ``w~_k = softmax_k(log w)``, the loss ``mean_b (log K - logsumexp_k log w_k)``
+    has ``d/dlog w_k = -w~_k / B``, hence ``d/dlogits_k = w~_k (sigmoid(logits_k) - x) / B``,
+    the direct ``d/dz_k = w~_k z_k / B`` beside the decoder's, ``d/dlogvar = -1/(2B)`` direct,
+    and the reparameterisation's ``d/dmean = sum_k d/dz_k``, ``d/dlogvar += sum_k d/dz_k * std * eps_k / 2``.
+    The value is :func:`~vaebench.model.loss.iwae_bound` on :data:`numpy_ops` itself.
+    """
+    n, k, d = eps.shape
+    trunk, heads, decoder = spec.encoder_layers(), spec.head_layers(), spec.decoder_layers()
+    trunk_cache = _forward_cached(trunk, p, x)
+    h = trunk_cache[-1][1]
+    mean, logvar = (apply_layer(info, p, h) for info in heads)
+    std = np.exp(0.5 * logvar)
+    z = mean[:, None] + std[:, None] * eps  # (B, K, d)
+    dec_cache = _forward_cached(decoder, p, z.reshape(n * k, d))
+    logits = dec_cache[-1][1]
+    bound = iwae_bound(numpy_ops, lambda _: (mean, logvar), lambda _: logits, x, eps)
+    loss = float(np.mean(-bound))
+    recon = numpy_ops.sum_per_example(
+        bce_with_logits(numpy_ops, logits.reshape(n, k, -1), numpy_ops.flatten(x)[:, None])
+    )  # (B, K)
+    log_w = 0.5 * np.sum(eps * eps + logvar[:, None] - z * z, axis=-1) - recon
+    weights = np.exp(log_w - numpy_ops.logsumexp(log_w)[:, None])  # (B, K), each row sums to 1
+    grads: dict[str, np.ndarray] = {}
+    scale = (weights / n).reshape(n * k, *([1] * (logits.ndim - 1)))
+    dz = _backward(decoder, p, dec_cache, scale * (1 / (1 + np.exp(-logits)) - np.repeat(x, k, axis=0)), grads)
+    dz = dz.reshape(n, k, d) + weights[..., None] * z / n
+    dmean = dz.sum(axis=1)
+    dlogvar = (dz * eps).sum(axis=1) * 0.5 * std - 0.5 / n
     dh = _layer_backward(heads[0], p, h, mean, dmean, grads) + _layer_backward(heads[1], p, h, logvar, dlogvar, grads)
     _backward(trunk, p, trunk_cache, dh, grads)
     return loss, grads

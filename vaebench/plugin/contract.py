@@ -70,9 +70,10 @@ class Model(abc.ABC):
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         return _check("images x", x, (None, *self.spec.input_shape))
 
-    def _check_xe(self, x: np.ndarray, eps: np.ndarray) -> None:
+    def _check_xe(self, x: np.ndarray, eps: np.ndarray, train: bool = False) -> None:
         self._check_x(x)
-        _check("noise eps", eps, (x.shape[0], self.spec.latent_dim))
+        latent = self.spec.latent_dim
+        _check("noise eps", eps, (x.shape[0], *(self.spec.objective.noise_shape(latent) if train else (latent,))))
 
     # -- weights ---------------------------------------------------------
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
@@ -132,7 +133,7 @@ class Model(abc.ABC):
         ``DataLoader`` would in a hand-written loop. Thread-safe by contract: it
         must not touch the model's state.
         """
-        self._check_xe(x, eps)
+        self._check_xe(x, eps, train=True)
         return self._stage(x, eps)
 
     def train_staged(self, staged: Any) -> Any:
@@ -219,7 +220,7 @@ class Model(abc.ABC):
     def step_probe(self, x: np.ndarray, eps: np.ndarray) -> dict[str, Callable[[], Any]]:
         """Callables for the whole network at the current weights, each blocking: the loss alone (``forward``)
         and the loss with every parameter's gradient (``forward+backward``), no update (:data:`STEP_PROBES`)."""
-        self._check_xe(x, eps)
+        self._check_xe(x, eps, train=True)
         return self._probes(self._step_probe(x, eps), STEP_PROBES)
 
     def _probes(self, probes: Mapping[str, Callable[[], Any]], keys: tuple[str, ...]) -> dict[str, Callable[[], Any]]:

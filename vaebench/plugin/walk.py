@@ -92,7 +92,7 @@ class Network:
 
     def loss(self, ops: Ops, x: Any, eps: Any) -> Any:
         """The training objective: the batch mean of the spec's objective (the -ELBO for the plain VAE)."""
-        return ops.mean(self.objective_per_example(self.terms(ops, x, eps)))
+        return ops.mean(self.objective.loss_per_example(ops, self.encode, self.decode, x, eps))
 
     def parameters(self, attributes: tuple[str, str] = PARAMETERS) -> list[tuple[str, Any]]:
         """``(canonical name, parameter)`` for every weight, in spec order: the ``kernel`` and ``bias``

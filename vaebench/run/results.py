@@ -322,6 +322,8 @@ def _objective_of(cfg: dict[str, Any]) -> str:
     beta = cfg.get("beta")
     if name in ("vae", "beta-vae") and (beta is None or beta == 1):
         return "elbo"
+    if name == "iwae":  # the IWAE bound: K samples per image, no KL weight; each K its own objective
+        return f"iwae k={cfg.get('iw_samples', 1)}"
     text = name
     if isinstance(beta, int | float):
         text += f" beta={float(beta):g}"  # 4 and 4.0 are one weight

@@ -35,7 +35,7 @@ from vaebench.model.config import TrainConfig
 from vaebench.model.weights import init_params
 from vaebench.plugin.contract import Model
 from vaebench.run.checkpoint import CHECKPOINT, Position, check_position, load_checkpoint, save_checkpoint
-from vaebench.run.evaluation import evaluate_split
+from vaebench.run.evaluation import evaluate_split, iwae_nll
 from vaebench.run.finish import finish
 from vaebench.run.outputs.mlflowlog import MlflowLog
 from vaebench.run.outputs.mlflowlog import require as require_mlflow
@@ -99,7 +99,7 @@ def train_epoch(
 
     t_start = time.perf_counter()
     step = done
-    batches = enumerate(train_batches(images, cfg.batch_size, cfg.latent_dim, cfg.seed, epoch, cfg.binarize), start=1)
+    batches = enumerate(train_batches(images, cfg.batch_size, cfg.noise_shape, cfg.seed, epoch, cfg.binarize), start=1)
 
     def stage(item: tuple[int, Batch]) -> Any:
         # steps already trained before an interruption are drawn anyway, to advance the streams, but not staged
@@ -275,7 +275,9 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 entry.update(split_test(evaluate_split(model, session.test_images, cfg.eval_batch_size, cfg.seed)))
                 entry["eval_seconds"] = time.perf_counter() - t0
                 objective = cfg.training_objective
-                if not objective.plain:  # the training objective on the test set, beside the plain -ELBO
+                if objective.name == "iwae":  # the negative IWAE-K bound on the test set, beside the plain -ELBO
+                    entry["test_objective"] = float(np.mean(iwae_nll(model, session.test_images, objective.samples, cfg.seed)))
+                elif not objective.plain:  # the training objective on the test set, beside the plain -ELBO
                     entry["test_objective"] = entry["test_recon"] + objective.beta * entry["test_kl"]
                 if not np.isfinite(entry["test_neg_elbo"]):
                     raise DivergedError(f"training diverged in epoch {epoch}: test -ELBO is {entry['test_neg_elbo']}")
@@ -289,7 +291,7 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 train = (
                     f"train -ELBO {entry['train_neg_elbo']:.2f}"
                     if objective.plain
-                    else f"train {objective.name} (beta {objective.beta:g}) {entry['train_objective']:.2f}"
+                    else f"train {objective.describe()} {entry['train_objective']:.2f}"
                 )
                 log(
                     f"epoch {epoch}/{cfg.epochs}  {train}  "

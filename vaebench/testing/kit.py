@@ -200,6 +200,29 @@ class BackendTests:
         self._check_step(model, spec, params)
 
     @final
+    @pytest.mark.parametrize("name", ["mlp", "conv"])
+    def test_iwae_train_step_matches_the_reference_step(self, backend, name):
+        """The IWAE bound (K = 5) reaches the step: noise ``(batch, K, d)``, its value and gradients as the reference's.
+
+        The gradients are read from Adam's first moment after one step (``m = (1 - beta1) g``) and compared to
+        ``1e-4`` of the largest: the softmax over K samples in float32 leaves ~1e-5 of it, enough to flip the
+        sign, and so the first update, of a gradient that small (the update itself is checked by the other steps).
+        """
+        spec = get_model(name).spec.with_objective(Objective("iwae", samples=5))
+        params, adam = perturbed_params(name), AdamConfig()
+        model = backend.build(spec, adam)
+        model.load_weights(params)
+        x, eps = sample_inputs(spec.latent_dim, n=8 * 5)
+        x, eps = x[:8], eps.reshape(8, 5, spec.latent_dim)
+        loss = model.fetch([model.train_step(x, eps)])[0]
+        ref_loss, grads = loss_and_grads(spec, params, x, eps)
+        assert loss == pytest.approx(ref_loss, rel=self.rtol)
+        state = model.export_optimizer_state()
+        for key, want in grads.items():
+            got, scale = state[f"{key}/m"] / (1 - adam.beta1), float(np.abs(want).max()) or 1.0
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=f"gradient {key}")
+
+    @final
     def _check_step(self, model: Model, spec: ModelSpec, params: dict[str, np.ndarray]) -> None:
         x, eps = sample_inputs(spec.latent_dim, n=8)
         loss = model.fetch([model.train_step(x, eps)])[0]
