@@ -7,17 +7,23 @@ from collections.abc import Callable
 import numpy as np
 
 from vaebench.errors import DivergedError, RunInterruptedError
+from vaebench.model.batches import steps_per_epoch
 from vaebench.model.weights import save_params
 from vaebench.plugin.host import load_snapshot
 from vaebench.run.evaluation import full_evaluation
 from vaebench.run.outputs.pictures import write_pictures
+from vaebench.run.outputs.tensorboard import RunLog
 from vaebench.run.results import write_metrics
 from vaebench.run.session import Session
 from vaebench.run.signals import StopFlag
 
 
-def finish(session: Session, progress: bool, log: Callable[[str], None], stop: StopFlag) -> None:
-    """Weights, the full evaluation, pictures, and status ``completed``; a signal stops it between any two parts."""
+def finish(session: Session, progress: bool, log: Callable[[str], None], stop: StopFlag, tb: RunLog | None = None) -> None:
+    """Weights, the full evaluation, pictures, and status ``completed``; a signal stops it between any two parts.
+
+    ``tb`` is the run's open TensorBoard log: the final NLL goes there too, at the run's last global step, so
+    TensorBoard shows the one figure the epochs' -ELBO curves cannot (the tag names its ``k``).
+    """
     cfg, model, metrics, run_dir = session.cfg, session.model, session.metrics, session.run_dir
 
     def tick() -> None:
@@ -35,6 +41,8 @@ def finish(session: Session, progress: bool, log: Callable[[str], None], stop: S
     if "test_nll" in evaluation:
         final.update(test_nll=evaluation["test_nll"], iwae_k=evaluation["iwae_k"])
         log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")
+        if tb is not None:
+            tb.nll(evaluation, cfg.epochs * steps_per_epoch(len(session.train_images), cfg.batch_size))
     final["active_units"] = evaluation["active_units"]
     title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test -ELBO {final['test_neg_elbo']:.1f} nats"
     write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title, tick)

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaebench.errors import ConfigError, ShapeError
+from vaebench.errors import ConfigError, ShapeError, VaebenchError
 from vaebench.io.datasets import check_same_data, load_dataset
-from vaebench.model.batches import binarize_fixed
-from vaebench.model.config import check_iwae_k
+from vaebench.model.batches import binarize_fixed, steps_per_epoch
+from vaebench.model.config import TrainConfig, check_iwae_k
 from vaebench.model.weights import check_params, load_params
 from vaebench.plugin import registry
 from vaebench.run.evaluation import full_evaluation
+from vaebench.run.outputs.tensorboard import FOLDER, RunLog
 from vaebench.run.results import claim_run_dir, config_of, read_metrics, recorded_data_dir, run_identity, write_metrics
 
 
@@ -29,6 +30,7 @@ def evaluate_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     accept_data_change: bool = False,
+    tensorboard: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a finished run's ``weights.npz`` with any backend; store it under ``evaluations[<backend>]``.
 
@@ -43,6 +45,12 @@ def evaluate_run(
     scored: the run's identity (:func:`~vaebench.run.results.run_identity`)
     is taken before and compared under the lock, and a run replaced in between
     (``run --overwrite``) refuses the result with a line saying so.
+
+    The NLL also goes to the run's TensorBoard files as ``test/nll_k<k>`` (another backend's as
+    ``test/nll_k<k>/<backend>``), so the viewer a user watched the run in shows its score and the ``k`` behind
+    it. ``tensorboard=None`` logs it when the run wrote TensorBoard files (its ``tb/`` folder exists). That is
+    done after ``metrics.json`` holds the result, and a ``tb/`` that cannot be written costs a warning, never
+    the evaluation.
     """
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
@@ -80,4 +88,34 @@ def evaluate_run(
             )
         metrics.setdefault("evaluations", {})[name] = evaluation
         write_metrics(run_dir, metrics)
+    if tensorboard is None:
+        tensorboard = (run_dir / FOLDER).is_dir()  # the run kept TensorBoard files, so its score belongs there too
+    if tensorboard:
+        _log_nll(run_dir, cfg, metrics.get("data") or {}, evaluation, None if name == cfg.backend else name, log)
     return evaluation
+
+
+def _log_nll(
+    run_dir: Path,
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+    backend: str | None,
+    log: Callable[[str], None],
+) -> None:
+    """The evaluation's NLL in the run's TensorBoard files, at the run's last global step (its weights' step)."""
+    if evaluation.get("test_nll") is None:
+        return
+    trained = data.get("train_used")  # the training images the run used, after --limit-train
+    if not isinstance(trained, int) and isinstance(data.get("train_size"), int):  # a run recorded before train_used
+        trained = min(data["train_size"], cfg.limit_train or data["train_size"])
+    step = cfg.epochs * steps_per_epoch(trained, cfg.batch_size) if isinstance(trained, int) else 0
+    try:
+        tb = RunLog(run_dir)
+    except VaebenchError as exc:
+        log(f"warning: the NLL is in metrics.json but not in TensorBoard: {exc}")
+        return
+    try:
+        tb.nll(evaluation, step, backend)
+    finally:
+        tb.close()

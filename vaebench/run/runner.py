@@ -300,7 +300,7 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 )
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
-            finish(session, progress, log, stop)
+            finish(session, progress, log, stop, tb)
     except RunInterruptedError as exc:
         _record_end(run_dir, metrics, "interrupted", None, exc, log)
         raise

@@ -12,6 +12,11 @@ What a run logs (``--no-tensorboard`` turns it off):
   adds no synchronisation;
 * ``test/neg_elbo``, ``test/recon``, ``test/kl``, ``train/neg_elbo`` and
   ``train/images_per_second`` per epoch, at the epoch's last global step;
+* ``test/nll_k<k>`` (``test/nll_k100``): the importance-weighted test NLL of
+  the final evaluation, and of every ``vaebench eval``, at the run's last
+  global step, with the ``k`` that produced it in the tag, so a k=10 and a
+  k=5000 NLL are two curves, never one; an ``eval`` by another backend adds
+  its name (``test/nll_k100/jax``);
 * ``grid`` (for a 2-D latent, the blog's manifold, so it can be watched
   forming), ``samples`` and ``reconstructions`` as images every epoch, drawn
   after the epoch's timing has closed;
@@ -95,6 +100,18 @@ class RunLog:
         for tag, key in tags.items():
             if entry.get(key) is not None and np.isfinite(entry[key]):
                 self.writer.add_scalar(tag, entry[key], step)
+
+    def nll(self, evaluation: dict[str, Any], step: int, backend: str | None = None) -> None:
+        """An evaluation's IWAE NLL as ``test/nll_k<k>``; ``backend`` names a scorer other than the run's own.
+
+        The tag carries ``k`` because the NLL is an estimate whose bias shrinks with ``k``: the same weights give
+        a visibly higher number at k=10 than at k=5000, and one tag for both would draw them as one curve.
+        An evaluation without an NLL (``--eval-k 0``) logs nothing.
+        """
+        if not self.writer or evaluation.get("test_nll") is None or not np.isfinite(evaluation["test_nll"]):
+            return
+        tag = f"test/nll_k{evaluation['iwae_k']}" + (f"/{backend}" if backend else "")
+        self.writer.add_scalar(tag, evaluation["test_nll"], step)
 
     def pictures(self, model: Model, test_images: np.ndarray, latent_dim: int, seed: int, step: int) -> None:
         """The grid (or prior samples), decoded prior samples and reconstructions, as grey images."""
