@@ -1,0 +1,439 @@
+"""Measure the README's install figures, and write every figure the README states from committed result files.
+
+Why this exists (issue #27): the README once promised a one-minute install and a 4.4-minute first job,
+typed by hand, and both were false on the machine a new user had. Here every time and size the README
+states is rendered from a file a measurement wrote, between marker comments
+(``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->``), and ``--check`` fails when the README
+differs from what this script would write, so a typed figure cannot creep back in unnoticed.
+
+    python scripts/readme_figures.py --measure-install   # minutes: a fresh clone, a throwaway venv, the README's install
+    python scripts/readme_figures.py                      # rewrite README.md's figure blocks from results/
+    python scripts/readme_figures.py --check              # exit 1 if README.md is not what the results say
+
+The inputs, all committed: ``results/readme/install.json`` (written by ``--measure-install``),
+``results/first-run/`` (the README's comparing command, run for real: ``<backend>/metrics.json`` and
+``report.html``) and ``results/bench.json`` (``vaebench bench`` on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+INSTALL_JSON = ROOT / "results" / "readme" / "install.json"
+FIRST_RUN = ROOT / "results" / "first-run"
+BENCH_JSON = ROOT / "results" / "bench.json"
+HEADING = "## Quick start"
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+
+
+class FiguresError(Exception):
+    """A missing or malformed input: printed as one line, exit 2, and README.md left as it was."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the machine
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to judge a figure measured here: which CPU, how many cores, how busy."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu_model": model, "cpu_count": os.cpu_count(), "load_average_1_5_15": load}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --measure-install
+
+
+def quick_start_commands(readme: str) -> list[str]:
+    """The shell commands of the first fenced block under :data:`HEADING`, read as a user would: comments dropped."""
+    section = readme.split(f"\n{HEADING}\n", 1)
+    if len(section) != 2:
+        raise FiguresError(f"README.md has no {HEADING!r} heading")
+    block = re.search(r"```(?:bash|sh|shell|console)\n(.*?)```", section[1].split("\n## ", 1)[0], re.S)
+    if not block:
+        raise FiguresError(f"README.md's {HEADING!r} section has no fenced shell block")
+    text = re.sub(r"\\\n\s*", " ", block[1])
+    lines = [" ".join(line.split(" #", 1)[0].split()) for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def install_commands(readme: str) -> list[str]:
+    """The quick start's lines before its first ``vaebench`` command: making the venv and the pip install."""
+    commands = []
+    for command in quick_start_commands(readme):
+        if command.startswith("vaebench "):
+            break
+        commands.append(command)
+    if not any(c.startswith("pip install") for c in commands):
+        raise FiguresError("README.md's quick start has no `pip install` line before its first vaebench command")
+    return commands
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the tree takes on disk: ``du``'s count (allocated blocks, each inode once, links not followed)."""
+    du = shutil.which("du")
+    if du:
+        done = subprocess.run([du, "-s", "--block-size=1", str(path)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return int(done.stdout.split()[0])
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(folder, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def measure_install(workdir: Path | None, keep: bool) -> dict[str, Any]:
+    """Clone the repository, run the README's install lines literally in a fresh venv, and time and size it.
+
+    A clone (not this working tree) because that is what a new user has, and because an editable install
+    writes into the tree it installs. ``python`` is this interpreter's base Python (the README asks for 3.11),
+    and pip's cache is off, so the figure is a first install's, not a warm cache's.
+    """
+    readme = README.read_text()
+    commands = install_commands(readme)
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    scratch = Path(tempfile.mkdtemp(prefix="vaebench-install-", dir=workdir))
+    try:
+        clone = scratch / "vaebench"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        commit = subprocess.run(
+            ["git", "-C", str(clone), "rev-parse", "--short=12", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        shim = scratch / "bin"
+        shim.mkdir()
+        (shim / "python").symlink_to(base)
+        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))]
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env.update(PATH=os.pathsep.join([str(shim), *path]), PIP_NO_CACHE_DIR="1")
+        script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
+        before = machine()
+        started = dt.datetime.now(dt.UTC)
+        t0 = time.perf_counter()
+        done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        after = machine()  # the load as the install ended, before sizing the venv (itself minutes on a busy disk)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise FiguresError(f"the README's install failed (exit {done.returncode}): {tail[0]}")
+        venv = clone / ".venv"
+        size = disk_usage(venv)
+        version = subprocess.run(
+            [str(venv / "bin" / "python"), "--version"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        return {
+            "kind": "readme-install",
+            "date": started.strftime("%Y-%m-%d"),
+            "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commands": commands,
+            "commit": commit,
+            "python": version,
+            "pip": "the machine's configured package index, PIP_NO_CACHE_DIR=1 (no warm cache)",
+            "seconds": round(seconds, 1),
+            "venv_bytes": size,
+            "machine": {
+                "cpu_model": before["cpu_model"],
+                "cpu_count": before["cpu_count"],
+                "load_average_before": before["load_average_1_5_15"],
+                "load_average_after": after["load_average_1_5_15"],
+                "shared": "other jobs may have run on this machine during the install: see the load averages",
+            },
+        }
+    finally:
+        if keep:
+            print(f"kept {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading the committed results
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file, or one line that names it and says what writes it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FiguresError(f"{path} is missing: {what}") from None
+    except (OSError, ValueError) as exc:
+        raise FiguresError(f"{path} is unreadable ({exc}): {what}") from None
+
+
+def first_run(folder: Path) -> dict[str, dict[str, Any]]:
+    """Each backend's metrics.json in the comparing run's folder, in the order the folder lists them."""
+    runs = {}
+    for metrics in sorted(folder.glob("*/metrics.json")):
+        runs[metrics.parent.name] = read_json(metrics, "rerun the README's comparing command into this folder")
+        if runs[metrics.parent.name].get("status") != "completed":  # a figure of a run still training would move
+            raise FiguresError(f"{metrics} is not a completed run (status {runs[metrics.parent.name].get('status')!r})")
+    if not runs:
+        raise FiguresError(f"{folder} holds no <backend>/metrics.json: copy the README's comparing run there")
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def gigabytes(n: int) -> str:
+    """Decimal GB to one place, as ``du -h --si`` and pip's own messages count."""
+    return f"{n / 1e9:.1f} GB"
+
+
+def minutes(seconds: float) -> str:
+    """Seconds as a reader thinks of a wait: seconds under two minutes, else minutes (to one place under ten)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    m = seconds / 60
+    return f"{m:.1f} minutes" if m < 10 else f"{m:.0f} minutes"
+
+
+def render_install(install: dict[str, Any]) -> str:
+    """The install's time and size, with the machine and the date they were measured on."""
+    m = install["machine"]
+    return (
+        f"Measured by `scripts/readme_figures.py --measure-install` on {install['date']}, from a fresh clone on "
+        f"this project's machine ({m['cpu_model']}, {m['cpu_count']} cores, shared with other jobs: 1-minute "
+        f"load average {m['load_average_before'][0]} as it started): the install took "
+        f"{minutes(install['seconds'])} and the venv takes {gigabytes(install['venv_bytes'])} "
+        f"(`results/readme/install.json`).\n"
+    )
+
+
+def quick_start_backends(readme: str) -> list[str]:
+    """The backends the quick start's comparing command names, in its order: the table lists them so."""
+    for command in quick_start_commands(readme):
+        words = shlex.split(command)
+        if words[:2] == ["vaebench", "run"] and "--backend" in words:
+            return words[words.index("--backend") + 1].split(",")
+    raise FiguresError("README.md's quick start has no `vaebench run --backend ...` command")
+
+
+def bench_rows(bench: dict[str, Any], model: str, batch_size: int) -> dict[str, dict[str, Any]]:
+    """bench.json's rows for one cell, by backend."""
+    return {r["backend"]: r for r in bench.get("results", []) if r.get("model") == model and r.get("batch_size") == batch_size}
+
+
+def cpu(environment: dict[str, Any]) -> str:
+    """A machine as a reader can tell two apart: its CPU model and core count."""
+    return f"{environment.get('cpu_model', 'an unrecorded CPU')}, {environment.get('cpu_count', '?')} cores"
+
+
+def run_seconds(metrics: dict[str, Any]) -> float:
+    """What a run spent training and evaluating, from its own record: every epoch, its test pass, the final evaluation.
+
+    Start-up (imports, the data, compiling before the first step is timed) and the pictures are not in it.
+    """
+    backend = metrics["config"]["backend"]
+    final = (metrics.get("evaluations") or {}).get(backend) or {}
+    history = metrics.get("history") or []
+    return sum(e.get("epoch_seconds", 0.0) + e.get("eval_seconds", 0.0) for e in history) + final.get("seconds", 0.0)
+
+
+def run_images_per_second(metrics: dict[str, Any]) -> float | None:
+    """The mean of the run's epochs' training throughput (each epoch's first step, which compiles, left out)."""
+    rates = [e["train_images_per_second"] for e in metrics.get("history") or [] if e.get("train_images_per_second")]
+    return sum(rates) / len(rates) if rates else None
+
+
+def nll_text(metrics: dict[str, Any]) -> str:
+    """The run's IWAE NLL with its k (``88.21 (k=100)``), as ``vaebench compare`` shows it; or why there is none."""
+    from vaebench.report.tables import nll_cell, run_nll
+
+    nll, k = run_nll(metrics)
+    return "not computed" if nll is None else nll_cell(nll, k)[0]
+
+
+def _thousands(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def first_run_facts(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """The comparing run's backends (README order), their metrics, and the facts they share (model, batch, machine)."""
+    runs = inputs["first_run"]
+    order = [b for b in inputs["backends"] if b in runs] + sorted(set(runs) - set(inputs["backends"]))
+    first = runs[order[0]]
+    shared = {
+        "model": first["config"]["model"],
+        "batch_size": first["config"]["batch_size"],
+        "epochs": first["config"]["epochs"],
+        "environment": first["environment"],
+    }
+    for name in order[1:]:
+        cfg = runs[name]["config"]
+        if (cfg["model"], cfg["batch_size"], cfg["epochs"]) != (shared["model"], shared["batch_size"], shared["epochs"]):
+            raise FiguresError(f"{inputs['first_run_dir']}: {name} trained another model, batch or epochs than {order[0]}")
+    return order, runs, shared
+
+
+def render_run_times(inputs: dict[str, Any]) -> str:
+    """How long the comparing command takes: the quiet machine's rates, and what the README's run took here."""
+    order, runs, shared = first_run_facts(inputs)
+    bench, model, batch = inputs["bench"], shared["model"], shared["batch_size"]
+    rows = bench_rows(bench, model, batch)
+    train = runs[order[0]]["data"].get("train_used") or runs[order[0]]["data"]["train_size"]
+    rates = []
+    for name in order:
+        if name in rows:
+            rate = rows[name]["train_images_per_second"]["median"]
+            rates.append(f"{name} {_thousands(rate)} images/s ({minutes(5 * train / rate)} for 5 epochs)")
+    took = ", ".join(f"{name} {minutes(run_seconds(runs[name]))}" for name in order)
+    return (
+        f"Expect it to be long on a CPU. On the quiet 2-core machine of the "
+        f"[baseline](docs/benchmarks.md#baseline-results-for-a-2-core-cpu) ({cpu(bench['environment'])}), "
+        f"`{model}` at batch {batch} trains at {', '.join(rates)} of training alone at those rates "
+        f"(`results/bench.json`). The same command with `--epochs {shared['epochs']}`, run on this project's "
+        f"{cpu(shared['environment'])} while other jobs shared it, spent {took} training and evaluating "
+        f"(`results/first-run/`).\n"
+    )
+
+
+def render_results(inputs: dict[str, Any]) -> str:
+    """The default model's quality and speed per backend, each speed figure with the machine it was measured on."""
+    order, runs, shared = first_run_facts(inputs)
+    bench, model, batch = inputs["bench"], shared["model"], shared["batch_size"]
+    rows = bench_rows(bench, model, batch)
+    env = shared["environment"]
+    lines = [
+        f"`{model}` (the default model, keras.io's convolutional VAE) on MNIST, batch {batch}, "
+        f"{shared['epochs']} epochs, seed {runs[order[0]]['config']['seed']}: the README's comparing command with "
+        f"`--epochs {shared['epochs']}` (`results/first-run/`, commit {env.get('commit', '?')}).",
+        "",
+        "| backend | test -ELBO (nats) | test NLL (nats, IWAE k) | training images/s in this run (A) "
+        "| training images/s, bench (B): median [IQR] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in order:
+        m, row = runs[name], rows.get(name)
+        quiet = "not measured"
+        if row is not None:
+            t = row["train_images_per_second"]
+            quiet = f"{_thousands(t['median'])} [{_thousands(t['q1'])}, {_thousands(t['q3'])}]"
+        lines.append(
+            f"| {name} | {m['final']['test_neg_elbo']:.2f} | {nll_text(m)} | {_thousands(run_images_per_second(m))} | {quiet} |"
+        )
+    busy = [n for n in order if (runs[n]["environment"].get("threads") or {}).get("load_at_end", {}).get("busy")]
+    seen = f"busy at the end of the {', '.join(busy)} run{'s' if len(busy) > 1 else ''}" if busy else "busy at no run's end"
+    lines += [
+        "",
+        f"(A) Each run's own throughput (the mean over its epochs, from its `metrics.json`), measured on this "
+        f"project's {cpu(env)} while other jobs shared it ({seen}): "
+        "a figure of that run, not of the framework.",
+        "",
+        f"(B) `vaebench bench` on another machine, a quiet {cpu(bench['environment'])}, the "
+        f"[baseline](docs/benchmarks.md#baseline-results-for-a-2-core-cpu) (`results/bench.json`: "
+        f"{bench['method']['rounds']} interleaved windows of {bench['method']['window_seconds']:g} s per backend, "
+        f"profile {bench['method']['profile']}, {bench['method']['precision']}). The two machines differ: "
+        "compare backends within a column, never across.",
+    ]
+    if any(nll_text(runs[n]) == "not computed" for n in order):
+        lines.append("")
+        lines.append(
+            "A run computes no NLL by default (`--eval-k 0`); `vaebench eval <run> --k 100` adds it, and this table shows it."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render(readme: str, inputs: dict[str, Any]) -> str:
+    """README.md with every figure block rewritten; a block missing or unknown is an error, never left as typed."""
+    found = [m["name"] for m in BLOCK.finditer(readme)]
+    missing = [name for name in BLOCKS if name not in found]
+    if missing:
+        raise FiguresError(f"README.md has no figures block {missing[0]!r} (<!-- figures:{missing[0]} --> ... )")
+
+    def one(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise FiguresError(f"README.md has a figures block {name!r} this script does not write")
+        return match[1] + BLOCKS[name](inputs) + match[4]
+
+    return BLOCK.sub(one, readme)
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "install": lambda inputs: render_install(inputs["install"]),
+    "run-times": render_run_times,
+    "results": render_results,
+}
+
+
+def load_inputs(readme: str, install: Path, first_run_dir: Path, bench: Path) -> dict[str, Any]:
+    """Every committed file the README's figures come from."""
+    return {
+        "install": read_json(install, "run `python scripts/readme_figures.py --measure-install`"),
+        "first_run": first_run(first_run_dir),
+        "first_run_dir": first_run_dir,
+        "bench": read_json(bench, "run `vaebench bench` on a quiet machine"),
+        "backends": quick_start_backends(readme),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, write or check; bad input is one line on stderr and exit 2, README.md untouched."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--measure-install", action="store_true", help="time and size the README's install")
+    parser.add_argument("--workdir", type=Path, help="where --measure-install makes its clone and venv")
+    parser.add_argument("--keep", action="store_true", help="keep --measure-install's clone and venv")
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from what would be written")
+    parser.add_argument("--readme", type=Path, default=README, help="the README to write or check")
+    parser.add_argument("--install", type=Path, default=INSTALL_JSON, help="--measure-install's result")
+    parser.add_argument("--first-run", type=Path, default=FIRST_RUN, help="the comparing run's folder")
+    parser.add_argument("--bench", type=Path, default=BENCH_JSON, help="the quiet machine's bench.json")
+    args = parser.parse_args(argv)
+    try:
+        if args.measure_install:
+            result = measure_install(args.workdir, args.keep)
+            args.install.parent.mkdir(parents=True, exist_ok=True)
+            args.install.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"{args.install}: {minutes(result['seconds'])}, {gigabytes(result['venv_bytes'])}")
+            return 0
+        readme = args.readme.read_text()
+        written = render(readme, load_inputs(readme, args.install, args.first_run, args.bench))
+    except FiguresError as exc:
+        print(f"readme_figures: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        if written != readme:
+            print(f"readme_figures: {args.readme} differs from its results; run scripts/readme_figures.py", file=sys.stderr)
+            return 1
+        return 0
+    if written != readme:
+        args.readme.write_text(written)
+        print(f"rewrote the figures in {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
