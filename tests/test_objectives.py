@@ -88,18 +88,27 @@ def test_hand_written_gradients_match_central_differences(beta):
     gen = np.random.default_rng(2)
     params = {k: v + gen.normal(0, 0.1, v.shape) for k, v in params.items()}
     x, eps = sample_inputs(spec.latent_dim, n=3)
+    keys = ("encoder/1/kernel", "encoder/2/bias", "encoder/logvar/kernel", "encoder/mean/bias", "decoder/0/kernel")
+    _assert_gradients_match_central_differences(spec, params, x, eps, keys, gen, picks=4, rel=1e-5, abs_=1e-7)
+
+
+def _assert_gradients_match_central_differences(spec, params, x, eps, keys, gen, *, picks, rel, abs_):
+    """The reference's hand-written gradient of ``keys`` against central differences (h = 1e-6) of its loss.
+
+    ``picks`` entries of each parameter, drawn from ``gen`` without replacement, are bumped by ``+-h`` in turn.
+    """
     _, grads = reference.loss_and_grads(spec, params, x, eps)
     h = 1e-6
-    for key in ("encoder/1/kernel", "encoder/2/bias", "encoder/logvar/kernel", "encoder/mean/bias", "decoder/0/kernel"):
+    for key in keys:
         flat = params[key].reshape(-1)
-        for i in gen.choice(flat.size, size=min(4, flat.size), replace=False):
+        for i in gen.choice(flat.size, size=min(picks, flat.size), replace=False):
             bumped = []
             for sign in (1, -1):
                 moved = {k: v.copy() for k, v in params.items()}
                 moved[key].reshape(-1)[i] += sign * h
                 bumped.append(reference.loss_and_grads(spec, moved, x, eps)[0])
             numeric = (bumped[0] - bumped[1]) / (2 * h)
-            assert grads[key].reshape(-1)[i] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (key, i)
+            assert grads[key].reshape(-1)[i] == pytest.approx(numeric, rel=rel, abs=abs_), (key, i)
 
 
 def test_tanh_in_the_reference_forward():
@@ -307,18 +316,7 @@ def test_iwae_gradients_match_central_differences():
     params = _perturbed64(spec)
     gen = np.random.default_rng(2)
     x, eps = gen.random((4, 28, 28, 1)), gen.standard_normal((4, 3, 3))
-    _, grads = reference.loss_and_grads(spec, params, x, eps)
-    h = 1e-6
-    for key in params:
-        flat = params[key].reshape(-1)
-        for i in gen.choice(flat.size, size=min(3, flat.size), replace=False):
-            bumped = []
-            for sign in (1, -1):
-                moved = {k: v.copy() for k, v in params.items()}
-                moved[key].reshape(-1)[i] += sign * h
-                bumped.append(reference.loss_and_grads(spec, moved, x, eps)[0])
-            numeric = (bumped[0] - bumped[1]) / (2 * h)
-            assert grads[key].reshape(-1)[i] == pytest.approx(numeric, rel=2e-5, abs=1e-6), (key, i)
+    _assert_gradients_match_central_differences(spec, params, x, eps, list(params), gen, picks=3, rel=2e-5, abs_=1e-6)
 
 
 def test_the_numpy_backend_trains_on_the_iwae_bound_and_refuses_one_sample_noise():

@@ -23,6 +23,10 @@ from vaebench.model.ops import LossTerms, Ops
 OBJECTIVES = ("vae", "beta-vae", "iwae")
 #: the most IWAE samples per image: the decoder runs on batch * K latents, past this no batch of images fits in memory
 MAX_SAMPLES = 10_000
+#: the backend's encoder as the objectives call it: ``encode(x) -> (mean, logvar)``
+Encode = Callable[[Any], tuple[Any, Any]]
+#: the backend's decoder as the objectives call it: ``decode(z) -> logits``
+Decode = Callable[[Any], Any]
 
 
 def bce_with_logits(ops: Ops, logits: Any, targets: Any) -> Any:
@@ -40,6 +44,11 @@ def bce_with_logits(ops: Ops, logits: Any, targets: Any) -> Any:
     fused = getattr(ops, "bce_with_logits", None)
     if fused is not None:
         return fused(logits, targets)
+    return _bce_formula(ops, logits, targets)
+
+
+def _bce_formula(ops: Ops, logits: Any, targets: Any) -> Any:
+    """:func:`bce_with_logits` written out, never fused: ``targets`` may broadcast against ``logits``."""
     return ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
@@ -79,13 +88,7 @@ def recon_nll(ops: Ops, logits: Any, targets: Any) -> Any:
     return ops.sum_per_example(bce_with_logits(ops, ops.flatten(logits), ops.flatten(targets)))
 
 
-def vae_terms(
-    ops: Ops,
-    encode: Callable[[Any], tuple[Any, Any]],
-    decode: Callable[[Any], Any],
-    x: Any,
-    eps: Any,
-) -> LossTerms:
+def vae_terms(ops: Ops, encode: Encode, decode: Decode, x: Any, eps: Any) -> LossTerms:
     """The whole forward pass of a VAE on framework arrays: encode, sample, decode, loss.
 
     ``encode(x) -> (mean, logvar)`` and ``decode(z) -> logits`` are the
@@ -96,13 +99,7 @@ def vae_terms(
     return neg_elbo_terms(ops, logits, x, mean, logvar)
 
 
-def iwae_bound(
-    ops: Ops,
-    encode: Callable[[Any], tuple[Any, Any]],
-    decode: Callable[[Any], Any],
-    x: Any,
-    eps: Any,
-) -> Any:
+def iwae_bound(ops: Ops, encode: Encode, decode: Decode, x: Any, eps: Any) -> Any:
     """The importance-weighted bound per example, ``(batch,)`` nats, with ``K`` samples: ``eps`` is ``(batch, K, d)``.
 
     Burda et al. 2015, eq. 8: ``log (1/K) sum_k w_k`` with ``w_k = p(x, z_k) / q(z_k | x)`` and
@@ -111,8 +108,8 @@ def iwae_bound(
     ``log w_k = -recon(x | z_k) - |z_k|^2 / 2 + |eps_k|^2 / 2 + sum(logvar) / 2``. The K
     latents go through the decoder as one ``(batch * K, d)`` batch; the sum over
     samples is a stable :meth:`~vaebench.model.ops.Ops.logsumexp`. The Bernoulli term is
-    the formula of :func:`bce_with_logits`, unfused, since its targets broadcast over
-    the sample axis (a fused kernel wants equal shapes). At ``K = 1`` this is the
+    the formula of :func:`bce_with_logits`, never fused (:func:`_bce_formula`), since its
+    targets broadcast over the sample axis (a fused kernel wants equal shapes). At ``K = 1`` this is the
     single-sample ELBO whose expectation is the analytic one of :func:`neg_elbo_terms`.
     """
     mean, logvar = encode(x)
@@ -122,7 +119,7 @@ def iwae_bound(
     logits = ops.flatten(decode(ops.reshape(z, (-1, d))))  # (B * K, pixels)
     logits = ops.reshape(logits, (-1, k, logits.shape[-1]))  # (B, K, pixels)
     targets = ops.expand_dims(ops.flatten(x), 1)  # (B, 1, pixels)
-    recon = ops.sum_per_example(ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits))))
+    recon = ops.sum_per_example(_bce_formula(ops, logits, targets))
     log_w = 0.5 * ops.sum_per_example(eps * eps + logvar3 - z * z) - recon  # (B, K)
     return ops.logsumexp(log_w) - math.log(k)
 
@@ -174,9 +171,7 @@ class Objective:
         """The objective as a run's log line names it: ``beta-vae (beta 4)``, ``iwae (K=5)``."""
         return f"iwae (K={self.samples})" if self.name == "iwae" else f"{self.name} (beta {self.beta:g})"
 
-    def loss_per_example(
-        self, ops: Ops, encode: Callable[[Any], tuple[Any, Any]], decode: Callable[[Any], Any], x: Any, eps: Any
-    ) -> Any:
+    def loss_per_example(self, ops: Ops, encode: Encode, decode: Decode, x: Any, eps: Any) -> Any:
         """What a train step minimises per example, ``(batch,)``, from the networks and the step's noise.
 
         The one entry point every plugin's loss goes through
