@@ -18,7 +18,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from vaebench.errors import BackendError
@@ -38,6 +39,45 @@ def module(engine: str) -> Any:
 
 
 _engine = module
+
+#: TensorFlow 2.21's native start-up notes: written before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot stop them
+NATIVE_CHATTER = ("absl::InitializeLog()", "port.cc:", "cpu_feature_guard.cc:", "To enable the following instructions:")
+
+
+@contextlib.contextmanager
+def native_chatter_held() -> Iterator[None]:
+    """Hold back what native code writes to stderr meanwhile, then pass on every line but the start-up notes.
+
+    Why here: the notes are an engine's (TensorFlow's C++ runtime), printed at its first import, and are not for
+    our users; any plugin importing that engine, or a module that imports it, wraps the import in this.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not any(c in line for c in NATIVE_CHATTER)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def start(engine: str, who: str, threads: int | None, install_hint: str) -> None:
+    """Import ``engine`` for a plugin, after what must come first (:func:`prepare`), its start-up notes held back;
+    an engine that is not installed is a :class:`BackendError` naming ``who`` asked and ``install_hint``."""
+    if engine == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read once, at TensorFlow's first import
+    prepare(engine, threads)
+    try:
+        with native_chatter_held():
+            importlib.import_module(engine)
+    except ImportError:
+        raise BackendError(f"{who} needs {engine}, which is not installed; {install_hint}") from None
 
 
 def prepare(engine: str, threads: int | None, xla_flags: Sequence[str] = ()) -> None:
@@ -214,7 +254,13 @@ def setup(engine: str, backend: Any, who: str, hint: str = "use --device cpu") -
     """Apply the backend's ``--threads`` and ``--precision`` to ``engine`` and resolve its ``--device``:
     what every plugin's constructor does once its engine is imported. Returns ``cpu`` or ``cuda``."""
     configure(engine, backend.threads, backend.precision)
-    return resolve_device(backend.device, engine, who, hint)
+    device = resolve_device(backend.device, engine, who, hint)
+    if engine == "tensorflow":
+        module = _engine(engine)
+        module.get_logger().setLevel("ERROR")  # retracing notes for Keras' own predict functions, not actionable here
+        if device == "cpu" and gpu_available(engine):
+            module.config.set_visible_devices([], "GPU")  # the run asked for the CPU
+    return device
 
 
 def environment(

@@ -11,11 +11,8 @@ run`` is one process per run).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from vaebench.errors import BackendError
@@ -24,29 +21,6 @@ from vaebench.model.layers import ModelSpec
 from vaebench.plugin import engines
 from vaebench.plugin.contract import Backend, Model
 from vaebench.plugin.environment import Environment
-
-_ENGINE_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-# TensorFlow 2.21's native start-up notes: printed before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot stop them
-_CHATTER = ("absl::InitializeLog()", "port.cc:", "cpu_feature_guard.cc:", "To enable the following instructions:")
-
-
-@contextlib.contextmanager
-def _without_native_chatter() -> Iterator[None]:
-    """Hold back what native code writes to stderr meanwhile, then pass on every line but the start-up notes."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode(errors="replace").splitlines()
-            kept = [line for line in lines if not any(c in line for c in _CHATTER)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
 
 
 class KerasBackend(Backend):
@@ -58,8 +32,7 @@ class KerasBackend(Backend):
     engine: ClassVar[str] = "tensorflow"
     #: ``transpose``: Keras' ``Conv2DTranspose`` or the same function as a stride-1 convolution and a
     #: depth-to-space in ``keras.ops`` (``subpixel``, :mod:`vaebench.model.subpixel`), on every engine
-    option_defaults: ClassVar[dict[str, str]] = {"xla": "auto", "transpose": "keras"}
-    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("auto", "0", "1"), "transpose": ("keras", "subpixel")}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("auto", "0", "1"), "transpose": ("keras", "subpixel")}
     tunables: ClassVar[dict[str, tuple[str, ...]]] = {"xla": ("0", "1"), "transpose": ("keras", "subpixel")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -70,25 +43,14 @@ class KerasBackend(Backend):
                 f"Keras is already running on {loaded.backend.backend()} in this process and cannot switch to "
                 f"{self.engine}; run --backend {self.name} in a process of its own"
             )
-        # TensorFlow's C++ start-up chatter is not for our users; it reads this once, when it is first imported
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            with _without_native_chatter():
-                __import__(_ENGINE_MODULES[self.engine])
-        except ImportError:
-            raise BackendError(
-                f"--backend {self.name} needs {self.engine}, which is not installed; install it "
-                f"(e.g. pip install -e backends/{'jax' if self.engine == 'jax' else 'torch'})"
-            ) from None
+        hint = f"install it (e.g. pip install -e backends/{'jax' if self.engine == 'jax' else 'torch'})"
+        engines.start(self.engine, f"--backend {self.name}", self.threads, hint)
         os.environ["KERAS_BACKEND"] = self.engine
-        engines.prepare(self.engine, self.threads)  # before the engine's first import
-        with _without_native_chatter():
+        with engines.native_chatter_held():
             from vaebench_keras import model
 
         self._impl = model
         self.device_kind = engines.setup(self.engine, self, f"Keras' {self.engine} engine")
-        if self.engine == "tensorflow":
-            model.quiet_tensorflow(self.device_kind)
         if self.engine == "torch" and self.compile:
             raise BackendError("--compile is not supported by keras-torch (Keras drives torch eagerly); drop it")
 

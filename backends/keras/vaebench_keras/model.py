@@ -390,11 +390,3 @@ class _JaxStep(_Step):
 
 STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}
 
-
-def quiet_tensorflow(device_kind: str) -> None:
-    """TensorFlow's retracing notes off, and its GPU hidden when the run asked for the CPU."""
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notes for Keras' own predict functions, not actionable here
-    if device_kind == "cpu" and engines.gpu_available("tensorflow"):
-        tf.config.set_visible_devices([], "GPU")
