@@ -52,7 +52,8 @@ def test_a_bad_setting_fails_the_whole_sweep_before_any_run():
         plan.Grid(backends=["numpy"], models=["mlp"], lrs=[1e-3, -1.0]).expand()
 
 
-def test_toml_keys_take_dashes_or_underscores_and_flags_override_them(tmp_path):
+def test_toml_keys_take_dashes_or_underscores_and_flags_override_them(tmp_path, monkeypatch):
+    monkeypatch.setattr("vaebench.sweep.preflight.device_line", lambda _name: "device     cuda: a GPU")  # --device cuda below
     toml = tmp_path / "sweep.toml"
     toml.write_text('backends = ["numpy"]\nmodels = "mlp"\nseeds = "0-2"\nbatch-sizes = [32, 64]\nlimit_train = 100\n')
     result = CliRunner().invoke(cli, ["sweep", str(toml), "--dry-run", "--seeds", "5", "--lr", "0.01"])

@@ -180,3 +180,30 @@ def test_ctrl_c_then_resume_completes_the_same_runs_and_keeps_what_was_done(clus
         placement = read_metrics(out / entry["folder"])["placement"]
         assert placement["exclusive"] is True and placement["num_cpus"] == 1  # a whole (one-CPU) node
     assert len(record["sessions"]) == 2 and record["sessions"][0]["stopped_by_signal"] == signal.SIGINT
+
+
+def test_objectives_over_seeds_on_two_nodes_each_run_with_its_objective_and_its_own_backends_options(cluster, tiny_dir, tmp_path):
+    """Issue #28 and #26's -o BACKEND:KEY=VALUE end to end: vae and iwae K=2 as two groups, torch's option on torch only."""
+    c, _second = cluster
+    torch = "torch" in registry.installed()
+    routed = ("--backends", "numpy,torch", "-o", "torch:layout=nchw") if torch else ("--backends", "numpy")  # numpy has no layout
+    out = tmp_path / "sweep"
+    proc = _sweep(
+        *routed,
+        *("--models", "mlp", "--objective", "vae,iwae", "--iw-samples", 2, "--seeds", "0-1", "--epochs", 1),
+        *("--batch-sizes", 32, "--limit-train", 64, "--data-dir", tiny_dir, "--address", c.address, "--out", out, "-q"),
+    )
+    code, stdout, stderr = _finish(proc)
+    assert code == 0, stderr
+    record = read_record(out)
+    assert len(record["runs"]) == (8 if torch else 4)  # per backend: 2 objectives x 2 seeds, K multiplying only iwae
+    _check_run_folders(out, record)
+    for entry in record["runs"]:
+        cfg = read_metrics(out / entry["folder"])["config"]
+        iwae = entry["name"].endswith(("iwae2-seed0", "iwae2-seed1"))
+        assert (cfg["objective"], cfg["iw_samples"]) == (("iwae", 2) if iwae else ("vae", 1)), entry["name"]
+        assert cfg["options"] == ({"layout": "nchw"} if cfg["backend"] == "torch" else {}), entry["name"]
+    assert "warning" not in stderr, stderr  # the groups differ in the objective only, which the sweep varies
+    assert f"{len(record['runs'])} of {len(record['runs'])} runs completed" in stdout
+    compare = subprocess.run([sys.executable, "-m", "vaebench.cli", "compare", str(out)], capture_output=True, text=True)
+    assert compare.returncode == 0 and "iwae k=2" in compare.stdout, (compare.stdout, compare.stderr)

@@ -404,6 +404,9 @@ def bench(**kw: Any) -> None:
 @click.option("--batch-sizes", callback=csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
 @click.option("--lr", callback=csv(float), help="Comma-separated learning rates (default: 1e-3).")
 @click.option("--epochs", callback=csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
+@click.option("--objective", callback=csv(), help=f"Comma-separated objectives: {', '.join(OBJECTIVES)} (default: vae).")
+@click.option("--beta", callback=csv(float), help="Comma-separated KL weights of the beta-vae runs (only those; default 1).")
+@click.option("--iw-samples", callback=csv(int, 1), help="Comma-separated K of the iwae runs (only those; default 1).")
 @click.option("--dataset", type=click.Choice(DATASETS))
 @click.option("--latent-dim", type=click.IntRange(min=1))
 @click.option("--binarize/--no-binarize", default=None, help="Dynamic binarisation in every run.")
@@ -412,7 +415,7 @@ def bench(**kw: Any) -> None:
 @click.option("--limit-train", type=click.IntRange(min=1), help="Train on the first N training images only.")
 @threads_option("Threads per run, and the cores it reserves (default 1).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="The backends' graph compilation.")
-@options_option("Backend setting for every run; repeatable.", metavar="KEY=VALUE")
+@options_option("Backend setting for every run, or BACKEND:KEY=VALUE for that backend's runs; repeatable.")
 @precision_option(None, None)
 @click.option("--eval-k", type=click.IntRange(min=0), help="IWAE test NLL with K samples at the end of every run.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="TensorBoard files in every run folder (default on).")
@@ -431,7 +434,7 @@ def bench(**kw: Any) -> None:
 )
 @quiet_option("No progress display; only the summary.")
 def sweep(toml_file: str | None, **kw: Any) -> None:
-    """Train a grid of runs (backends x models x seeds x batch sizes x learning rates) as Ray tasks."""
+    """Train a grid of runs (backends x models x seeds x batch sizes x learning rates x epochs x objectives) as Ray tasks."""
     from vaebench.sweep import launch, plan
 
     if kw["resume"]:
@@ -457,7 +460,7 @@ def sweep(toml_file: str | None, **kw: Any) -> None:
     from vaebench.sweep.cluster import execute
 
     record = execute(sweep_dir, record, address, progress=not kw["quiet"], echo=click.echo, fresh=not kw["resume"])
-    launch.finish(record, sweep_dir, echo=click.echo)
+    launch.finish(record, sweep_dir, echo=click.echo, warn=_err)
 
 
 @cli.command(

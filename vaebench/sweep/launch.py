@@ -5,7 +5,7 @@ is not installed, Ray missing, a cluster that cannot be reached (before Ray's
 own minutes of retries), a sweep already in the folder, data that is not
 there (checked once, not once per run). Only then is the folder made and
 ``sweep.json`` written; :func:`vaebench.sweep.cluster.execute` runs the grid,
-and :func:`finish` says what came of it. A resumed sweep keeps its own grid
+and :func:`finish` says what came of it (and whether the runs are comparable). A resumed sweep keeps its own grid
 and settings; only where things are (the data, the cluster) may change.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from vaebench.errors import VaebenchError
 from vaebench.plugin import registry
+from vaebench.run.results import COMPARABLE, METRICS, comparable, read_metrics
 from vaebench.sweep import plan
 from vaebench.sweep.cluster import check_reachable, require_ray
 from vaebench.sweep.preflight import check_runs
@@ -54,10 +55,15 @@ def plan_new(toml_file: Path | None, flags: Mapping[str, Any]) -> tuple[dict[str
 
 
 def dry_run_lines(runs: list[plan.Run], settings: Mapping[str, Any]) -> list[str]:
-    """``--dry-run``: each run and what it reserves, once the data is found (looked for, not read or downloaded)."""
+    """``--dry-run``: each run, what it reserves and its own ``-o`` settings, once the data is found (looked for, not
+    read or downloaded)."""
     plan.check_data([r.config.dataset for r in runs], settings.get("data_dir"), settings.get("address"), read=False)
     exclusive = bool(settings.get("exclusive"))
-    return [f"{run.name}  ({plan.reservation(run, exclusive)})" for run in runs] + [
+
+    def options(run: plan.Run) -> str:
+        return "".join(f"  -o {k}={v}" for k, v in sorted(run.config.options.items()))
+
+    return [f"{run.name}  ({plan.reservation(run, exclusive)}){options(run)}" for run in runs] + [
         f"{len(runs)} runs; nothing started (--dry-run)"
     ]
 
@@ -77,11 +83,60 @@ def create(settings: dict[str, Any], grid: plan.Grid, runs: list[plan.Run], out:
     return sweep_dir, record
 
 
-def finish(record: dict[str, Any], sweep_dir: Path, echo: Callable[[str], None]) -> None:
-    """Say how many runs completed and how to compare them; a :class:`VaebenchError` naming how to resume the rest."""
+#: the recipe fields a sweep varies as an axis (sweep.json's grid): groups may differ in these, and in nothing else
+_AXIS_OF = {"batch_size": "batch_sizes", "lr": "lrs", "epochs": "epochs"}
+#: what makes one comparison group: the run's config less its backend and seed (what a group's runs vary)
+_GROUP = ("model", "latent_dim", "dataset", "batch_size", "lr", "epochs", "objective", "beta", "iw_samples", "binarize")
+
+
+def comparability_warning(record: dict[str, Any], sweep_dir: Path) -> str | None:
+    """One line when the completed runs are not comparable as the sweep's groups promise, else ``None``.
+
+    A group is the runs of one grid point, backends and seeds apart: its runs
+    must be comparable (:func:`vaebench.run.results.comparable`: the same data,
+    model, objective and recipe), or ``vaebench compare`` shows them apart and
+    the seeds are fewer than planned (data that changed under a resume, say).
+    Across groups, a verdict is fair only where they differ in what the sweep
+    varies: groups trained on different data, or at batch sizes or epochs the
+    sweep did not vary (each model's own default: ``--models mlp,conv`` without
+    ``--epochs``), compare more than one thing at once.
+    """
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for entry in record["runs"]:
+        folder = plan.run_folder(sweep_dir, entry)
+        if entry["status"] != plan.COMPLETED or folder is None or not (folder / METRICS).is_file():
+            continue
+        try:
+            metrics = read_metrics(folder)
+            fields = {**comparable(metrics), **{k: str(metrics["config"].get(k)) for k in _AXIS_OF}}
+        except (VaebenchError, KeyError, TypeError, ValueError):
+            continue  # a folder compare will refuse on its own
+        groups.setdefault(tuple(str(entry["config"].get(k)) for k in _GROUP), []).append(fields)
+    problems = []
+    split = sorted({f for runs in groups.values() for f in COMPARABLE if len({r[f] for r in runs}) > 1})
+    if split:
+        problems.append(f"runs of one group differ in {', '.join(split)}, so compare shows them apart, not as seeds of one")
+    firsts = [runs[0] for runs in groups.values()]
+    grid = record.get("grid") or {}
+    unvaried = [f for f, axis in _AXIS_OF.items() if len(grid.get(axis) or [None]) < 2]
+    across = [f for f in ("data", *unvaried) if len({r[f] for r in firsts}) > 1]
+    if across:
+        values = "; ".join(f"{f} {' vs '.join(sorted({r[f] for r in firsts}))}" for f in across)
+        problems.append(f"groups differ in {values}, which the sweep does not vary, so a verdict across groups would mislead")
+    return f"warning: not comparable: {'; and '.join(problems)}" if problems else None
+
+
+def finish(
+    record: dict[str, Any], sweep_dir: Path, echo: Callable[[str], None], warn: Callable[[str], None] | None = None
+) -> None:
+    """Say how many runs completed and how to compare them, and (to ``warn``) whether they are comparable;
+    a :class:`VaebenchError` naming how to resume the rest."""
     n = plan.counts(record)
     undone = len(record["runs"]) - n["completed"]
     echo(f"{n['completed']} of {len(record['runs'])} runs completed in {sweep_dir}/; compare: vaebench compare {sweep_dir}")
+    warning = comparability_warning(record, sweep_dir)
+    if warning:
+        (warn or echo)(warning)
     if undone:
         states = ", ".join(f"{v} {k}" for k, v in n.items() if v and k != "completed")
         raise VaebenchError(

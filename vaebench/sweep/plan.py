@@ -1,7 +1,7 @@
 """A sweep's plan and its record: the grid, the runs it expands to, and ``sweep.json``.
 
 This module owns what a sweep *is*, with no Ray in it: a grid of axes
-(backends x models x seeds x batch sizes x learning rates x epochs) plus the
+(backends x models x seeds x batch sizes x learning rates x epochs x objectives) plus the
 run options every run shares, read from flags or a TOML file; the runs it
 expands to, each with a folder name that says what differs; and ``sweep.json``,
 the one file that says which runs exist, which finished and where their folders
@@ -26,6 +26,7 @@ from vaebench.errors import ConfigError, VaebenchError
 from vaebench.io.fileio import atomic_write_json, read_json, read_text
 from vaebench.io.schema import NUM, Maybe, check
 from vaebench.model.config import TrainConfig
+from vaebench.model.loss import OBJECTIVES
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"  # run folders live in <sweep>/runs/<name>, whether written there by workers or brought home
@@ -35,7 +36,7 @@ MAX_TOML_BYTES = 1 << 20  # a sweep file of every setting is a few hundred bytes
 PENDING, RUNNING, COMPLETED, INTERRUPTED, LOST = "pending", "running", "completed", "interrupted", "lost"
 SWEEP_STATUSES = (PENDING, RUNNING, COMPLETED, INTERRUPTED, "diverged", "failed", LOST)
 # the axes a sweep varies, in the order they nest (and name run folders)
-AXES = ("backends", "models", "batch_sizes", "lrs", "epochs", "seeds")
+AXES = ("backends", "models", "batch_sizes", "lrs", "epochs", "objectives", "betas", "iw_samples", "seeds")
 # run options every run of a sweep shares, as TrainConfig fields (plus data_dir and tensorboard)
 RUN_OPTIONS = (
     "dataset",
@@ -90,32 +91,111 @@ class Grid:
     batch_sizes: list[int | None] = dataclasses.field(default_factory=lambda: [None])
     lrs: list[float] = dataclasses.field(default_factory=lambda: [1e-3])
     epochs: list[int | None] = dataclasses.field(default_factory=lambda: [None])
+    objectives: list[str] = dataclasses.field(default_factory=lambda: ["vae"])
+    betas: list[float] | None = None  # --beta: applies to the beta-vae runs only; None: beta 1
+    iw_samples: list[int] | None = None  # --iw-samples: applies to the iwae runs only; None: K = 1
     run: dict[str, Any] = dataclasses.field(default_factory=dict)  # RUN_OPTIONS given
 
     def axes(self) -> dict[str, list]:
         """The axes as stored in ``sweep.json``."""
-        return {axis: list(getattr(self, axis)) for axis in AXES}
+        given = {"betas": self.betas or [1.0], "iw_samples": self.iw_samples or [1]}
+        return {axis: list(given.get(axis) or getattr(self, axis)) for axis in AXES}
+
+    def variants(self) -> list[tuple[str, float, int, str]]:
+        """The objectives trained: ``(objective, beta, K, folder-name part)`` for each.
+
+        ``--beta`` applies to ``beta-vae`` only and ``--iw-samples`` to ``iwae``
+        only, so ``--objective vae,iwae --iw-samples 5`` is two objectives, not
+        a vae run per K. An axis given for an objective the sweep does not train
+        would vary nothing, and is refused.
+        """
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives:
+            raise ConfigError(f"--objective {unknown[0] if unknown else ''!r}: choose among {', '.join(OBJECTIVES)}")
+        for values, flag, owner in ((self.betas, "--beta", "beta-vae"), (self.iw_samples, "--iw-samples", "iwae")):
+            if values is not None and owner not in self.objectives:
+                raise ConfigError(
+                    f"{flag} {','.join(f'{v:g}' for v in values)} applies to --objective {owner} only, which this sweep "
+                    f"does not train (--objective {','.join(self.objectives)}); add {owner} to --objective or leave {flag} out"
+                )
+        out: list[tuple[str, float, int, str]] = []
+        for objective in dict.fromkeys(self.objectives):
+            if objective == "beta-vae":
+                out += [(objective, float(b), 1, f"-beta{float(b):g}") for b in dict.fromkeys(self.betas or [1.0])]
+            elif objective == "iwae":
+                out += [(objective, 1.0, int(k), f"-iwae{int(k)}") for k in dict.fromkeys(self.iw_samples or [1])]
+            else:
+                out.append((objective, 1.0, 1, ""))
+        return out
 
     def expand(self) -> list[Run]:
         """Every run, in nesting order; each config checked (a bad one fails the whole sweep before any starts)."""
         for name in self.backends:
             if not _SAFE_NAME.match(name):
                 raise ConfigError(f"backend name {name!r} cannot name a folder; use letters, digits and -_.+")
+        variants = self.variants()
+        options = route_options(self.run.get("options") or {}, self.backends)
         runs, seen = [], set()
         for backend in self.backends:
             for model in self.models:
                 for batch in self.batch_sizes:
                     for lr in self.lrs:
                         for epochs in self.epochs:
-                            for seed in self.seeds:
-                                cfg = TrainConfig(
-                                    backend=backend, model=model, batch_size=batch, lr=lr, epochs=epochs, seed=seed, **self.run
-                                ).resolved()
-                                name = f"{backend}-{model}-bs{cfg.batch_size}-lr{cfg.lr:g}-ep{cfg.epochs}-seed{cfg.seed}"
-                                if name not in seen:  # e.g. --batch-sizes 128 and the model's default 128
-                                    seen.add(name)
-                                    runs.append(Run(name, cfg))
+                            for objective, beta, k, tag in variants:
+                                for seed in self.seeds:
+                                    cfg = TrainConfig(
+                                        **{**self.run, "options": options[backend]},
+                                        backend=backend,
+                                        model=model,
+                                        batch_size=batch,
+                                        lr=lr,
+                                        epochs=epochs,
+                                        seed=seed,
+                                        objective=objective,
+                                        beta=beta,
+                                        iw_samples=k,
+                                    ).resolved()
+                                    name = f"{backend}-{model}-bs{cfg.batch_size}-lr{cfg.lr:g}-ep{cfg.epochs}{tag}-seed{cfg.seed}"
+                                    # the same run twice is one: --batch-sizes 128 and the model's default 128, or
+                                    # --objective vae,beta-vae --beta 1 (beta-vae at beta 1 is the VAE)
+                                    same = (backend, cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.seed, _objective_key(cfg))
+                                    if same not in seen:
+                                        seen.add(same)
+                                        runs.append(Run(name, cfg))
         return runs
+
+
+def _objective_key(cfg: TrainConfig) -> tuple:
+    """What a run trains on, as a comparison tells objectives apart: the plain -ELBO however it is named."""
+    objective = cfg.training_objective
+    return ("elbo",) if objective.plain else (objective.name, objective.beta, objective.samples)
+
+
+def route_options(options: Mapping[str, str], backends: list[str]) -> dict[str, dict[str, str]]:
+    """Each backend's ``-o`` settings: every ``KEY=VALUE``, and the ``BACKEND:KEY=VALUE`` that name it (prefix dropped).
+
+    The syntax ``vaebench bench`` and ``run`` take (:mod:`vaebench.measure.options`),
+    written here because the report reads this module and must load no plugin:
+    a ``KEY=VALUE`` goes to every run (and a backend without the key refuses
+    it, :func:`vaebench.sweep.preflight.check_runs`), a ``BACKEND:KEY=VALUE``
+    to that backend's runs only, and a prefix naming no backend of the sweep is
+    refused here.
+    """
+    per: dict[str, dict[str, str]] = {b: {} for b in backends}
+    for key, value in options.items():
+        target, sep, plain = key.partition(":")
+        if not sep:
+            continue
+        if target not in per or not plain:
+            raise ConfigError(
+                f"-o {key}={value} names backend {target!r}, which this sweep does not train (--backends "
+                f"{','.join(backends)}); give -o BACKEND:KEY=VALUE with one of them, or -o KEY=VALUE for every run"
+            )
+    for backend in backends:
+        plain = {k: v for k, v in options.items() if ":" not in k}
+        own = {k.partition(":")[2]: v for k, v in options.items() if k.partition(":")[0] == backend}
+        per[backend] = {**plain, **own}  # a backend's own setting wins over the one for every run
+    return per
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -150,7 +230,16 @@ def _as_list(key: str, value: Any, kind: type) -> list:
     return out
 
 
-_TOML_AXES = {"backends": str, "models": str, "batch_sizes": int, "lr": float, "epochs": int}
+_TOML_AXES = {
+    "backends": str,
+    "models": str,
+    "batch_sizes": int,
+    "lr": float,
+    "epochs": int,
+    "objective": str,
+    "beta": float,
+    "iw_samples": int,
+}
 _TOML_RUN = {
     "dataset": str,
     "latent_dim": int,
@@ -180,7 +269,14 @@ def read_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         norm = key.replace("-", "_")
-        norm = {"batch_size": "batch_sizes", "backend": "backends", "model": "models", "seed": "seeds"}.get(norm, norm)
+        norm = {
+            "batch_size": "batch_sizes",
+            "backend": "backends",
+            "model": "models",
+            "seed": "seeds",
+            "objectives": "objective",
+            "betas": "beta",
+        }.get(norm, norm)
         if norm == "seeds":
             out["seeds"] = parse_seeds(",".join(map(str, value)) if isinstance(value, list) else value)
         elif norm in _TOML_AXES:
@@ -229,6 +325,9 @@ def make_grid(settings: dict[str, Any]) -> Grid:
         batch_sizes=list(settings.get("batch_sizes") or [None]),
         lrs=list(settings.get("lr") or [1e-3]),
         epochs=list(settings.get("epochs") or [None]),
+        objectives=list(settings.get("objective") or ["vae"]),
+        betas=list(settings["beta"]) if settings.get("beta") is not None else None,
+        iw_samples=list(settings["iw_samples"]) if settings.get("iw_samples") is not None else None,
         run=run,
     )
 
