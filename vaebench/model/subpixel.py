@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -84,24 +85,25 @@ def subpixel(info: LayerInfo) -> SubPixel:
     return SubPixel(s, k, tuple(tuple(row) for row in taps), (before, after), blocks, out)
 
 
-def subpixel_kernel(form: SubPixel, kernel: np.ndarray) -> np.ndarray:
-    """The stride-1 kernel ``(L, L, in, s*s*out)`` of canonical transposed kernel ``(k, k, in, out)``, in NumPy.
+def subpixel_kernel(form: SubPixel, kernel: Any, xp: Any = np) -> Any:
+    """The stride-1 kernel ``(L, L, in, s*s*out)`` of canonical transposed kernel ``(k, k, in, out)``.
 
-    The plugins do the same gather in their own array library (so gradients
-    flow to ``kernel``); this one is what the tests hold them to.
+    Written once on any array module with NumPy's names (``pad``, ``take``, ``reshape``, ``transpose``):
+    ``numpy`` for the tests' reference, ``jax.numpy`` and ``keras.ops`` in the plugins, where the gather is part of
+    the traced step so gradients flow to ``kernel``. Phase-major channels: ``(py, px, c_out)``.
     """
-    s, length = form.stride, form.window
-    padded = np.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap k on either axis reads zeros
-    idx = form.kernel_index()
-    gathered = padded[idx[:, None, :, None], idx[None, :, None, :]]  # (L, L, s, s, in, out)
+    s, length, k = form.stride, form.window, form.kernel
     c_in, c_out = kernel.shape[2], kernel.shape[3]
-    return gathered.transpose(0, 1, 4, 2, 3, 5).reshape(length, length, c_in, s * s * c_out)
+    flat = form.kernel_index().reshape(-1)
+    w = xp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap k on either axis reads zeros
+    w = xp.reshape(xp.take(w, flat, axis=0), (length, s, k + 1, c_in, c_out))
+    w = xp.reshape(xp.take(w, flat, axis=2), (length, s, length, s, c_in, c_out))
+    return xp.reshape(xp.transpose(w, (0, 2, 4, 1, 3, 5)), (length, length, c_in, s * s * c_out))
 
 
-def depth_to_space(z: np.ndarray, form: SubPixel) -> np.ndarray:
-    """``(b, Q, Q, s*s*C)`` blocks -> ``(b, out, out, C)`` pixels (NumPy; the plugins reshape alike)."""
-    b, q, _, channels = z.shape
-    s = form.stride
+def depth_to_space(z: Any, form: SubPixel, xp: Any = np) -> Any:
+    """``(b, Q, Q, s*s*C)`` phase-major blocks -> ``(b, out, out, C)`` pixels, on any array module with NumPy's names."""
+    q, channels, s = z.shape[1], z.shape[3], form.stride
     c = channels // (s * s)
-    y = z.reshape(b, q, q, s, s, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, q * s, q * s, c)
+    y = xp.reshape(xp.transpose(xp.reshape(z, (-1, q, q, s, s, c)), (0, 1, 3, 2, 4, 5)), (-1, q * s, q * s, c))
     return y[:, : form.out, : form.out]

@@ -25,7 +25,7 @@ from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll
 from vaebench.model.ops import ArrayOps
-from vaebench.model.subpixel import SubPixel, subpixel
+from vaebench.model.subpixel import SubPixel, depth_to_space, subpixel, subpixel_kernel
 from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
@@ -38,18 +38,10 @@ def _bias(y: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _subpixel(x: jax.Array, w: jax.Array, form: SubPixel) -> jax.Array:
-    """A transposed convolution as a stride-1 convolution to ``s*s*C`` channels and a depth-to-space, the weights
-    gathered as :mod:`vaebench.model.subpixel` derives (``w`` in this plugin's ``(h, w, out, in)`` layout)."""
-    s, length, idx = form.stride, form.window, form.kernel_index()
-    padded = jnp.pad(w.transpose(0, 1, 3, 2), ((0, 1), (0, 1), (0, 0), (0, 0)))  # (k+1, k+1, in, out), tap k zero
-    c_in, c_out = padded.shape[2], padded.shape[3]
-    kernel = padded[idx[:, None, :, None], idx[None, :, None, :]].transpose(0, 1, 4, 2, 3, 5)
-    z = lax.conv_general_dilated(
-        x, kernel.reshape(length, length, c_in, s * s * c_out), (1, 1), (form.padding,) * 2, dimension_numbers=_NHWC
-    )
-    q = form.blocks
-    y = z.reshape(x.shape[0], q, q, s, s, c_out).transpose(0, 1, 3, 2, 4, 5).reshape(x.shape[0], q * s, q * s, c_out)
-    return y[:, : form.out, : form.out]
+    """A transposed convolution in the sub-pixel form of :mod:`vaebench.model.subpixel` (``w``: ``(h, w, out, in)``)."""
+    kernel = subpixel_kernel(form, w.transpose(0, 1, 3, 2), jnp)
+    z = lax.conv_general_dilated(x, kernel, (1, 1), (form.padding,) * 2, dimension_numbers=_NHWC)
+    return depth_to_space(z, form, jnp)
 
 
 class Layers:

@@ -28,7 +28,7 @@ from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import adam_state
 from vaebench.model.loss import recon_nll, vae_terms
 from vaebench.model.ops import ArrayOps
-from vaebench.model.subpixel import subpixel
+from vaebench.model.subpixel import depth_to_space, subpixel, subpixel_kernel
 from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
@@ -108,19 +108,11 @@ class _SubPixelTranspose(keras.layers.Layer):
 
     def call(self, x: Any) -> Any:
         ops, f = keras.ops, self.form
-        s, n, k, c_in, c_out = f.stride, f.window, f.kernel, self.channels, self.filters
-        flat = f.kernel_index().reshape(-1)
-        w = ops.pad(ops.transpose(self.kernel, (0, 1, 3, 2)), ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap k reads zeros
-        w = ops.reshape(ops.take(w, flat, axis=0), (n, s, k + 1, c_in, c_out))
-        w = ops.reshape(ops.take(w, flat, axis=2), (n, s, n, s, c_in, c_out))
-        w = ops.reshape(ops.transpose(w, (0, 2, 4, 1, 3, 5)), (n, n, c_in, s * s * c_out))
-        (before, after), size = f.padding, x.shape[1]
+        (before, after), size = f.padding, x.shape[1]  # a negative pad is a crop, which keras.ops.pad cannot say
         x = ops.pad(x, ((0, 0), (max(before, 0), max(after, 0)), (max(before, 0), max(after, 0)), (0, 0)))
         lo, hi = max(-before, 0), max(before, 0) + size + max(after, 0) - max(-after, 0)
-        z = ops.conv(x[:, lo:hi, lo:hi], w, strides=1, padding="valid")
-        q = f.blocks
-        y = ops.reshape(ops.transpose(ops.reshape(z, (-1, q, q, s, s, c_out)), (0, 1, 3, 2, 4, 5)), (-1, q * s, q * s, c_out))
-        return y[:, : f.out, : f.out] + self.bias
+        z = ops.conv(x[:, lo:hi, lo:hi], subpixel_kernel(f, ops.transpose(self.kernel, (0, 1, 3, 2)), ops), padding="valid")
+        return depth_to_space(z, f, ops) + self.bias
 
 
 class CoreAdam(keras.optimizers.Adam):
@@ -389,4 +381,3 @@ class _JaxStep(_Step):
 
 
 STEPS: dict[str, type[_Step]] = {"tensorflow": _TfStep, "jax": _JaxStep, "torch": _TorchStep}
-
