@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from scipy.special import expit
+from scipy.special import expit, logsumexp
 from scipy.stats import norm
 
 from vaebench.model import reference
 from vaebench.model.catalogue import get_model
-from vaebench.model.loss import bce_with_logits, gaussian_kl, neg_elbo_terms, numpy_ops
+from vaebench.model.loss import PLAIN, NumpyOps, Objective, bce_with_logits, gaussian_kl, iwae_bound, neg_elbo_terms, numpy_ops
 from vaebench.model.weights import init_params
 
 
@@ -22,6 +22,101 @@ def test_bce_matches_the_bernoulli_log_likelihood():
 def test_bce_is_finite_for_extreme_logits():
     out = bce_with_logits(numpy_ops, np.array([-1e4, 1e4, 0.0]), np.array([1.0, 0.0, 0.5]))
     assert np.allclose(out, [1e4, 1e4, np.log(2)])
+
+
+def test_bce_hands_the_logits_and_targets_to_an_ops_fused_kernel():
+    class Fused(NumpyOps):
+        @staticmethod
+        def bce_with_logits(logits, targets):
+            return ("fused", logits, targets)
+
+    logits, targets = np.array([0.5, -2.0]), np.array([1.0, 0.25])
+    got = bce_with_logits(Fused(), logits, targets)
+    assert got[0] == "fused" and got[1] is logits and got[2] is targets
+
+
+def test_numpy_logsumexp_is_over_the_last_axis_and_stable_row_by_row():
+    """Rows thousands of nats apart: a shift by anything but each row's own maximum underflows to -inf or overflows."""
+    gen = np.random.default_rng(3)
+    x = gen.normal(size=(2, 3, 4)) + np.array([0.0, -2000.0, 800.0])[None, :, None]
+    np.testing.assert_allclose(numpy_ops.logsumexp(x), logsumexp(x, axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(numpy_ops.logsumexp(x[0]), logsumexp(x[0], axis=-1), rtol=1e-12)
+    assert numpy_ops.mean(np.array([[1.0, 2.0], [3.0, 6.0]])) == 3.0
+
+
+class _ContractOps(NumpyOps):
+    """:data:`numpy_ops` held to the :class:`~vaebench.model.ops.Ops` contract where NumPy is laxer than torch and JAX:
+    ``reshape`` takes one ``-1`` at most and no other negative size (NumPy reads any negative size as the inferred one)."""
+
+    @staticmethod
+    def reshape(x, shape):
+        assert all(n == -1 or n >= 0 for n in shape) and list(shape).count(-1) <= 1, shape
+        return np.reshape(x, shape)
+
+
+def _tiny_networks(gen, latent=2):
+    """An encoder and decoder that read their inputs: images ``(B, 2, 3)``, latents ``(N, latent)``, logits ``(N, 2, 3)``."""
+    w_mean, w_logvar, w_dec = gen.normal(0, 0.5, (6, latent)), gen.normal(0, 0.5, (6, latent)), gen.normal(0, 1, (latent, 6))
+
+    def encode(x):
+        flat = x.reshape(len(x), -1)
+        return flat @ w_mean, 0.5 * flat @ w_logvar - 0.3
+
+    def decode(z):
+        assert z.ndim == 2 and z.shape[1] == latent, z.shape
+        return (z @ w_dec + 0.1).reshape(len(z), 2, 3)
+
+    return encode, decode
+
+
+def _log_bernoulli(decode, z, targets):
+    p = expit(decode(z[None])[0].reshape(-1))
+    return np.sum(targets * np.log(p) + (1 - targets) * np.log1p(-p))
+
+
+def _iwae_from_densities(encode, decode, x, eps):
+    """Burda et al. eq. 8 image by image, sample by sample: log (1/K) sum_k p(x | z_k) N(z_k; 0, I) / N(z_k; mean, std)."""
+    mean, logvar = encode(x)
+    std, t = np.exp(logvar / 2), x.reshape(len(x), -1)
+    bounds = []
+    for b in range(len(x)):
+        zs = [mean[b] + std[b] * e for e in eps[b]]
+        log_w = [_log_bernoulli(decode, z, t[b]) + norm.logpdf(z).sum() - norm.logpdf(z, mean[b], std[b]).sum() for z in zs]
+        bounds.append(logsumexp(log_w) - np.log(len(zs)))
+    return np.array(bounds)
+
+
+def _neg_elbo_from_densities(encode, decode, x, eps, beta=1.0):
+    mean, logvar = encode(x)
+    t = x.reshape(len(x), -1)
+    rows = zip(mean, logvar, eps, t, strict=True)
+    recon = np.array([-_log_bernoulli(decode, m + np.exp(lv / 2) * e, tb) for m, lv, e, tb in rows])
+    return recon + beta * 0.5 * (mean**2 + np.exp(logvar) - 1 - logvar).sum(axis=1)
+
+
+def test_the_iwae_bound_runs_the_encoder_on_the_images_and_the_decoder_on_every_sample():
+    """Networks that read their inputs, K (3) unlike the latent size (2), and images that are not flat."""
+    gen = np.random.default_rng(6)
+    encode, decode = _tiny_networks(gen)
+    x, eps = gen.random((4, 2, 3)), gen.standard_normal((4, 3, 2))
+    bound = iwae_bound(_ContractOps(), encode, decode, x, eps)
+    np.testing.assert_allclose(bound, _iwae_from_densities(encode, decode, x, eps), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "objective", [PLAIN, Objective("beta-vae", 3.0), Objective("iwae", samples=3)], ids=["vae", "beta-vae", "iwae"]
+)
+def test_loss_per_example_is_each_objective_on_the_networks(objective):
+    gen = np.random.default_rng(7)
+    encode, decode = _tiny_networks(gen)
+    x, eps = gen.random((4, 2, 3)), gen.standard_normal((4, *objective.noise_shape(2)))
+    got = objective.loss_per_example(_ContractOps(), encode, decode, x, eps)
+    if objective.name == "iwae":
+        expected = -_iwae_from_densities(encode, decode, x, eps)
+    else:
+        expected = _neg_elbo_from_densities(encode, decode, x, eps, objective.beta)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
 def test_kl_matches_monte_carlo_and_vanishes_at_the_prior():

@@ -23,7 +23,8 @@ from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig, TrainConfig
 from vaebench.model.costs import layer_costs
 from vaebench.model.layers import Dense, Flatten, ModelSpec, Reshape
-from vaebench.model.loss import PLAIN, Objective
+from vaebench.model.loss import MAX_SAMPLES, PLAIN, Objective
+from vaebench.model.ops import LossTerms
 from vaebench.model.weights import init_params
 from vaebench.plugin.numpy_backend import NumpyBackend
 from vaebench.run.results import comparable
@@ -161,6 +162,32 @@ def test_tanh_costs_four_elementwise_flops_per_output_and_unknown_activations_ar
 def test_bad_objectives_are_config_errors(objective, beta, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         TrainConfig(model="mlp", objective=objective, beta=beta).resolved()
+
+
+def test_an_objective_refuses_what_is_not_a_number_of_its_kind_and_names_itself():
+    for beta in (True, "4"):
+        with pytest.raises(ConfigError, match="--beta must be a finite number, 0 or more"):
+            Objective("beta-vae", beta)
+    for k in (True, 2.0, 0, MAX_SAMPLES + 1):
+        with pytest.raises(ConfigError, match=f"--iw-samples must be a whole number from 1 to {MAX_SAMPLES}, got {k}"):
+            Objective("iwae", samples=k)
+    assert Objective("iwae", samples=MAX_SAMPLES).noise_shape(2) == (MAX_SAMPLES, 2)
+    needle = "^--iw-samples 5 is the sample count of --objective iwae; --objective beta-vae draws 1$"
+    with pytest.raises(ConfigError, match=needle):
+        Objective("beta-vae", 2.0, samples=5)
+    with pytest.raises(ConfigError, match="^unknown objective 'vq'; choose one of vae, beta-vae, iwae$"):
+        Objective("vq")
+    assert Objective("iwae", samples=5).describe() == "iwae (K=5)"
+    assert Objective("beta-vae", 4.0).describe() == "beta-vae (beta 4)" and PLAIN.describe() == "vae (beta 1)"
+
+
+def test_per_example_is_the_neg_elbo_itself_for_the_plain_vae_and_refuses_the_iwae_bound():
+    terms = LossTerms(np.array([10.0]), np.array([1.0]), np.array([2.0]))  # not recon + kl: shows which field is read
+    assert PLAIN.per_example(terms) is terms.neg_elbo and Objective("beta-vae", 1).per_example(terms) is terms.neg_elbo
+    np.testing.assert_array_equal(Objective("beta-vae", 4.0).per_example(terms), [9.0])
+    needle = r"^the IWAE bound is not a weighting of the -ELBO's terms; use Objective\.loss_per_example$"
+    with pytest.raises(ConfigError, match=needle):
+        Objective("iwae", samples=2).per_example(terms)
 
 
 def _metrics(**config) -> dict:
