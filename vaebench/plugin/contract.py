@@ -342,6 +342,12 @@ class Backend(abc.ABC):
                 raise BackendError(f"{cls.name} option {key} must be one of {', '.join(allowed)}, got {merged[key]!r}")
         return merged
 
+    def resolved_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """``options`` with every value that is a rule (Keras' ``xla=auto``) replaced by what it means on this
+        backend's device: how the tuning table finds which candidate ``--profile default`` runs. Values pass as given.
+        """
+        return dict(options)
+
     def environment(self) -> dict[str, Any]:
         """Framework versions, the device used and its name, thread count, settings: the same keys for every plugin."""
         env = self._environment()

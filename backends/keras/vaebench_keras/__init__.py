@@ -62,8 +62,14 @@ class KerasBackend(Backend):
         lost on the convolutional networks and won on ``mlp``), so ``--profile best``
         measures both rather than encoding a rule here.
         """
-        xla = self.options["xla"]
-        return xla == "1" if xla != "auto" else self.device_kind == "cuda"
+        return self.resolved_options(self.options)["xla"] == "1"
+
+    def resolved_options(self, options: Any) -> dict[str, str]:
+        """``xla=auto`` as the value Keras' rule gives on this device (``1`` with a GPU, ``0`` on a CPU)."""
+        resolved = dict(options)
+        if resolved.get("xla") == "auto":
+            resolved["xla"] = "1" if self.device_kind == "cuda" else "0"
+        return resolved
 
     def _environment(self) -> Environment:
         xla = getattr(self, "xla_used", None) if self.engine == "tensorflow" else self.engine == "jax"
