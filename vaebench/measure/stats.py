@@ -25,6 +25,7 @@ tested with exact values (``tests/test_measurement.py``) and mutation-tested
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -132,6 +133,22 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
         raise ValueError("mean_std needs at least one value")
     arr = np.asarray(values)
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+
+
+def trend(values: Sequence[float]) -> str:
+    """How a quantity moves along an ordered series (KL over increasing beta, say): ``increasing`` or
+    ``decreasing`` when every step is strictly one way, ``non-decreasing`` or ``non-increasing`` when some steps
+    are level (active units stay at the latent size until a large beta), ``flat``, or ``not monotonic``."""
+    if len(values) < 2:
+        raise ValueError("a trend needs at least two values")
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    if all(d == 0 for d in steps):
+        return "flat"
+    if all(d >= 0 for d in steps):
+        return "increasing" if all(d > 0 for d in steps) else "non-decreasing"
+    if all(d <= 0 for d in steps):
+        return "decreasing" if all(d < 0 for d in steps) else "non-increasing"
+    return "not monotonic"
 
 
 def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:

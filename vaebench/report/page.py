@@ -30,6 +30,7 @@ from vaebench.report.tables import (
     Table,
     batch_fit_rows,
     bench_rows,
+    beta_trends,
     comparability_notes,
     equivalence_rows,
     harness_rows,
@@ -348,8 +349,10 @@ def write_report(
     if has_seeds(runs):
         prose = [
             "Completed runs grouped by model and setting: each backend's final test -ELBO as mean ± sample std over",
-            "seeds, and its median training images/s (`packed` runs shared their node: not timing-grade; see `--exclusive`).",
+            "seeds, its split into reconstruction and KL, the IWAE NLL (with its k) where runs computed one, active units",
+            "(AU), and its median training images/s (`packed` runs shared their node: not timing-grade; see `--exclusive`).",
             *notes,
+            *(["", *(f"beta trend: {plain(line)}" for line in beta_trends(runs))] if beta_trends(runs) else []),
         ]
         notes = []
         sections.append(("Over seeds", prose, "seeds", seed_rows(runs), []))

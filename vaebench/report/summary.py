@@ -14,6 +14,7 @@ from pathlib import Path
 from vaebench.report.inputs import by_kind
 from vaebench.report.tables import (
     bench_table,
+    beta_trends,
     comparability_notes,
     equivalence_rows,
     harness_table,
@@ -37,5 +38,7 @@ def summary(bench_results: list[dict], runs: list[tuple[Path, dict]], margin: fl
     if has_seeds(runs):
         yield "\nOver seeds:", False
         yield "\n".join(seed_rows(runs).lines()), False
+        for line in beta_trends(runs):
+            yield f"beta trend: {line}", False
         yield f"\nSame quality? Difference of mean test -ELBO (paired by seed), 95% interval, TOST at ±{margin:g} nats:", False
         yield "\n".join(equivalence_rows(runs, margin).lines()), False

@@ -8,6 +8,7 @@ or as a sortable HTML table (:mod:`vaebench.report.page`).
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.measure.stats import EQUIVALENCE_MARGIN, equivalence, mean_std
-from vaebench.run.results import COMPARABLE, comparable
+from vaebench.measure.stats import EQUIVALENCE_MARGIN, equivalence, mean_std, trend
+from vaebench.run.results import COMPARABLE, comparable, objective_of
 
 
 def plain(text: str) -> str:
@@ -360,6 +361,7 @@ def _setting_of(cfg: dict) -> str:
     if cfg.get("dataset", "mnist") != "mnist":
         parts.insert(0, str(cfg["dataset"]))
     parts += [f"z{cfg['latent_dim']}"] if cfg.get("latent_dim") is not None else []
+    parts += [objective_of(cfg)] if objective_of(cfg) != "elbo" else []  # an objective axis is a group, not a clash
     parts += ["binarized"] if cfg.get("binarize") else []
     parts += [f"first {cfg['limit_train']}"] if cfg.get("limit_train") else []
     parts += [str(cfg["precision"])] if cfg.get("precision", "fp32") != "fp32" else []
@@ -425,16 +427,31 @@ def has_seeds(runs: list[tuple[Path, dict]]) -> bool:
     return any(len(ms) > 1 for cell in seed_groups(runs).values() for ms in cell.values())
 
 
+def _spread(values: list[float], spec: str) -> tuple[str, float]:
+    """``mean ± std`` over seeds (the mean alone for one seed; blank when no run recorded it)."""
+    if not values:
+        return "", float("nan")
+    mean, std = mean_std(values)
+    return (f"{mean:{spec}}" + (f" ± {std:{spec}}" if std is not None else "")), mean
+
+
+def _finals(ms: list[dict], key: str) -> list[float]:
+    return [float(m["final"][key]) for m in ms if (m.get("final") or {}).get(key) is not None]
+
+
 def seed_rows(runs: list[tuple[Path, dict]]) -> Table:
-    """Per model, setting and backend: final test -ELBO as mean ± std over seeds, and the median throughput."""
-    header = ["model", "setting", "backend", "seeds", "test -ELBO mean", "± std", "img/s (median)", "placement"]
-    t = Table(header, right={3, 4, 5, 6})
+    """Per model, setting and backend: final test -ELBO as mean ± std over seeds, its split into reconstruction
+    and KL, the IWAE NLL where runs computed one (with its k), active units, and the median throughput."""
+    header = ["model", "setting", "backend", "seeds", "test -ELBO mean", "± std", "recon", "KL", "NLL", "AU"]
+    t = Table([*header, "img/s (median)", "placement"], right={3, 4, 5, 6, 7, 8, 9, 10})
     for (model, setting), cell in seed_groups(runs).items():
         for backend, ms in sorted(cell.items()):
             mean, std = mean_std([m["final"]["test_neg_elbo"] for m in ms])
             ips = [v for v in map(_throughput, ms) if v is not None]
             placed = {(m.get("placement") or {}).get("exclusive") for m in ms}
             where = "exclusive" if placed == {True} else "packed" if placed == {False} else "mixed" if len(placed) > 1 else ""
+            ks = {m["final"].get("iwae_k") for m in ms if m["final"].get("test_nll") is not None}
+            nll = _spread(_finals(ms, "test_nll"), ".2f")
             t.add(
                 model,
                 setting,
@@ -442,10 +459,43 @@ def seed_rows(runs: list[tuple[Path, dict]]) -> Table:
                 (str(len(ms)), len(ms)),
                 _n(mean, ".2f"),
                 _n(std, ".2f") if std is not None else ("", float("nan")),
+                _spread(_finals(ms, "test_recon"), ".2f"),
+                _spread(_finals(ms, "test_kl"), ".2f"),
+                (f"{nll[0]} (k={ks.pop()})" if len(ks) == 1 else nll[0], nll[1]),
+                _spread(_finals(ms, "active_units"), ".1f"),
                 _n(float(np.median(ips)) if ips else None, ".0f"),
                 where,
             )
     return t
+
+
+def beta_trends(runs: list[tuple[Path, dict]]) -> list[str]:
+    """Per model, backend and the rest of the setting, over the KL weights its runs trained at (the plain ELBO is
+    beta 1): the seed means of KL, reconstruction and active units in beta order, each with its :func:`trend`.
+    The beta-VAE's claim is KL decreasing and reconstruction increasing with beta; a line says whether it held."""
+    series: dict[tuple[str, str, str], dict[float, list[dict]]] = {}
+    for (model, _label), cell in seed_groups(runs).items():
+        for backend, ms in cell.items():
+            cfg = ms[0]["config"]
+            name = str(cfg.get("objective") or "vae")
+            if name not in ("vae", "beta-vae"):
+                continue
+            beta = 1.0 if name == "vae" else float(cfg.get("beta", 1.0))
+            rest = _setting_of({**cfg, "objective": "vae", "beta": 1.0})
+            series.setdefault((model, rest, backend), {}).setdefault(beta, []).extend(ms)
+    lines = []
+    for (model, rest, backend), by_beta in sorted(series.items()):
+        if len(by_beta) < 2:
+            continue
+        betas = sorted(by_beta)
+        parts = []
+        for key, name in (("test_kl", "KL"), ("test_recon", "recon"), ("active_units", "AU")):
+            means = [mean_std(_finals(by_beta[b], key))[0] if _finals(by_beta[b], key) else math.nan for b in betas]
+            if any(math.isnan(v) for v in means):
+                continue
+            parts.append(f"{name} {' -> '.join(f'{v:.2f}' for v in means)} ({trend(means)})")
+        lines.append(f"{model} ({rest}) on {backend}, beta {' -> '.join(f'{b:g}' for b in betas)}: {'; '.join(parts)}")
+    return lines
 
 
 def equivalence_rows(runs: list[tuple[Path, dict]], margin: float = EQUIVALENCE_MARGIN) -> Table:

@@ -311,7 +311,7 @@ COMPARABLE = ("data", "model", "objective", "recipe")
 _RECIPE = ("dataset", "batch_size", "lr", "epochs", "binarize", "limit_train", "precision")
 
 
-def _objective_of(cfg: dict[str, Any]) -> str:
+def objective_of(cfg: dict[str, Any]) -> str:
     """The training objective as comparison text: ``elbo`` for the plain -ELBO, however a run names it.
 
     Runs written before ``--objective`` record none, ``vae`` records beta 1, and
@@ -348,6 +348,6 @@ def comparable(metrics: dict[str, Any]) -> dict[str, str]:
     digest = hashlib.sha256(repr(sorted((str(k), str(v)) for k, v in sha.items())).encode()).hexdigest()[:12] if sha else "?"
     if data.get("changes"):
         digest += f"+{len(data['changes'])} changes"
-    objective = _objective_of(cfg)
+    objective = objective_of(cfg)
     recipe = " ".join(f"{key}={cfg.get(key)}" for key in _RECIPE)
     return {"data": digest, "model": f"{cfg.get('model')} z{cfg.get('latent_dim')}", "objective": objective, "recipe": recipe}
