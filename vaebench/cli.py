@@ -14,51 +14,35 @@ from typing import Any
 import click
 
 from vaebench.cli_options import (
+    MODELS_CSV,
     backends_option,
     csv,
     data_dir_option,
     device_option,
+    eval_k_option,
     key_values,
+    model_option,
+    objective_of,
+    objective_options,
     options_option,
     out_option,
+    peak_option,
     precision_option,
     profile_option,
     quiet_option,
+    recipe_options,
+    resume_options,
+    schedule_options,
     threads_option,
+    tracking_options,
     train_config,
+    ttq_options,
     writable_out,
 )
-from vaebench.errors import ConfigError, Terminated, VaebenchError
-from vaebench.measure.interleave import SCHEDULES
-from vaebench.measure.ttq import DEFAULT_SEEDS
-from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, get_model
+from vaebench.errors import Terminated, VaebenchError
+from vaebench.model.catalogue import DATASETS
 from vaebench.model.loss import OBJECTIVES
 from vaebench.plugin import registry
-
-
-def _model_name(value: str, param: click.Parameter | None) -> str:
-    """A model name; an old alias is accepted with a warning saying the new name."""
-    if value in MODEL_ALIASES:
-        new = MODEL_ALIASES[value]
-        click.echo(f"warning: model {value!r} is now called {new!r} (it read like --seed); the old name will go", err=True)
-        return new
-    try:
-        get_model(value)  # the catalogue, package.module:factory or a vaebench.models entry point, checked once
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
-    return value
-
-
-class ModelName(click.ParamType):
-    """``--model``: one of :data:`~vaebench.model.catalogue.MODELS`, or an old alias (warned about)."""
-
-    name = "model"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        return _model_name(str(value), param)
-
-
-MODELS_CSV = csv(convert=_model_name)  # --models and --ttq-models: comma-separated, each checked as --model is
 
 
 def _err(line: str) -> None:
@@ -69,9 +53,6 @@ def _err(line: str) -> None:
 def _log(quiet: bool) -> Callable[[str], None]:
     """Where a command's log lines go: stdout, or nowhere under ``-q``."""
     return (lambda _line: None) if quiet else click.echo
-
-
-MODEL_HELP = f"One of {', '.join(sorted(MODELS))}, a vaebench.models entry point, or package.module:factory."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,14 +78,8 @@ def cli() -> None:
     "plugin but numpy) trains each in turn into <out>/<backend>/ and writes one report there, after printing the "
     "estimated cost.",
 )
-@click.option("--model", "-m", type=ModelName(), default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--epochs", type=int, help="Default: the model's source (blog 100, conv 30, mlp 10).")
-@click.option("--batch-size", type=int, help="Default: the model's source (blog 512, conv 128, mlp 128).")
-@click.option("--latent-dim", type=int, help="Default: the model's source (blog 2, conv 2, mlp 20).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise.")
-@click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch.")
+@model_option()
+@recipe_options()
 @device_option()
 @data_dir_option()
 @out_option("Run folder (several backends: the folder of their runs and report). Default: results/runs/<time>-<backend>-<model>.")
@@ -118,50 +93,10 @@ def cli() -> None:
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
 @options_option("Backend-specific setting; repeatable (BACKEND: with one backend only).")
 @precision_option()
-@click.option(
-    "--eval-k",
-    type=int,
-    default=0,
-    show_default=True,
-    help="At the end, the importance-weighted test NLL with K samples (5000 is the published convention).",
-)
-@click.option(
-    "--objective",
-    type=click.Choice(OBJECTIVES),
-    default="vae",
-    show_default=True,
-    help="What training minimises: vae (the -ELBO), beta-vae (recon + beta * KL) or iwae (the importance-weighted bound, "
-    "Burda et al. 2015). The test -ELBO is always the plain one.",
-)
-@click.option("--beta", type=float, default=1.0, show_default=True, help="The KL weight of --objective beta-vae (1: the VAE).")
-@click.option(
-    "--iw-samples", type=int, default=1, show_default=True, help="K, the samples per image of --objective iwae (1: the ELBO)."
-)
-@click.option(
-    "--resume",
-    type=click.Path(file_okay=False, exists=True),
-    help="Continue an interrupted run from its checkpoint, with its own settings (only --data-dir and -q apply).",
-)
-@click.option(
-    "--accept-data-change",
-    is_flag=True,
-    help="With --resume: continue although the data's SHA-256 differs from the run's (recorded in metrics.json).",
-)
-@click.option(
-    "--tensorboard/--no-tensorboard",
-    default=True,
-    show_default=True,
-    help="TensorBoard event files under <run>/tb/ (tensorboard --logdir results/runs).",
-)
-@click.option(
-    "--mlflow",
-    "mlflow_uri",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[URI]",
-    help="Also log to MLflow: ./mlruns, or the tracking URI given (needs the [mlflow] extra).",
-)
+@eval_k_option()
+@objective_options()
+@resume_options()
+@tracking_options()
 @click.option("--dry-run", is_flag=True, help="With several backends: probe them, print the estimated cost, train nothing.")
 @quiet_option("No progress bars or per-epoch lines.")
 def run(**kw: Any) -> None:
@@ -255,9 +190,7 @@ def _run_many(kw: dict[str, Any]) -> None:
 @device_option()
 @click.option("--accept-data-change", is_flag=True, help="Evaluate on test files whose SHA-256 differs from the run's.")
 @quiet_option("No progress bar or log lines; only the result.")
-def eval_(
-    run_dir: str, backend: str | None, k: int, data_dir: str | None, device: str, accept_data_change: bool, quiet: bool
-) -> None:
+def eval_(run_dir: str, k: int, quiet: bool, **kw: Any) -> None:
     """Evaluate a finished run's weights (any backend): -ELBO, IWAE NLL, active units, KL per dimension.
 
     The test files are read from where the run recorded them unless --data-dir says otherwise.
@@ -266,15 +199,9 @@ def eval_(
 
     if k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
+    where = (kw["data_dir"], kw["device"])
     result = evaluate_run(
-        Path(run_dir),
-        backend,
-        k,
-        data_dir,
-        device,
-        progress=not quiet,
-        log=_log(quiet),
-        accept_data_change=accept_data_change,
+        Path(run_dir), kw["backend"], k, *where, progress=not quiet, log=_log(quiet), accept_data_change=kw["accept_data_change"]
     )
     line = f"test -ELBO {result['test_neg_elbo']:.2f} nats (recon {result['test_recon']:.2f} + KL {result['test_kl']:.2f})"
     if "test_nll" in result:
@@ -287,16 +214,15 @@ def eval_(
     "  vaebench parity --model conv --backends numpy,jax -o jax:transpose=subpixel\n"
     "  vaebench parity --model conv --backends numpy,torch,jax --profile best"
 )
-@click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
+@model_option("conv")
 @backends_option("Comma-separated backends (default: every installed one).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Adam steps before comparing parameters.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step, the same batch everywhere.")
 @profile_option("best: check every variant `bench --profile best` may pick, each its own entry.")
 @options_option("Backend setting, as bench; repeatable.")
 @device_option("cpu", "For every backend but the numpy reference (always the CPU).")
-def parity(
-    model: str, names: str | None, steps: int, batch_size: int, profile: str, options: tuple[str, ...], device: str
-) -> None:
+@objective_options()
+def parity(**kw: Any) -> None:
     """Check that backends agree, step by step.
 
     Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance.
@@ -304,15 +230,20 @@ def parity(
     from vaebench.measure.parity import run_parity
     from vaebench.measure.paritycheck import table, tolerances
 
+    model, steps, batch_size, profile, device = (kw[k] for k in ("model", "steps", "batch_size", "profile", "device"))
     if steps < 1 or batch_size < 1:
         raise click.BadParameter("--steps and --batch-size must be at least 1")
-    backends = names.split(",") if names else sorted(registry.installed())
-    given = key_values(options)
-    rows = run_parity(backends, model, steps, batch_size, log=_err, profile=profile, options=given, device=device)
+    objective = objective_of(kw)  # checked before any backend starts
+    backends = kw["names"].split(",") if kw["names"] else sorted(registry.installed())
+    given = key_values(kw["options"])
+    rows = run_parity(
+        backends, model, steps, batch_size, log=_err, profile=profile, options=given, device=device, objective=objective
+    )
     settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "plugin defaults"
+    trains = "" if objective.name == "vae" else f", objective {objective.describe()}"
     click.echo(
-        f"model {model}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, options {settings}; "
-        f"tolerances: {tolerances(steps)}"
+        f"model {model}{trains}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, "
+        f"options {settings}; tolerances: {tolerances(steps)}"
     )
     click.echo("\n".join(table(rows)))
     if not all(r["ok"] for r in rows):
@@ -335,30 +266,13 @@ def parity(
 @precision_option()
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile for the backends that have it.")
 @options_option("Backend setting; repeatable.")
-@click.option(
-    "--schedule",
-    type=click.Choice(SCHEDULES),
-    default="interleaved",
-    show_default=True,
-    help="interleaved: windows in turn across backends; sequential: each backend's windows back to back.",
-)
-@click.option("--inference/--no-inference", default=True, show_default=True, help="Also time an eval pass and the grid.")
-@click.option(
-    "--throughput/--no-throughput", default=True, show_default=True, help="Time the matrix (off: time to quality only)."
-)
+@schedule_options()
 @out_option("Folder for bench.json and bench.csv. Default: results/bench/<UTC time>.")
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json already in --out.")
-@click.option("--ttq-models", callback=MODELS_CSV, help="Also time to quality on real data for these models (MNIST).")
-@click.option("--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models.")
-@data_dir_option("MNIST for --ttq-models.")
+@ttq_options()
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
-@click.option(
-    "--peak-seconds",
-    type=click.FloatRange(min=0, max=60),
-    default=4.0,
-    show_default=True,
-    help="Budget for measuring the fp32 GEMM peak that rows' GFLOP/s are set against (0: skip).",
-)
+@peak_option()
+@objective_options()
 def bench(**kw: Any) -> None:
     """Steady-state training throughput, backends interleaved window by window in one worker process each."""
     from vaebench.measure import bench as measure
@@ -373,6 +287,7 @@ def bench(**kw: Any) -> None:
     models, batch_sizes = (kw["models"], kw["batch_sizes"]) if kw["throughput"] else ([], [])
     if not kw["throughput"] and not kw["ttq_models"]:
         raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
+    objective = measure.bench_objective(objective_of(kw), kw["ttq_models"])  # a refused bench prints no table
     try:
         load = check_load(kw["allow_busy"], warn=_err)
     except BusyMachineError as exc:
@@ -380,7 +295,7 @@ def bench(**kw: Any) -> None:
     writable_out(out_dir, out_dir, "; choose another --out")  # before the first worker starts
     click.echo(measure.TABLE_HEADER)  # after the refusals: a refused bench prints no table
     named = ("device", "precision", "profile", "schedule", "inference", "peak_seconds", "data_dir", "ttq_seeds", "ttq_models")
-    flags = {"compile": kw["compile_"], "options": key_values(kw["options"]), **{k: kw[k] for k in named}}
+    flags = {"compile": kw["compile_"], "options": key_values(kw["options"]), "objective": objective, **{k: kw[k] for k in named}}
     threads = kw["threads"] or usable_cores()
     json_path, csv_path = measure.bench(
         out_dir, load, backends, models, batch_sizes, kw["repeats"], threads=threads, echo=click.echo, warn=_err, **flags
@@ -521,7 +436,7 @@ def backends(devices: bool) -> None:
     epilog="Example:\n\n\b\n  vaebench explain --backends jax,torch,keras --model conv --batch-size 128 --out results/explain",
 )
 @backends_option("Comma-separated backends.", default="torch,jax,keras")
-@click.option("--model", "-m", type=ModelName(), default="conv", show_default=True, help=MODEL_HELP)
+@model_option("conv")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=128, show_default=True, help="Images per call.")
 @click.option("--rounds", type=click.IntRange(min=1, max=100), default=5, show_default=True, help="Windows per probe.")
 @click.option(
@@ -531,17 +446,7 @@ def backends(devices: bool) -> None:
 @options_option("Backend setting; repeatable.")
 @device_option("cpu")
 @out_option("Folder for explain.json, .md and .png.", required=True)
-def explain(
-    names: str,
-    model: str,
-    batch_size: int,
-    rounds: int,
-    window_seconds: float,
-    threads: int | None,
-    options: tuple[str, ...],
-    device: str,
-    out: str,
-) -> None:
+def explain(**kw: Any) -> None:
     """Where the time goes: every layer's forward pass and both gradients, and the step split, per backend."""
     from vaebench.measure.bench import bench_backends
     from vaebench.measure.explain import explain as run_explain
@@ -550,15 +455,14 @@ def explain(
     from vaebench.plugin.host import usable_cores
     from vaebench.report.explain import table_lines, write_readable
 
-    backends = bench_backends(names)
+    backends = bench_backends(kw["names"])
     for name in backends:
         registry.load(name)  # an unknown name is one line now, not after the first backend's minutes
-    per_backend = split_options(key_values(options), backends)
-    out_dir = Path(out)
-    writable_out(out_dir, out)  # before anything is measured
-    doc = run_explain(
-        backends, model, batch_size, rounds, window_seconds, threads or usable_cores(), per_backend, log=_err, device=device
-    )
+    per_backend = split_options(key_values(kw["options"]), backends)
+    out_dir = Path(kw["out"])
+    writable_out(out_dir, kw["out"])  # before anything is measured
+    cell = (kw["model"], kw["batch_size"], kw["rounds"], kw["window_seconds"], kw["threads"] or usable_cores())
+    doc = run_explain(backends, *cell, per_backend, log=_err, device=kw["device"])
     written = [write_explain(doc, out_dir), *write_readable(doc, out_dir)]
     click.echo("\n".join(table_lines(doc)))
     click.echo("wrote " + ", ".join(str(p) for p in written))
@@ -571,16 +475,13 @@ def main() -> None:
     terminate_cleanly()  # the training loop installs its own handler, which checkpoints
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:  # click turns Ctrl-C outside the training loop into Abort
-        click.echo("interrupted; no file was left half-written", err=True)
-        sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except VaebenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (click.exceptions.Abort, KeyboardInterrupt, Terminated) as exc:  # click turns Ctrl-C outside training into Abort
         code = 143 if isinstance(exc, Terminated) else 130
         click.echo("interrupted; no file was left half-written", err=True)
         sys.exit(code)

@@ -18,7 +18,12 @@ from typing import Any, TypeVar
 
 import click
 
+from vaebench.errors import ConfigError
+from vaebench.measure.interleave import SCHEDULES
+from vaebench.measure.ttq import DEFAULT_SEEDS
+from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, get_model
 from vaebench.model.config import TrainConfig
+from vaebench.model.loss import OBJECTIVES, Objective
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +33,18 @@ DEVICES = ("auto", "cpu", "cuda")
 DATA_HELP = "Folder with the four IDX .gz files."
 THREADS_HELP = "Intra-op threads for every backend (default: every usable core)."
 PRECISION_HELP = "Float32 policy (tf32: GPUs)."
+MODEL_HELP = f"One of {', '.join(sorted(MODELS))}, a vaebench.models entry point, or package.module:factory."
+
+
+def stack(*decorators: Decorator) -> Decorator:
+    """Several options as one decorator, in the order given (the order ``--help`` lists them in)."""
+
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
 
 
 def key_values(values: Iterable[str]) -> dict[str, str]:
@@ -72,6 +89,37 @@ def train_config(flags: Mapping[str, Any], **given: Any) -> TrainConfig:
     return TrainConfig(
         **{name: value for name, value in flags.items() if name in fields}, compile=bool(flags["compile_"]), **given
     )
+
+
+def model_name(value: str, param: click.Parameter | None) -> str:
+    """A model name; an old alias is accepted with a warning saying the new name."""
+    if value in MODEL_ALIASES:
+        new = MODEL_ALIASES[value]
+        click.echo(f"warning: model {value!r} is now called {new!r} (it read like --seed); the old name will go", err=True)
+        return new
+    try:
+        get_model(value)  # the catalogue, package.module:factory or a vaebench.models entry point, checked once
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+    return value
+
+
+class ModelName(click.ParamType):
+    """``--model``: one of :data:`~vaebench.model.catalogue.MODELS`, or an old alias (warned about)."""
+
+    name = "model"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return model_name(str(value), param)
+
+
+MODELS_CSV = csv(convert=model_name)  # --models and --ttq-models: comma-separated, each checked as --model is
+
+
+def objective_of(flags: Mapping[str, Any]) -> Objective:
+    """The :class:`~vaebench.model.loss.Objective` that ``--objective``, ``--beta`` and ``--iw-samples`` name, checked
+    now (a bad combination is a :class:`~vaebench.errors.ConfigError`: one line, exit 2, before anything runs)."""
+    return Objective(flags["objective"], flags["beta"], flags["iw_samples"])
 
 
 def writable_out(path: Path, shown: str | Path, fix: str = "") -> None:
@@ -132,3 +180,133 @@ def out_option(help: str, required: bool = False) -> Decorator:
 def quiet_option(help: str) -> Decorator:
     """``-q/--quiet``."""
     return click.option("--quiet", "-q", is_flag=True, help=help)
+
+
+def model_option(default: str = DEFAULT_MODEL) -> Decorator:
+    """``-m/--model``: one model, checked by :class:`ModelName` (``run``, ``parity``, ``explain``)."""
+    return click.option("--model", "-m", type=ModelName(), default=default, show_default=True, help=MODEL_HELP)
+
+
+def recipe_options() -> Decorator:
+    """``run``'s recipe: ``--dataset``, ``--epochs``, ``--batch-size``, ``--latent-dim``, ``--lr``, ``--seed``, ``--binarize``."""
+    return stack(
+        click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True),
+        click.option("--epochs", type=int, help="Default: the model's source (blog 100, conv 30, mlp 10)."),
+        click.option("--batch-size", type=int, help="Default: the model's source (blog 512, conv 128, mlp 128)."),
+        click.option("--latent-dim", type=int, help="Default: the model's source (blog 2, conv 2, mlp 20)."),
+        click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise."),
+        click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch."),
+    )
+
+
+def eval_k_option() -> Decorator:
+    """``run``'s ``--eval-k``: the IWAE test NLL at the end of the run."""
+    return click.option(
+        "--eval-k",
+        type=int,
+        default=0,
+        show_default=True,
+        help="At the end, the importance-weighted test NLL with K samples (5000 is the published convention).",
+    )
+
+
+def objective_options() -> Decorator:
+    """``--objective``, ``--beta``, ``--iw-samples``: what a training step minimises (``run``, ``parity``, ``bench``);
+    read them with :func:`objective_of`."""
+    return stack(
+        click.option(
+            "--objective",
+            type=click.Choice(OBJECTIVES),
+            default="vae",
+            show_default=True,
+            help="What training minimises: vae (the -ELBO), beta-vae (recon + beta * KL) or iwae (the importance-weighted "
+            "bound, Burda et al. 2015). The test -ELBO is always the plain one.",
+        ),
+        click.option(
+            "--beta", type=float, default=1.0, show_default=True, help="The KL weight of --objective beta-vae (1: the VAE)."
+        ),
+        click.option(
+            "--iw-samples",
+            type=int,
+            default=1,
+            show_default=True,
+            help="K, the samples per image of --objective iwae (1: the ELBO).",
+        ),
+    )
+
+
+def resume_options() -> Decorator:
+    """``run``'s ``--resume`` and ``--accept-data-change``."""
+    return stack(
+        click.option(
+            "--resume",
+            type=click.Path(file_okay=False, exists=True),
+            help="Continue an interrupted run from its checkpoint, with its own settings (only --data-dir and -q apply).",
+        ),
+        click.option(
+            "--accept-data-change",
+            is_flag=True,
+            help="With --resume: continue although the data's SHA-256 differs from the run's (recorded in metrics.json).",
+        ),
+    )
+
+
+def tracking_options() -> Decorator:
+    """``run``'s ``--tensorboard/--no-tensorboard`` and ``--mlflow [URI]``."""
+    return stack(
+        click.option(
+            "--tensorboard/--no-tensorboard",
+            default=True,
+            show_default=True,
+            help="TensorBoard event files under <run>/tb/ (tensorboard --logdir results/runs).",
+        ),
+        click.option(
+            "--mlflow",
+            "mlflow_uri",
+            is_flag=False,
+            flag_value="",
+            default=None,
+            metavar="[URI]",
+            help="Also log to MLflow: ./mlruns, or the tracking URI given (needs the [mlflow] extra).",
+        ),
+    )
+
+
+def schedule_options() -> Decorator:
+    """``bench``'s ``--schedule``, ``--inference/--no-inference`` and ``--throughput/--no-throughput``."""
+    return stack(
+        click.option(
+            "--schedule",
+            type=click.Choice(SCHEDULES),
+            default="interleaved",
+            show_default=True,
+            help="interleaved: windows in turn across backends; sequential: each backend's windows back to back.",
+        ),
+        click.option("--inference/--no-inference", default=True, show_default=True, help="Also time an eval pass and the grid."),
+        click.option(
+            "--throughput/--no-throughput", default=True, show_default=True, help="Time the matrix (off: time to quality only)."
+        ),
+    )
+
+
+def ttq_options() -> Decorator:
+    """``bench``'s time to quality: ``--ttq-models``, ``--ttq-seeds`` and the ``--data-dir`` they train on."""
+    return stack(
+        click.option("--ttq-models", callback=MODELS_CSV, help="Also time to quality on real data for these models (MNIST)."),
+        click.option(
+            "--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models."
+        ),
+        data_dir_option("MNIST for --ttq-models."),
+    )
+
+
+def peak_option() -> Decorator:
+    """``bench``'s ``--peak-seconds``: the budget of the fp32 GEMM peak measurement."""
+    return click.option(
+        "--peak-seconds",
+        type=click.FloatRange(min=0, max=60),
+        default=4.0,
+        show_default=True,
+        help="Budget for measuring the fp32 GEMM peak that rows' GFLOP/s are set against (0: skip).",
+    )

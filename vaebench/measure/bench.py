@@ -7,7 +7,9 @@ rotated every round, so drift of a shared machine lands on every backend
 alike. With ``--profile best`` a backend with several tunable settings is first
 tuned in a worker of its own, which then exits, so the timed worker holds only
 the chosen model and its memory figures are its own. Every row records the
-schedule, profile, precision and variant that produced it, the median, IQR
+schedule, profile, precision and variant that produced it (and the objective
+its step trained on, where ``--objective`` asked for another than the plain
+VAE's -ELBO: ``settings.objective``), the median, IQR
 and windows, and the ratio to the cell's fastest backend with a 95% bootstrap
 interval. Time to quality (:mod:`vaebench.measure.ttq`) runs after the matrix, one
 fresh process per seed. This module owns the matrix and :func:`bench`, which
@@ -32,6 +34,7 @@ from vaebench.measure.ttq import run_ttq_grid
 from vaebench.measure.worker import CellRequest, WorkerProcess
 from vaebench.model.catalogue import get_model
 from vaebench.model.costs import step_flops_per_image
+from vaebench.model.loss import PLAIN, Objective
 from vaebench.plugin import registry
 from vaebench.plugin.host import usable_cores
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
@@ -72,11 +75,14 @@ def run_matrix(
     spawn: Callable[[CellRequest], Channel] = WorkerProcess,
     progress: Callable[[str], None] | None = None,
     peak_gflops: float | None = None,
+    objective: Objective = PLAIN,
 ) -> Iterator[dict[str, Any]]:
     """Yield one row per (backend, model, batch size), cell by cell; see the module docstring.
 
     Evaluation and grid timings do not depend on the training batch size, so
     they are measured in the first cell of each model and repeated in its others.
+    Every step trains on ``objective``; a row names it unless it is the plain VAE's
+    (so rows of the default bench read as they always did).
     """
     if profile not in PROFILES or precision not in PRECISIONS or schedule not in SCHEDULES:
         raise ConfigError(f"profile {profile!r}, precision {precision!r} or schedule {schedule!r} is not known")
@@ -90,7 +96,9 @@ def run_matrix(
         for batch in batch_sizes:
             requests, tuning = {}, {}
             for b in backends:
-                request = CellRequest(b, model, batch, threads, device, precision, profile, compiles[b], per_backend[b])
+                request = CellRequest(
+                    b, model, batch, threads, device, precision, profile, compiles[b], per_backend[b], *_fields(objective)
+                )
                 if profile == "best":
                     request, tuning[b] = _tune(request, spawn)
                 requests[b] = request
@@ -113,13 +121,15 @@ def run_matrix(
             if not timed:
                 timed = {b: {k: cell[b][k] for k in ("eval_pass_seconds", "grid_decode_seconds")} for b in backends}
             for b in backends:
+                ips = cell[b]["train_images_per_second"]["median"]
                 yield {
                     "backend": b,
                     "model": model,
                     "batch_size": batch,
                     **cell[b],
                     **timed[b],
-                    "work": work(model, batch, cell[b]["train_images_per_second"]["median"], peak_gflops),
+                    # the cost model counts one latent sample per image: no FLOP figure for the IWAE bound's K
+                    "work": None if objective.name == "iwae" else work(model, batch, ips, peak_gflops),
                     "settings": {
                         "threads": threads,
                         "device": device,
@@ -131,8 +141,27 @@ def run_matrix(
                         "variant": {"compile": requests[b].compile, "options": requests[b].options},
                         "tuning": tuning.get(b),
                         "memory": MEMORY_METHOD,
+                        **({} if objective == PLAIN else {"objective": objective_record(objective)}),
                     },
                 }
+
+
+def _fields(objective: Objective) -> tuple[str, float, int]:
+    """The objective as :class:`CellRequest` (and :class:`~vaebench.model.config.TrainConfig`) name it."""
+    return objective.name, objective.beta, objective.samples
+
+
+def bench_objective(objective: Objective, ttq_models: list[str] | None) -> Objective:
+    """The objective the matrix times, refused with ``ttq_models``: time to quality trains the plain VAE."""
+    if ttq_models and objective != PLAIN:
+        raise ConfigError("--objective times the throughput matrix; time to quality (--ttq-models) trains the plain VAE")
+    return objective
+
+
+def objective_record(objective: Objective) -> dict[str, Any]:
+    """A row's ``settings.objective``: what its training step minimised, in the run's flags' names."""
+    name, beta, iw_samples = _fields(objective)
+    return {"name": name, "beta": beta, "iw_samples": iw_samples, "text": objective.describe()}
 
 
 def work(model: str, batch_size: int, images_per_second: float, peak_gflops: float | None) -> dict[str, Any]:
@@ -215,6 +244,7 @@ def bench(
     inference: bool = True,
     peak_seconds: float = 4.0,
     data_dir: str | None = None,
+    objective: Objective = PLAIN,
 ) -> tuple[Path, Path]:
     """``vaebench bench`` once its flags are checked: the peak, the matrix, time to quality; ``bench.json`` and CSV.
 
@@ -224,8 +254,11 @@ def bench(
     before it, and the error's one line says so; the last write marks every row
     with the load seen in its own windows and says ``complete: true``. Rows go
     to ``echo`` as the table they are measured into; the peak and late-busy
-    lines to ``warn``. Returns the paths of ``bench.json`` and ``bench.csv``.
+    lines to ``warn``. Every timed step trains on ``objective`` (time to quality
+    trains the plain VAE: another objective with ``ttq_models`` is refused).
+    Returns the paths of ``bench.json`` and ``bench.csv``.
     """
+    bench_objective(objective, ttq_models)
     peak = None
     if models and batch_sizes and peak_seconds > 0:  # a matrix to time: the peak first, on the same quiet machine
         peak = measure_peak_in_subprocess(peak_seconds, threads)
@@ -241,6 +274,7 @@ def bench(
         3 if inference else 0,
         progress=lambda _name: bar.update(1),
         peak_gflops=(peak or {}).get("peak_gflops"),
+        objective=objective,
     )
     try:
         for r in watch.rows(rows):

@@ -5,7 +5,8 @@ and reports four things, which are then compared pairwise:
 
 * ``neg_elbo``: per-example -ELBO of a fixed batch under the initial weights;
 * ``grid``: the decoded 20x20 latent grid (pixel probabilities);
-* ``losses``: the batch-mean -ELBO of each of ``steps`` Adam steps on fixed batches;
+* ``losses``: the batch-mean training objective of each of ``steps`` Adam steps on fixed batches
+  (the -ELBO; ``--objective beta-vae`` or ``iwae`` trains, and so compares, that objective's steps);
 * ``params``: every parameter after those steps.
 
 Tolerances (float32 arithmetic, different kernels and summation orders),
@@ -26,10 +27,17 @@ as ``bench`` does (:func:`~vaebench.plugin.profiles.variants`), so any variant a
 bench row names can be checked here against the float64 reference. Under
 ``best`` every candidate of every backend is its own entry, named
 ``backend[options]``: a tuner may pick any of them, so every one must be at parity.
+
+Objectives: ``--objective``, ``--beta`` and ``--iw-samples`` reach the spec as
+``run``'s do (:meth:`~vaebench.model.layers.ModelSpec.with_objective`), and the
+training noise takes the objective's shape (``(batch, K, latent)`` for the IWAE
+bound); the first batch's -ELBO and the grid stay the plain ones, as a run's
+evaluation does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -46,6 +54,7 @@ from vaebench.measure.options import split_options
 from vaebench.measure.paritycheck import compare
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
+from vaebench.model.loss import PLAIN, Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.profiles import PROFILES, Variant, variants
@@ -53,11 +62,15 @@ from vaebench.run.evaluation import grid_points
 from vaebench.seeding import rng
 
 
-def _batches(latent_dim: int, batch_size: int, seed: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _batches(
+    latent_dim: int, batch_size: int, seed: int, steps: int, objective: Objective = PLAIN
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The evaluated batch (noise ``(batch, latent)``), then ``steps`` training batches with the objective's noise."""
     gen = rng(seed, "parity")
+    shapes = [(latent_dim,)] + [objective.noise_shape(latent_dim)] * steps  # the plain VAE's: the numbers it always drew
     return [
-        (gen.random((batch_size, 28, 28, 1), dtype=np.float32), gen.standard_normal((batch_size, latent_dim), dtype=np.float32))
-        for _ in range(steps + 1)
+        (gen.random((batch_size, 28, 28, 1), dtype=np.float32), gen.standard_normal((batch_size, *shape), dtype=np.float32))
+        for shape in shapes
     ]
 
 
@@ -70,15 +83,16 @@ def compute(
     compile: bool = False,
     options: Mapping[str, str] | None = None,
     device: str = "cpu",
+    objective: Objective = PLAIN,
 ) -> dict[str, np.ndarray]:
     """One backend's side of the comparison (run it in a process of its own), as the variant ``compile``/``options``,
-    on ``device`` (the NumPy reference is on the CPU whatever the others use)."""
-    spec = get_model(model_name).spec
+    on ``device`` (the NumPy reference is on the CPU whatever the others use), training on ``objective``."""
+    spec = get_model(model_name).spec.with_objective(objective)
     backend_cls = registry.load(backend)[0]
     device = "cpu" if backend == "numpy" else device
     model = backend_cls(device=device, compile=compile, options=dict(options or {})).build(spec, AdamConfig())
     model.load_weights(init_params(spec, seed))
-    batches = _batches(spec.latent_dim, batch_size, seed, steps)
+    batches = _batches(spec.latent_dim, batch_size, seed, steps, objective)
     out = {"neg_elbo": model.evaluate(*batches[0]).neg_elbo, "grid": model.decode(grid_points(spec.latent_dim, seed))}
     out["losses"] = model.fetch([model.train_step(x, eps) for x, eps in batches[1:]])
     out.update({f"param/{k}": v for k, v in model.export_weights().items()})
@@ -86,9 +100,15 @@ def compute(
 
 
 def _in_subprocess(
-    backend: str, model_name: str, steps: int, batch_size: int, variant: Variant | None = None, device: str = "cpu"
+    backend: str,
+    model_name: str,
+    steps: int,
+    batch_size: int,
+    variant: Variant | None = None,
+    device: str = "cpu",
+    objective: Objective = PLAIN,
 ) -> dict[str, np.ndarray]:
-    chosen = {**(variant or Variant()).to_dict(), "device": device}
+    chosen = {**(variant or Variant()).to_dict(), "device": device, "objective": dataclasses.asdict(objective)}
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.npz"
         proc = subprocess.run(
@@ -159,8 +179,10 @@ def run_parity(
     profile: str = "default",
     options: Mapping[str, str] | None = None,
     device: str = "cpu",
+    objective: Objective = PLAIN,
 ) -> list[dict[str, Any]]:
-    """Compute every backend's variants (:func:`plan`), each in its own process, then compare all pairs."""
+    """Compute every backend's variants (:func:`plan`), each in its own process, training on ``objective``, then
+    compare all pairs."""
     missing = [b for b in backends if b not in registry.installed()]
     if missing:
         registry.load(missing[0])  # raises the "not installed ... install with" error
@@ -169,7 +191,7 @@ def run_parity(
     results = {}
     for entry, name, variant in plan(backends, profile, options):
         log(f"running {entry} ...")
-        results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant, device)
+        results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant, device, objective)
     return compare(results, steps)
 
 
@@ -181,6 +203,7 @@ def main() -> None:
         "compile": variant.get("compile", False),
         "options": variant.get("options"),
         "device": variant.get("device", "cpu"),
+        "objective": Objective(**variant.get("objective", {})),
     }
     out = compute(backend, model_name, int(steps), int(batch_size), **settings)
     buffer = io.BytesIO()

@@ -6,8 +6,8 @@ own peak memory (no row carries the peaks of the rows before it).
 
 The protocol is typed and JSON, one object a line. The coordinator starts
 ``python -m vaebench.measure.worker '<CellRequest as JSON>'``; the worker builds
-the model and answers ``{"ready": ...}``; then it obeys commands on stdin and
-answers each with one line:
+the model (trained on the request's objective, ``--objective``) and answers
+``{"ready": ...}``; then it obeys commands on stdin and answers each with one line:
 
 * ``{"op": "compile"}``: the first train step timed alone, one more discarded,
   one timed to size the windows -> ``compile_seconds``, ``probe_seconds``;
@@ -50,6 +50,7 @@ from vaebench.measure.stats import format_ratio, ratio_interval, summarize
 from vaebench.measure.timing import Clock, Step, Sync, steps_for, timed_call, window
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
+from vaebench.model.loss import Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Backend, Model
@@ -74,6 +75,14 @@ class CellRequest:
     profile: str = "default"  # ``best``: build every variant of the plugin's tunables, for ``tune``
     compile: bool = False
     options: dict[str, str] = field(default_factory=dict)
+    objective: str = "vae"  # what the timed step trains on, named as TrainConfig names it (--objective, --beta, --iw-samples)
+    beta: float = 1.0
+    iw_samples: int = 1
+
+    @property
+    def training_objective(self) -> Objective:
+        """The objective the timed step minimises (checked: a bad one is a ConfigError before any model is built)."""
+        return Objective(self.objective, self.beta, self.iw_samples)
 
     def to_json(self) -> str:
         """The request as one JSON line."""
@@ -87,15 +96,18 @@ class CellRequest:
         return cls(**data)
 
 
-def synthetic_batches(gen: np.random.Generator, batch_size: int, latent_dim: int, n: int = 4) -> list[tuple[Any, Any]]:
-    """``n`` distinct ``(x, eps)`` batches of the real shapes, cycled by :func:`staged_feed`.
+def synthetic_batches(
+    gen: np.random.Generator, batch_size: int, latent_dim: int, n: int = 4, noise_shape: tuple[int, ...] | None = None
+) -> list[tuple[Any, Any]]:
+    """``n`` distinct ``(x, eps)`` batches of the real shapes, cycled by :func:`staged_feed`; ``noise_shape`` is one
+    image's training noise (default ``(latent_dim,)``; ``(K, latent_dim)`` for the IWAE bound).
 
     Speed does not depend on pixel values, so the bench needs no data set.
     """
     return [
         (
             gen.random((batch_size, 28, 28, 1), dtype=np.float32),
-            gen.standard_normal((batch_size, latent_dim), dtype=np.float32),
+            gen.standard_normal((batch_size, *(noise_shape or (latent_dim,))), dtype=np.float32),
         )
         for _ in range(n)
     ]
@@ -134,9 +146,11 @@ class Cell:
         self.request = request
         self.clock = clock
         backend_cls, self.plugin = registry.load(request.backend)
-        self.spec = get_model(request.model).spec
+        objective = request.training_objective
+        self.spec = get_model(request.model).spec.with_objective(objective)
         self.gen = np.random.default_rng(0)
-        self.batches = synthetic_batches(self.gen, request.batch_size, self.spec.latent_dim)
+        noise = objective.noise_shape(self.spec.latent_dim)
+        self.batches = synthetic_batches(self.gen, request.batch_size, self.spec.latent_dim, noise_shape=noise)
         self.variants = variants(backend_cls.tunables, request.profile, request.compile, request.options)
         self.backends: list[Backend] = []
         self.models: list[Model] = []
@@ -204,11 +218,12 @@ class Cell:
     def _default_label(self) -> str:
         """The label of the variant ``--profile default`` runs: no compile unless asked, the plugin's option defaults.
 
-        Where a default is a rule rather than a value (Keras' ``xla=auto``) no candidate matches it by name, and the
-        first candidate stands for it: the tunables list the default's value first (``xla``: ``0``, what ``auto``
-        is on a CPU). On a GPU, where ``auto`` means XLA on, that stand-in is wrong; the record names it (``default``).
+        Where a default is a rule rather than a value (Keras' ``xla=auto``), the backend says what the rule means on
+        its device (:meth:`~vaebench.plugin.contract.Backend.resolved_options`: XLA off on a CPU, on with a GPU),
+        so the candidate with that value is the default's row. Only if none matches does the first stand for it.
         """
-        defaults = {**type(self.backends[0]).option_defaults, **self.request.options}
+        backend = self.backends[0]
+        defaults = backend.resolved_options({**type(backend).option_defaults, **self.request.options})
         for v in self.variants:
             if v.compile == self.request.compile and all(defaults.get(k) == val for k, val in v.options.items()):
                 return v.label()
