@@ -25,6 +25,8 @@ from vaebench.report.tables import beta_trends, comparability_notes, seed_rows
         ([1.0, 3.0, 2.0], "not monotonic"),
         ([2.0, 1.0, 3.0], "not monotonic"),
         ([1.0, 1.0, 0.5, 2.0], "not monotonic"),
+        ([2.0, 1.0, 1.5], "not monotonic"),  # a rise smaller than 1 after a fall
+        ([1.0, 2.0, 1.5], "not monotonic"),
     ],
 )
 def test_trend_names_the_direction(values: list[float], expected: str) -> None:
@@ -32,7 +34,7 @@ def test_trend_names_the_direction(values: list[float], expected: str) -> None:
 
 
 def test_trend_needs_a_series() -> None:
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ValueError, match="^a trend needs at least two values$"):
         trend([1.0])
 
 
