@@ -77,7 +77,7 @@ def test_bench_then_compare_writes_tables_and_a_report(tmp_path, tiny_dir):
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert float(rows[0]["achieved_gflops"]) == pytest.approx(work["achieved_gflops"], abs=0.01)
     assert rows[0]["backend"] == "numpy" and float(rows[0]["images_per_second_median"]) > 0
-    assert rows[0]["profile"] == "default" and rows[0]["precision"] == "fp32"
+    assert rows[0]["profile"] == "default" and rows[0]["precision"] == "fp32" and rows[0]["objective"] == "vae"
     again = subprocess.run(
         [sys.executable, "-m", "vaebench.cli", "bench", "--backends", "numpy", "--models", "mlp", "--out", str(tmp_path)],
         capture_output=True,

@@ -8,6 +8,7 @@ as rows always were. A bad value is one line and exit 2, before anything runs.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -115,6 +116,9 @@ def test_bench_records_the_objective_it_timed(tmp_path):
     (row,) = json.loads((out / "bench.json").read_text())["results"]
     assert row["settings"]["objective"] == {"name": "iwae", "beta": 1.0, "iw_samples": 3, "text": "iwae (K=3)"}
     assert row["work"] is None  # the cost model counts one latent sample per image: no FLOP figure for K of them
+    with open(out / "bench.csv", newline="") as fh:
+        (line,) = csv.DictReader(fh)
+    assert line["objective"] == "iwae (K=3)" and line["model"] == "mlp"
 
 
 def test_a_bench_worker_trains_the_objective_and_a_plain_request_reads_as_before():

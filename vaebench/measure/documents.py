@@ -52,6 +52,7 @@ def write_bench(
         [
             "backend",
             "model",
+            "objective",
             "batch_size",
             "profile",
             "precision",
@@ -84,6 +85,7 @@ def write_bench(
             [
                 r["backend"],
                 r["model"],
+                (s.get("objective") or {}).get("text", "vae"),  # rows written before objectives trained the VAE
                 r["batch_size"],
                 s["profile"],
                 s["precision"],
