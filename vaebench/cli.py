@@ -92,6 +92,7 @@ def cli() -> None:
 )
 @click.option("--compile", "compile_", is_flag=True, help="The backend's graph compilation (torch.compile for torch).")
 @options_option("Backend-specific setting; repeatable (BACKEND: with one backend only).")
+@profile_option("best: first time every variant the plugin may tune, as bench does; train the fastest.")
 @precision_option()
 @eval_k_option()
 @objective_options()
@@ -109,6 +110,7 @@ def run(**kw: Any) -> None:
     them: quality, speed, the curves and the grids side by side.
     """
     from vaebench.measure.options import own_options
+    from vaebench.measure.tune import tuner
     from vaebench.run.results import default_run_dir, written_outputs
     from vaebench.run.runner import resume_run, train_and_evaluate
 
@@ -127,7 +129,8 @@ def run(**kw: Any) -> None:
         raise click.UsageError("--accept-data-change applies only with --resume")
     config = train_config(kw, options=own_options(key_values(kw["options"]), kw["backend"]))
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
-    metrics = train_and_evaluate(config, out, data_dir=kw["data_dir"], overwrite=kw["overwrite"], **tracking)
+    tune = tuner(click.echo) if kw["profile"] == "best" else None  # "profile best: <variant>: <ratio> the default"
+    metrics = train_and_evaluate(config, out, data_dir=kw["data_dir"], overwrite=kw["overwrite"], tune=tune, **tracking)
     final = metrics["final"]["test_neg_elbo"]
     click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(written_outputs(out))})")
 
@@ -151,7 +154,7 @@ def _run_many(kw: dict[str, Any]) -> None:
     many.check_and_estimate(config, names, out, kw["overwrite"], kw["data_dir"], echo=click.echo)
     if kw["dry_run"]:
         return
-    settings = {"data_dir": kw["data_dir"], "progress": not kw["quiet"], "overwrite": kw["overwrite"]}
+    settings = {"data_dir": kw["data_dir"], "progress": not kw["quiet"], "overwrite": kw["overwrite"], "profile": kw["profile"]}
     outcomes = local.run_backends(
         config, names, out, log=click.echo, **settings, tensorboard=kw["tensorboard"], mlflow=kw["mlflow_uri"]
     )

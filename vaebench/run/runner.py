@@ -52,7 +52,7 @@ from vaebench.run.results import (
     refuse_occupied,
     write_metrics,
 )
-from vaebench.run.session import Session, open_session, split_test
+from vaebench.run.session import Session, Tuner, open_session, split_test
 from vaebench.run.signals import StopFlag
 
 FETCH_EVERY = 20
@@ -155,6 +155,7 @@ def train_and_evaluate(
     tensorboard: bool = True,
     mlflow: str | None = None,
     placement: dict[str, Any] | None = None,
+    tune: Tuner | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on real data, evaluate every epoch, write the run folder; return the metrics.
 
@@ -164,11 +165,12 @@ def train_and_evaluate(
     ``evaluations[<backend>]``: active units, KL per dimension and, with
     ``eval_k > 0``, the importance-weighted test NLL. The folder is held
     (:func:`~vaebench.run.results.claim_run_dir`) from before the first write to the end.
-    ``placement`` (a sweep's: node, exclusive, resources) is recorded as given.
+    ``placement`` (a sweep's: node, exclusive, resources) is recorded as given. ``tune`` (``--profile best``:
+    :data:`~vaebench.run.session.Tuner`) picks the variant the run trains with, recorded under ``execution``.
     """
     require_mlflow(mlflow)
     refuse_occupied(Path(run_dir), overwrite)  # before the session, whose busy-machine warning a refusal would follow
-    session = open_session(config.resolved(), Path(run_dir), data_dir, log)
+    session = open_session(config.resolved(), Path(run_dir), data_dir, log, tune)
     session.tensorboard, session.mlflow = tensorboard, mlflow
     if placement is not None:
         session.metrics["placement"] = placement
@@ -204,6 +206,8 @@ def resume_run(
         session = open_session(config_of(old, run_dir), run_dir, recorded_data_dir(old, data_dir), log)
         check_position(position, session.cfg, len(session.train_images), run_dir)
         session.metrics["run_id"] = old.get("run_id") or new_run_id()  # the same run, going on
+        recorded = old.get("execution") or {}  # a best run goes on with the variant its tuning chose: never retuned
+        session.metrics["execution"].update({k: recorded[k] for k in ("profile", "tuning") if k in recorded})
         tracking = old.get("tracking") or {}
         session.tensorboard = tensorboard
         session.mlflow = mlflow if mlflow is not None else tracking.get("mlflow_uri")  # an MLflow run goes on in MLflow

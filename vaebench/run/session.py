@@ -51,11 +51,24 @@ class Session:
     mlflow: str | None = None  # tracking URI ("" for ./mlruns), None: no MLflow
 
 
-def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, log: Callable[[str], None] = print) -> Session:
+#: ``run --profile best``'s tuner (``vaebench.measure.tune.tuner``, passed down: ``run`` imports no ``measure``):
+#: the resolved config and the run's thread count in; the config with the chosen variant and the ``execution``
+#: fields that say why (``profile``, ``tuning``) out.
+Tuner = Callable[[TrainConfig, "int | None"], tuple[TrainConfig, dict[str, Any]]]
+
+
+def open_session(
+    cfg: TrainConfig,
+    run_dir: Path,
+    data_dir: str | Path | None,
+    log: Callable[[str], None] = print,
+    tune: Tuner | None = None,
+) -> Session:
     """Load plugin and data, build the model. Touches no file: what can fail on the user's input fails first.
 
     Without ``--threads``, a busy machine gets fewer threads (:func:`~vaebench.plugin.host.choose_threads`),
-    said in one line and recorded under ``environment.threads``.
+    said in one line and recorded under ``environment.threads``. ``tune`` (``--profile best``) runs once the
+    data and the threads are settled and before the model is built, which then has the variant it chose.
     """
     backend_cls, plugin = registry.load(cfg.backend)
     dataset = load_dataset(cfg.dataset, data_dir)
@@ -70,6 +83,9 @@ def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, l
             f"--threads {cores} or fewer is what this machine can run at once"
         )
         threads_record["oversubscribed"] = {"threads": cfg.threads, "usable_cores": cores}
+    chosen: dict[str, Any] = {"profile": "default"}
+    if tune is not None:
+        cfg, chosen = tune(cfg, threads)
     backend = backend_cls(device=cfg.device, threads=threads, compile=cfg.compile, options=cfg.options, precision=cfg.precision)
     backend_env = backend.environment()
     check_precision(cfg.precision, backend_env)
@@ -83,10 +99,11 @@ def open_session(cfg: TrainConfig, run_dir: Path, data_dir: str | Path | None, l
         "model": {"name": spec.name, "source": spec.source, "latent_dim": spec.latent_dim, "num_params": spec.num_params()},
         "environment": {**host_environment(), "threads": threads_record, "backend": backend_env, "plugin": plugin.describe()},
         "execution": {
-            "profile": "default",
+            "profile": chosen["profile"],
             "precision": cfg.precision,
             "variant": Variant(cfg.compile, cfg.options).to_dict(),
             "execution": backend_env.get("execution"),
+            **({"tuning": chosen["tuning"]} if "tuning" in chosen else {}),
         },
         "data": {**dataset.describe(), "train_used": len(train_images)},
         "history": [],

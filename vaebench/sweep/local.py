@@ -220,7 +220,8 @@ def run_backends(
     """Train ``cfg`` once per backend into ``out/<backend>/``, one after another; every outcome, failures included.
 
     ``options`` (``data_dir``, ``progress``, ``overwrite``, ``tensorboard``,
-    ``mlflow``) are passed to each run.
+    ``mlflow``, ``profile``) are passed to each run; with ``profile="best"`` each run's process first tunes its
+    backend (:mod:`vaebench.measure.tune`) and trains the variant it chose.
     """
     outcomes = []
     for i, name in enumerate(backends, 1):
@@ -237,6 +238,7 @@ def run_backends(
 
 def main() -> None:
     """``python -m vaebench.sweep.local '<spec JSON>'``: one run, as ``vaebench run`` would train it."""
+    from vaebench.measure.tune import tuner
     from vaebench.run.runner import train_and_evaluate
     from vaebench.run.signals import terminate_cleanly
 
@@ -253,6 +255,7 @@ def main() -> None:
             log=(lambda _msg: None) if quiet else print,
             tensorboard=bool(spec.get("tensorboard", True)),
             mlflow=spec.get("mlflow"),
+            tune=tuner(print) if spec.get("profile") == "best" else None,  # run --profile best: tuned in this process
         )
     except VaebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
