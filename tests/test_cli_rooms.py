@@ -22,6 +22,8 @@ from vaebench.sweep.local import Outcome
 
 def test_a_run_keeps_options_named_for_its_backend_and_refuses_another_backends():
     assert own_options({"torch:layout": "nchw", "fused": "0"}, "torch") == {"layout": "nchw", "fused": "0"}
+    for given in ({"layout": "nhwc", "torch:layout": "nchw"}, {"torch:layout": "nchw", "layout": "nhwc"}):
+        assert own_options(given, "torch") == {"layout": "nchw"}  # the run's own setting wins, in either order
     with pytest.raises(ConfigError, match=r"-o jax:xla=1 names backend 'jax', but this run trains 'torch'"):
         own_options({"jax:xla": "1"}, "torch")
 

@@ -11,6 +11,7 @@ from vaebench.errors import ConfigError
 from vaebench.measure.bench import _tune
 from vaebench.measure.options import split_options
 from vaebench.measure.worker import CellRequest
+from vaebench.plugin import registry
 from vaebench.plugin.profiles import Variant, check_precision, variants
 
 TORCH_LIKE = {"compile": ("0", "1"), "layout": ("nhwc", "nchw")}
@@ -73,6 +74,29 @@ def test_bench_options_go_to_the_backends_that_have_them():
         split_options({"torch:layout": "nchw"}, ["numpy"])
     with pytest.raises(ConfigError, match="no benchmarked backend has option"):
         split_options({"layout": "nchw"}, ["numpy"])
+    with pytest.raises(ConfigError, match="give KEY=VALUE or BACKEND:KEY=VALUE"):
+        split_options({"numpy:": "1"}, ["numpy"])
+
+
+def test_one_reading_of_the_option_syntax_and_a_backends_own_setting_wins_in_any_order():
+    from vaebench.plugin.profiles import for_backend, routed
+
+    given = {"torch:layout": "nhwc", "layout": "nchw", "jax:transpose": "subpixel", "xla": "1"}
+    assert routed(given) == [
+        ("torch", "layout", "nhwc"),
+        (None, "layout", "nchw"),
+        ("jax", "transpose", "subpixel"),
+        (None, "xla", "1"),
+    ]
+    assert for_backend(given, "torch") == {"layout": "nhwc", "xla": "1"}
+    assert for_backend(given, "jax") == {"layout": "nchw", "xla": "1", "transpose": "subpixel"}
+    assert for_backend(given, "keras") == {"layout": "nchw", "xla": "1"}
+    if "torch" in registry.installed():  # split_options asks the plugin which keys it has
+        assert split_options({"torch:layout": "nhwc", "layout": "nchw"}, ["torch"]) == {"torch": {"layout": "nhwc"}}
+        assert split_options({"layout": "nchw", "torch:layout": "nhwc"}, ["torch"]) == {"torch": {"layout": "nhwc"}}
+    for bad in (":layout", "torch:", ":"):
+        with pytest.raises(ConfigError, match=f"-o {bad}=1: give KEY=VALUE or BACKEND:KEY=VALUE"):
+            routed({bad: "1"})
 
 
 class _TuningStub:

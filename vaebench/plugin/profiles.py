@@ -71,6 +71,34 @@ def variants(
     return out or [Variant(compile, options)]
 
 
+def routed(values: Mapping[str, str]) -> list[tuple[str | None, str, str]]:
+    """``-o [BACKEND:]KEY=VALUE`` settings as ``(backend or None, key, value)``: the one reading of the syntax.
+
+    ``bench``, ``parity``, ``run`` and ``sweep`` each decide what a setting for
+    no named backend means to them (every backend that has the key, every run,
+    the run's own backend); the syntax itself is read here, below all of them
+    and with no plugin loaded (the report reads sweeps). ``BACKEND:`` with no
+    key is refused rather than read as a key named ``""``.
+    """
+    from vaebench.errors import ConfigError
+
+    out: list[tuple[str | None, str, str]] = []
+    for key, value in values.items():
+        target, sep, plain = key.partition(":")
+        if sep and not (target and plain):
+            raise ConfigError(f"-o {key}={value}: give KEY=VALUE or BACKEND:KEY=VALUE")
+        out.append((target, plain, value) if sep else (None, key, value))
+    return out
+
+
+def for_backend(values: Mapping[str, str], backend: str) -> dict[str, str]:
+    """The settings of ``values`` that reach ``backend``: every unprefixed one, then its own ``BACKEND:KEY``,
+    which wins over an unprefixed setting of the same key whatever the order given."""
+    entries = routed(values)
+    plain = {key: value for target, key, value in entries if target is None}
+    return plain | {key: value for target, key, value in entries if target == backend}
+
+
 def check_precision(precision: str, environment: Mapping[str, Any]) -> None:
     """Refuse ``tf32`` where it would change nothing (no GPU), so no row claims a precision it did not run."""
     from vaebench.errors import ConfigError

@@ -27,6 +27,7 @@ from vaebench.io.fileio import atomic_write_json, read_json, read_text
 from vaebench.io.schema import NUM, Maybe, check
 from vaebench.model.config import TrainConfig
 from vaebench.model.loss import OBJECTIVES
+from vaebench.plugin.profiles import for_backend, routed
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"  # run folders live in <sweep>/runs/<name>, whether written there by workers or brought home
@@ -49,6 +50,8 @@ RUN_OPTIONS = (
     "options",
     "precision",
     "eval_k",
+    "lr_schedule",
+    "adam_eps",
 )
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")  # a backend name, which starts each run's folder name
 _SAFE_RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}$")
@@ -174,28 +177,20 @@ def _objective_key(cfg: TrainConfig) -> tuple:
 def route_options(options: Mapping[str, str], backends: list[str]) -> dict[str, dict[str, str]]:
     """Each backend's ``-o`` settings: every ``KEY=VALUE``, and the ``BACKEND:KEY=VALUE`` that name it (prefix dropped).
 
-    The syntax ``vaebench bench`` and ``run`` take (:mod:`vaebench.measure.options`),
-    written here because the report reads this module and must load no plugin:
+    The syntax ``vaebench bench`` and ``run`` take, read by :func:`~vaebench.plugin.profiles.routed`
+    (no plugin loaded: the report reads this module); what it means here:
     a ``KEY=VALUE`` goes to every run (and a backend without the key refuses
     it, :func:`vaebench.sweep.preflight.check_runs`), a ``BACKEND:KEY=VALUE``
     to that backend's runs only, and a prefix naming no backend of the sweep is
     refused here.
     """
-    per: dict[str, dict[str, str]] = {b: {} for b in backends}
-    for key, value in options.items():
-        target, sep, plain = key.partition(":")
-        if not sep:
-            continue
-        if target not in per or not plain:
+    for target, key, value in routed(options):
+        if target is not None and target not in backends:
             raise ConfigError(
-                f"-o {key}={value} names backend {target!r}, which this sweep does not train (--backends "
+                f"-o {target}:{key}={value} names backend {target!r}, which this sweep does not train (--backends "
                 f"{','.join(backends)}); give -o BACKEND:KEY=VALUE with one of them, or -o KEY=VALUE for every run"
             )
-    for backend in backends:
-        plain = {k: v for k, v in options.items() if ":" not in k}
-        own = {k.partition(":")[2]: v for k, v in options.items() if k.partition(":")[0] == backend}
-        per[backend] = {**plain, **own}  # a backend's own setting wins over the one for every run
-    return per
+    return {backend: for_backend(options, backend) for backend in backends}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -251,6 +246,8 @@ _TOML_RUN = {
     "options": dict,
     "precision": str,
     "eval_k": int,
+    "lr_schedule": str,
+    "adam_eps": float,
 }
 _TOML_SWEEP = {"data_dir": str, "tensorboard": bool, "exclusive": bool, "storage": str, "address": str, "max_retries": int}
 
