@@ -202,3 +202,39 @@ def test_asymmetric_padding_counts_taps_on_the_side_it_pads():
     assert first.valid_macs == _valid_taps(28, 14, 3, 2, 0) ** 2 * 32 == 41 * 41 * 32
     sym = layer_costs(get_model("conv-sym").spec)[0]  # pads (1, 1): the misses are on the top/left edge
     assert sym.valid_macs == _valid_taps(28, 14, 3, 2, 1) ** 2 * 32
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_the_iwae_bound_counts_the_decoder_and_the_bernoulli_term_k_times_per_image_by_hand(k):
+    """iwae-mlp (784-200-200-50 tanh) under ``--objective iwae --iw-samples K``: the encoder and Adam once per image,
+    the decoder, the reparameterisation, the BCE and the log-weights K times, by a count written out here."""
+    from vaebench.model.loss import Objective
+
+    spec = get_model("iwae-mlp").spec
+    iwae = spec.with_objective(Objective("iwae", samples=k))
+    plain, costs = model_costs(spec, 20)["total"], model_costs(iwae, 20)
+    enc = 784 * 200 + 200 * 200 + 2 * (200 * 50)  # two tanh layers and the two heads
+    dec = 50 * 200 + 200 * 200 + 200 * 784
+    assert plain["macs"] == enc + dec and plain["samples"] == 1
+    total = costs["total"]
+    assert total["macs"] == enc + k * dec and total["samples"] == k
+    assert total["forward_flops"] == 2 * (enc + k * dec)
+    assert total["grad_input_flops"] == 2 * (enc - 784 * 200 + k * dec) and total["grad_weight_flops"] == 2 * (enc + k * dec)
+    enc_out, dec_out = 200 + 200 + 50 + 50, 200 + 200 + 784
+    tanh_out = {"enc": 400, "dec": 400}  # the elementwise work: bias 2 per output, tanh 4 more on the hidden layers
+    layers_elementwise = 2 * enc_out + 4 * tanh_out["enc"] + k * (2 * dec_out + 4 * tanh_out["dec"])
+    loss = 13 * 784 * k + (8 + 10) * k * 50 + 12 * k  # BCE; reparam + log w per latent; the log-sum-exp per sample
+    assert total["elementwise_flops"] == layers_elementwise + loss
+    assert total["activation_bytes"] == 4 * (784 + enc_out + k * dec_out)
+    assert total["params"] == plain["params"] and total["optimizer_flops"] == plain["optimizer_flops"]
+    assert [r["passes"] for r in costs["layers"]] == [1, 1, 1, 1] + [k] * 3
+    assert step_flops_per_image(iwae, 20) == pytest.approx(
+        total["forward_flops"]
+        + total["grad_input_flops"]
+        + total["grad_weight_flops"]
+        + total["elementwise_flops"]
+        + total["optimizer_flops"]
+    )
+    assert "K times per image" in CONVENTION
+    beta = model_costs(spec.with_objective(Objective("beta-vae", beta=4.0)), 20)["total"]  # a weighting: the VAE's work
+    assert beta == plain

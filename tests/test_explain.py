@@ -19,7 +19,8 @@ import pytest
 
 from vaebench.measure import explain as ex
 from vaebench.model.catalogue import get_model
-from vaebench.model.costs import layer_costs
+from vaebench.model.costs import layer_costs, model_costs, passes
+from vaebench.model.loss import Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin.numpy_backend import NumpyModel
 
@@ -50,7 +51,7 @@ class ClockedModel(NumpyModel):
 
     def _layer_probe(self, info, kernel, bias, x, grad):
         # what explain hands a plugin: the layer's input and output cotangent, float32, at the batch size
-        batch = self.batch_size
+        batch = self.batch_size * passes(self.spec, info.name)  # the IWAE step's decoder sees batch * K rows
         assert x.shape == (batch, *info.in_shape) and x.dtype == np.float32 and 0 <= x.min() and x.max() < 1
         assert grad.shape == (batch, *info.out_shape) and grad.dtype == np.float32 and grad.min() < 0 < grad.max()
         assert kernel.shape == info.param_shapes[f"{info.name}/kernel"] and bias.shape == (
@@ -77,7 +78,8 @@ class ClockedModel(NumpyModel):
         }
 
     def _step_probe(self, x, eps):
-        assert x.shape == (self.batch_size, 28, 28, 1) and eps.shape == (self.batch_size, self.spec.latent_dim)
+        noise = self.spec.objective.noise_shape(self.spec.latent_dim)
+        assert x.shape == (self.batch_size, 28, 28, 1) and eps.shape == (self.batch_size, *noise)
         return {
             "forward": lambda: self.clock.spend(STEP_FORWARD),
             "forward+backward": lambda: self.clock.spend(STEP_FORWARD + STEP_BACKWARD),
@@ -88,8 +90,10 @@ class ClockedModel(NumpyModel):
         return np.float32(0.0)
 
 
-def clocked(model_name: str = "conv", slow_phase: str = "forward+grad_weights", batch: int = 8) -> tuple[ClockedModel, FakeClock]:
-    spec = get_model(model_name).spec
+def clocked(
+    model_name: str = "conv", slow_phase: str = "forward+grad_weights", batch: int = 8, objective: Objective | None = None
+) -> tuple[ClockedModel, FakeClock]:
+    spec = get_model(model_name).spec.with_objective(objective or Objective())
     model = ClockedModel(spec, None)
     model.clock, model.slow_phase, model.batch_size = FakeClock(), slow_phase, batch
     model.load_weights(init_params(spec, 0))
@@ -122,6 +126,30 @@ def test_a_known_delay_in_one_product_shows_up_in_that_cell_only():
             assert phases["grad_input"]["gflops"] == pytest.approx(cost.grad_input_flops * 8 / TO_INPUT / 1e9)
         assert (layer["kind"], layer["in_shape"], layer["out_shape"]) == (cost.kind, list(cost.in_shape), list(cost.out_shape))
         assert layer["activation"] == next(i for i in model.spec.layers() if i.name == layer["name"]).layer.activation
+
+
+def test_under_the_iwae_bound_the_decoder_layers_are_timed_at_batch_times_k_rows_and_counted_so():
+    iwae = Objective("iwae", samples=3)
+    model, clock = clocked("iwae-mlp", objective=iwae)  # the model's probes assert the rows each layer gets
+    request = ex.ExplainRequest("clocked", "iwae-mlp", 8, rounds=2, window_seconds=0.01, objective="iwae", iw_samples=3)
+    assert request.training_objective == iwae
+    result = ex.measure_backend(model, request, clock=clock)
+    costs = {c.name: c for c in layer_costs(model.spec)}
+    for layer in result["layers"]:
+        rows = 24 if layer["name"].startswith("decoder/") else 8
+        assert layer["rows"] == rows, layer["name"]
+        assert layer["phases"]["forward"]["flops"] == costs[layer["name"]].forward_flops * rows
+    seen = []
+
+    def run(req):
+        seen.append(req)
+        return {"backend": req.backend, "environment": {}, **result}
+
+    doc = ex.explain(["a"], "iwae-mlp", 8, rounds=2, window_seconds=0.01, run=run, objective=iwae, log=lambda _: None)
+    assert seen[0].training_objective == iwae and doc["costs"] == model_costs(model.spec, 8)
+    assert doc["objective"] == {"objective": "iwae", "beta": 1.0, "iw_samples": 3, "text": "iwae (K=3)"}
+    plain = ex.explain(["a"], "iwae-mlp", 8, rounds=2, window_seconds=0.01, run=run, log=lambda _: None)
+    assert seen[1].training_objective == Objective() and plain["objective"]["text"] == "vae (beta 1)"
 
 
 def test_the_delay_moves_with_the_phase_it_is_in():
@@ -294,7 +322,14 @@ def test_the_document_renders_with_flags_and_a_heat_map(tmp_path):
     assert "10.0x the fastest" in text and "grad to weights" in text
     assert "slow\\|\\`x\\`" in text  # a name from a file cannot break the table
     md, png = write_readable(again, tmp_path)
-    assert md.read_text().startswith("# Where the time goes: mlp, batch 8") and png.read_bytes()[:4] == b"\x89PNG"
+    assert md.read_text().startswith("# Where the time goes: mlp, batch 8, fp32\n") and png.read_bytes()[:4] == b"\x89PNG"
+    trained = {**again, "objective": {"objective": "iwae", "text": "iwae (K=3)"}}
+    assert table_lines(trained)[0] == "# Where the time goes: mlp, batch 8, fp32, trained on iwae (K=3)"
+    assert table_lines({**again, "objective": {"objective": "beta-vae", "text": "beta-vae (beta 4)"}})[0].endswith(
+        "fp32, trained on beta-vae (beta 4)"
+    )
+    older = {k: v for k, v in again.items() if k != "objective"}  # a document from before --objective
+    assert table_lines(older)[0] == table_lines(again)[0] == "# Where the time goes: mlp, batch 8, fp32"
 
 
 def test_a_file_that_is_not_an_explain_document_is_one_error(tmp_path):
@@ -389,3 +424,26 @@ def test_compare_puts_the_explain_document_in_the_report(tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("explain-*.png"))
     assert pngs == ["explain-.._.._evil_b_-b8.png"] and not list(tmp_path.glob("*.png"))
     assert "<b>" not in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_the_report_keeps_one_figure_per_explain_document_of_one_cell_and_names_its_objective(tmp_path):
+    from vaebench.report.page import write_report
+
+    model, clock = clocked("mlp")
+    result = ex.measure_backend(model, ex.ExplainRequest("clocked", "mlp", 8, rounds=2, window_seconds=0.01), clock=clock)
+
+    def doc(objective: Objective) -> dict:
+        run = lambda request: {"backend": "a", "environment": {}, **result}  # noqa: E731
+        return ex.explain(["a"], "mlp", 8, rounds=2, log=lambda _: None, run=run, objective=objective)
+
+    plain, iwae = doc(Objective()), doc(Objective("iwae", samples=3))
+    entries = [{"kind": "explain", "doc": d} for d in (plain, iwae, plain)]  # the third: the first cell again
+    md, _ = write_report(entries, [], tmp_path / "rep")
+    assert sorted(p.name for p in (tmp_path / "rep").glob("explain-*.png")) == [
+        "explain-mlp-b8-2.png",
+        "explain-mlp-b8-iwae.png",
+        "explain-mlp-b8.png",
+    ]
+    titles = [line for line in md.read_text().splitlines() if line.startswith("## Where the time goes")]
+    plain_title = "## Where the time goes: mlp, batch 8"
+    assert titles == [plain_title, f"{plain_title}, trained on iwae (K=3)", plain_title]

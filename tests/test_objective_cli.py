@@ -19,6 +19,8 @@ import pytest
 
 from vaebench.measure import parity
 from vaebench.measure.worker import Cell, CellRequest
+from vaebench.model.catalogue import get_model
+from vaebench.model.costs import step_flops_per_image
 from vaebench.model.loss import PLAIN, Objective
 
 PARITY = ("parity", "--model", "mlp", "--backends", "numpy,torch", "--steps", "2")
@@ -116,7 +118,10 @@ def test_bench_records_the_objective_it_timed(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads((out / "bench.json").read_text())["results"]
     assert row["settings"]["objective"] == {"name": "iwae", "beta": 1.0, "iw_samples": 3, "text": "iwae (K=3)"}
-    assert row["work"] is None  # the cost model counts one latent sample per image: no FLOP figure for K of them
+    spec = get_model("mlp").spec  # the cost model decodes K = 3 latents per image: more work than the plain step
+    want = step_flops_per_image(spec.with_objective(Objective("iwae", samples=3)), row["batch_size"])
+    assert row["work"]["step_flops_per_image"] == pytest.approx(want)
+    assert want > step_flops_per_image(spec, row["batch_size"])
     with open(out / "bench.csv", newline="") as fh:
         (line,) = csv.DictReader(fh)
     assert line["objective"] == "iwae (K=3)" and line["model"] == "mlp"

@@ -128,8 +128,7 @@ def run_matrix(
                     "batch_size": batch,
                     **cell[b],
                     **timed[b],
-                    # the cost model counts one latent sample per image: no FLOP figure for the IWAE bound's K
-                    "work": None if objective.name == "iwae" else work(model, batch, ips, peak_gflops),
+                    "work": work(model, batch, ips, peak_gflops, objective),
                     "settings": {
                         "threads": threads,
                         "device": device,
@@ -164,10 +163,13 @@ def objective_record(objective: Objective) -> dict[str, Any]:
     return {"name": name, "beta": beta, "iw_samples": iw_samples, "text": objective.describe()}
 
 
-def work(model: str, batch_size: int, images_per_second: float, peak_gflops: float | None) -> dict[str, Any]:
-    """What a row's step does and how fast it did it: the cost model's FLOPs per image, achieved GFLOP/s at the
-    row's median, and its fraction of the machine's measured fp32 GEMM peak (None where no peak was measured)."""
-    flops = step_flops_per_image(get_model(model).spec, batch_size)
+def work(
+    model: str, batch_size: int, images_per_second: float, peak_gflops: float | None, objective: Objective = PLAIN
+) -> dict[str, Any]:
+    """What a row's step does and how fast it did it: the cost model's FLOPs per image (on the row's objective: the
+    IWAE bound decodes K latents per image), achieved GFLOP/s at the row's median, and its fraction of the
+    machine's measured fp32 GEMM peak (None where no peak was measured)."""
+    flops = step_flops_per_image(get_model(model).spec.with_objective(objective), batch_size)
     achieved = achieved_gflops(images_per_second, flops)
     return {
         "step_flops_per_image": flops,

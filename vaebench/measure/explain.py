@@ -56,7 +56,8 @@ from vaebench.measure.timing import Clock, steps_for
 from vaebench.measure.worker import staged_feed, synthetic_batches
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
-from vaebench.model.costs import CONVENTION, PHASES, layer_costs, model_costs
+from vaebench.model.costs import CONVENTION, PHASES, layer_costs, model_costs, passes
+from vaebench.model.loss import PLAIN, Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Model
@@ -88,6 +89,14 @@ class ExplainRequest:
     options: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
     seed: int = 0
+    objective: str = "vae"  # what the step trains on, in the run's flags' names (--objective, --beta, --iw-samples)
+    beta: float = 1.0
+    iw_samples: int = 1
+
+    @property
+    def training_objective(self) -> Objective:
+        """The objective the step minimises: under the IWAE bound the decoder's layers are timed at ``batch * K``."""
+        return Objective(self.objective, self.beta, self.iw_samples)
 
 
 def time_probes(
@@ -201,18 +210,18 @@ def measure_backend(model: Model, request: ExplainRequest, clock: Clock = time.p
     for info in spec.layers():
         if info.name not in costs:
             continue  # flatten and reshape: no work
-        cost = costs[info.name]
-        x = gen.random((batch, *info.in_shape), dtype=np.float32)
-        g = gen.standard_normal((batch, *info.out_shape), dtype=np.float32)
+        cost, rows = costs[info.name], batch * passes(spec, info.name)  # the IWAE step decodes batch * K latents
+        x = gen.random((rows, *info.in_shape), dtype=np.float32)
+        g = gen.standard_normal((rows, *info.out_shape), dtype=np.float32)
         probes = model.layer_probe(info, {k: params[k] for k in info.param_shapes}, x, g)
         needs_input_grad = cost.grad_input_flops > 0
         if not needs_input_grad:
             probes.pop("forward+grad_input")
         timed = time_probes(probes, request.rounds, request.window_seconds, clock)
         flops = {
-            "forward": cost.forward_flops * batch,
-            "grad_input": cost.grad_input_flops * batch,
-            "grad_weights": cost.grad_weight_flops * batch,
+            "forward": cost.forward_flops * rows,
+            "grad_input": cost.grad_input_flops * rows,
+            "grad_weights": cost.grad_weight_flops * rows,
         }
         layers.append(
             {
@@ -220,12 +229,13 @@ def measure_backend(model: Model, request: ExplainRequest, clock: Clock = time.p
                 "kind": cost.kind,
                 "in_shape": list(info.in_shape),
                 "out_shape": list(info.out_shape),
+                "rows": rows,
                 "activation": info.layer.activation,
                 "phases": layer_phases(timed, flops, needs_input_grad),
                 "compile_seconds": {k: v["compile_seconds"] for k, v in timed.items()},
             }
         )
-    batches = synthetic_batches(gen, batch, spec.latent_dim)
+    batches = synthetic_batches(gen, batch, spec.latent_dim, noise_shape=spec.objective.noise_shape(spec.latent_dim))
     with staged_feed(model, batches) as (step, sync):
         probes = {"step": lambda: sync(step()), **model.step_probe(*batches[0])}
         timed = time_probes(probes, request.rounds, request.window_seconds, clock)
@@ -236,7 +246,7 @@ def serve(request: ExplainRequest) -> dict[str, Any]:
     """Build ``request.backend`` in this process and measure it (the worker's whole job)."""
     cls, _ = registry.load(request.backend)
     backend = cls(device=request.device, threads=request.threads, options=request.options, precision=request.precision)
-    spec = get_model(request.model).spec
+    spec = get_model(request.model).spec.with_objective(request.training_objective)
     model = backend.build(spec, AdamConfig())
     model.load_weights(init_params(spec, request.seed))
     result = measure_backend(model, request)
@@ -299,15 +309,19 @@ def explain(
     log: Callable[[str], None] = print,
     run: Callable[[ExplainRequest], dict[str, Any]] = _in_subprocess,
     device: str = "cpu",
+    objective: Objective = PLAIN,
 ) -> dict[str, Any]:
-    """The explain document: each backend measured in its own process, then compared layer by layer."""
-    spec = get_model(model).spec
+    """The explain document: each backend measured in its own process, then compared layer by layer, every step
+    training on ``objective`` (the IWAE bound's decoder layers timed at ``batch * K`` rows, as its step runs them)."""
+    spec = get_model(model).spec.with_objective(objective)
     results = []
     for i, name in enumerate(backends, 1):
         log(f"[{i}/{len(backends)}] {name}: {len(layer_costs(spec))} layers x 3 phases, {rounds} rounds ...")
         t0 = time.perf_counter()
         settings = dict((options or {}).get(name, {}))
-        request = ExplainRequest(name, model, batch_size, rounds, window_seconds, threads, device, options=settings)
+        request = ExplainRequest(
+            name, model, batch_size, rounds, window_seconds, threads, device, settings, **_objective_fields(objective)
+        )
         results.append(run(request))
         log(f"[{i}/{len(backends)}] {name}: done in {time.perf_counter() - t0:.0f} s")
     flags = flag_slow(results)
@@ -321,6 +335,7 @@ def explain(
         "threads": threads,
         "device": device,
         "precision": "fp32",
+        "objective": {**_objective_fields(objective), "text": objective.describe()},
         "method": METHOD,
         "slow_factor": SLOW_FACTOR,
         "costs": model_costs(spec, batch_size),
@@ -328,6 +343,11 @@ def explain(
         "backends": results,
         "flags": flags,
     }
+
+
+def _objective_fields(objective: Objective) -> dict[str, Any]:
+    """The objective in the run's flags' names, as :class:`ExplainRequest` and the document carry it."""
+    return {"objective": objective.name, "beta": objective.beta, "iw_samples": objective.samples}
 
 
 def write_explain(doc: dict[str, Any], out_dir: Path) -> Path:

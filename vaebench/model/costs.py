@@ -28,6 +28,12 @@ Convention (stated again in every output as :data:`CONVENTION`):
   reparameterisation with the per-element counts in :data:`LOSS_FLOPS`; Adam
   :data:`ADAM_FLOPS_PER_PARAM` per parameter per step (divided by the batch
   size per image). Reshapes and flattens cost nothing.
+* **The IWAE bound** (``--objective iwae``, K samples) runs the decoder on
+  ``K`` latents per image: every decoder layer, the Bernoulli term and the
+  reparameterisation count ``K`` times per image (a row's ``passes``), the
+  encoder and Adam once; the log-weights ``0.5 * sum(eps^2 + logvar - z^2)``
+  and the log-sum-exp over the samples replace the analytic KL, with the counts
+  in :data:`LOSS_FLOPS`. Every other objective runs each layer once.
 * **Bytes are float32** (4 bytes): parameters; activations are what a
   training step keeps for the backward pass per image: the input image plus
   every dense or convolution layer's output (a ReLU counted once, in place).
@@ -52,14 +58,23 @@ ADAM_FLOPS_PER_PARAM = 14
 #: an activation's FLOPs per output element, forward + backward: ReLU 1 + 1 (a compare, a select);
 #: tanh 1 (one transcendental) + 3 (its gradient dy * (1 - y * y) from the output kept)
 ACTIVATION_FLOPS = {"relu": 2, "tanh": 4}
-LOSS_FLOPS = {"bce_per_pixel": 8 + 4 + 1, "reparam_per_latent": 8, "kl_per_latent": 10}
+# IWAE, per sample: log w per latent eps*eps + logvar - z*z, the sum and the 0.5 (5 forward, 5 backward); per
+# sample the recon subtraction 2 and the log-sum-exp max, subtract, exp, sum, log (5 forward, 5 backward)
+LOSS_FLOPS = {
+    "bce_per_pixel": 8 + 4 + 1,
+    "reparam_per_latent": 8,
+    "kl_per_latent": 10,
+    "iwae_log_w_per_latent": 10,
+    "iwae_per_sample": 12,
+}
 
 CONVENTION = (
     "1 MAC = 2 FLOPs; dense and convolution products only in macs/flops; padded taps counted (valid_macs: only taps "
     "reading a real pixel, XLA's count); a transposed conv costs the MACs of the direct conv it is the gradient of "
     "(in_h*in_w*k*k*c_in*c_out); step = forward + gradient to input (none for the first layer reading the image) + "
     "gradient to weights, each 2*macs; elementwise FLOPs (bias, ReLU, tanh, loss, reparam, Adam "
-    f"{ADAM_FLOPS_PER_PARAM}/parameter/step) counted apart, 1 per operation per element; bytes float32"
+    f"{ADAM_FLOPS_PER_PARAM}/parameter/step) counted apart, 1 per operation per element; under the IWAE bound the "
+    "decoder, the Bernoulli term and the reparameterisation count K times per image (passes); bytes float32"
 )
 
 
@@ -149,7 +164,11 @@ def layer_costs(spec: ModelSpec) -> list[LayerCost]:
 
 
 def model_costs(spec: ModelSpec, batch_size: int) -> dict[str, Any]:
-    """Per-layer and total work of one training step of ``spec``, per image, at ``batch_size``.
+    """Per-layer and total work of one training step of ``spec`` (on its objective), per image, at ``batch_size``.
+
+    A layer row's own figures are one pass (one image through it once); its
+    ``passes`` says how often the step runs it per image, and the totals weight
+    each row by it (:func:`passes`).
 
     The batch size matters only for Adam, whose work is per step: per image it
     is ``ADAM_FLOPS_PER_PARAM * params / batch_size``. Returns a JSON-ready dict
@@ -158,19 +177,27 @@ def model_costs(spec: ModelSpec, batch_size: int) -> dict[str, Any]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     layers = layer_costs(spec)
+    k = passes(spec)
+    runs = {c.name: passes(spec, c.name) for c in layers}
     pixels = _prod(tuple(spec.input_shape))
     params = spec.num_params()
-    loss = (
-        LOSS_FLOPS["bce_per_pixel"] * pixels + (LOSS_FLOPS["reparam_per_latent"] + LOSS_FLOPS["kl_per_latent"]) * spec.latent_dim
-    )
+    per_latent = LOSS_FLOPS["reparam_per_latent"] * k
+    if spec.objective.name == "iwae":
+        per_latent += LOSS_FLOPS["iwae_log_w_per_latent"] * k
+        loss = LOSS_FLOPS["bce_per_pixel"] * pixels * k + per_latent * spec.latent_dim + LOSS_FLOPS["iwae_per_sample"] * k
+    else:
+        per_latent += LOSS_FLOPS["kl_per_latent"]
+        loss = LOSS_FLOPS["bce_per_pixel"] * pixels + per_latent * spec.latent_dim
     adam = ADAM_FLOPS_PER_PARAM * params / batch_size
-    forward = sum(c.forward_flops for c in layers)
-    grad_input = sum(c.grad_input_flops for c in layers)
-    grad_weight = sum(c.grad_weight_flops for c in layers)
-    elementwise = sum(c.elementwise_flops for c in layers) + loss
+
+    def total_of(field: str) -> int:
+        return sum(getattr(c, field) * runs[c.name] for c in layers)
+
+    forward, grad_input, grad_weight = (total_of(f) for f in ("forward_flops", "grad_input_flops", "grad_weight_flops"))
+    elementwise = total_of("elementwise_flops") + loss
     total = {
-        "macs": sum(c.macs for c in layers),
-        "valid_macs": sum(c.valid_macs for c in layers),
+        "macs": total_of("macs"),
+        "valid_macs": total_of("valid_macs"),
         "forward_flops": forward,
         "grad_input_flops": grad_input,
         "grad_weight_flops": grad_weight,
@@ -180,13 +207,15 @@ def model_costs(spec: ModelSpec, batch_size: int) -> dict[str, Any]:
         "step_flops": forward + grad_input + grad_weight + elementwise + adam,
         "params": params,
         "param_bytes": BYTES_PER_FLOAT * params,
-        "activation_bytes": BYTES_PER_FLOAT * (pixels + sum(c.activation_elements for c in layers)),
+        "activation_bytes": BYTES_PER_FLOAT * (pixels + total_of("activation_elements")),
+        "samples": k,
     }
     rows = []
     for c in layers:
         row = asdict(c)
         row["step_flops"] = c.step_flops
         row["param_bytes"] = BYTES_PER_FLOAT * c.params
+        row["passes"] = runs[c.name]
         rows.append(row)
     return {
         "model": spec.name,
@@ -196,6 +225,13 @@ def model_costs(spec: ModelSpec, batch_size: int) -> dict[str, Any]:
         "layers": rows,
         "total": total,
     }
+
+
+def passes(spec: ModelSpec, layer: str = "decoder/") -> int:
+    """How many times a training step runs ``layer`` (a :meth:`ModelSpec.layers` name) per image: a decoder layer
+    ``K`` times under the IWAE bound (the default asks for the decoder), every other layer once."""
+    decoder = layer.startswith("decoder/")
+    return spec.objective.samples if decoder and spec.objective.name == "iwae" else 1
 
 
 def step_flops_per_image(spec: ModelSpec, batch_size: int) -> float:

@@ -98,12 +98,21 @@ def explain_table(doc: dict[str, Any]) -> Table:
     return t
 
 
+def trained_on(doc: dict[str, Any]) -> str:
+    """``, trained on iwae (K=5)`` for a document whose step trained on another objective than the plain -ELBO
+    (documents from before ``--objective`` trained on it and say nothing)."""
+    objective = doc.get("objective") or {}
+    if objective.get("objective", "vae") == "vae":
+        return ""
+    return f", trained on {escape_markdown(str(objective.get('text')))}"
+
+
 def table_lines(doc: dict[str, Any]) -> list[str]:
     """The Markdown of explain.md: method, the per-layer table, flags, the step split per backend."""
     names = [escape_markdown(b["backend"]) for b in doc["backends"]]
     slow = float(doc["slow_factor"])
     lines = [
-        f"# Where the time goes: {escape_markdown(doc['model'])}, batch {doc['batch_size']}, {doc['precision']}",
+        f"# Where the time goes: {escape_markdown(doc['model'])}, batch {doc['batch_size']}, {doc['precision']}{trained_on(doc)}",
         "",
         f"Method: {doc['method']}.",
         "",
@@ -175,7 +184,8 @@ def heatmap_png(doc: dict[str, Any]) -> bytes:
     ticks = [t for t in (1, 2, 3, 10, 30, 100) if math.log10(t) <= top]
     bar.set_ticks([math.log10(t) for t in ticks], labels=[f"{t}x" for t in ticks])
     bar.set_label("times the fastest backend on the row")
-    ax.set_title(f"Where the time goes: {doc['model']}, batch {doc['batch_size']} (ms per batch, GFLOP/s)", fontsize=9)
+    title = f"Where the time goes: {doc['model']}, batch {doc['batch_size']}{trained_on(doc)} (ms per batch, GFLOP/s)"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -24,7 +24,7 @@ import numpy as np
 
 from vaebench.io.fileio import atomic_write_files
 from vaebench.measure.stats import EQUIVALENCE_MARGIN
-from vaebench.report.explain import explain_table, heatmap_png
+from vaebench.report.explain import explain_table, heatmap_png, trained_on
 from vaebench.report.inputs import by_kind, explain_docs
 from vaebench.report.tables import (
     Table,
@@ -326,16 +326,25 @@ def write_report(
             "faster. An interval holding 0 means no overhead was measured.",
         ]
         sections.append(("What the harness costs", prose, "harness", harness_rows(harness), []))
+    slugs: set[str] = set()
     for doc in explain_docs(bench):
-        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{doc['model']}-b{doc['batch_size']}")  # names from a file: no path in them
+        objective = (doc.get("objective") or {}).get("objective", "vae")
+        base = f"{doc['model']}-b{doc['batch_size']}" + ("" if objective == "vae" else f"-{objective}")
+        first = slug = re.sub(r"[^A-Za-z0-9_.-]", "_", base)  # names from a file: no path in them
+        for n in itertools.count(2):  # two documents of one cell (another variant) keep a figure each
+            if slug not in slugs:
+                break
+            slug = f"{first}-{n}"
+        slugs.add(slug)
         name = f"explain-{slug}.png"
         figures[name] = heatmap_png(doc)
         prose = [
-            f"`vaebench explain`, {doc['model']} at batch {doc['batch_size']}, {doc['precision']}: each layer's forward pass",
+            f"`vaebench explain`, {doc['model']} at batch {doc['batch_size']}, {doc['precision']}{trained_on(doc)}: each "
+            "layer's forward pass",
             "and its two gradients per backend, ms per batch and achieved GFLOP/s; a cell more than",
             f"{doc['slow_factor']:g}x the fastest backend on its row is marked. Method: {doc['method']}.",
         ]
-        title = f"Where the time goes: {doc['model']}, batch {doc['batch_size']}"
+        title = f"Where the time goes: {doc['model']}, batch {doc['batch_size']}{trained_on(doc)}"
         sections.append((title, prose, f"explain-{slug}", explain_table(doc), [name]))
     if ttq:
         prose = [
