@@ -221,6 +221,8 @@ MUTATION_SCOPE: dict[str, tuple[str, ...]] = {
     "vaebench/model/subpixel.py": ("*",),
     # the -ELBO, beta-VAE and IWAE objectives every backend trains on and the NumPy reference's ops
     "vaebench/model/loss.py": ("*",),
+    # the learning rate of every epoch (--lr-schedule)
+    "vaebench/model/schedule.py": ("*",),
 }
 # Survivors judged equivalent (no test can tell them from the original): mutant name -> why. Excluded from the count.
 # The names are mutmut's numbering of each function as it stands: a change to a function renumbers its mutants, and

@@ -42,6 +42,7 @@ from vaebench.cli_options import (
 from vaebench.errors import Terminated, VaebenchError
 from vaebench.model.catalogue import DATASETS
 from vaebench.model.loss import OBJECTIVES
+from vaebench.model.schedule import SCHEDULES as LR_SCHEDULES
 from vaebench.plugin import registry
 
 
@@ -321,6 +322,8 @@ def bench(**kw: Any) -> None:
 @click.option("--seeds", help="Seeds: 0-4, or 0,3,7. Default: 0.")
 @click.option("--batch-sizes", callback=csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
 @click.option("--lr", callback=csv(float), help="Comma-separated learning rates (default: 1e-3).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), help="Every run's learning-rate schedule (default: constant).")
+@click.option("--adam-eps", type=float, help="Every run's Adam epsilon (default: 1e-8).")
 @click.option("--epochs", callback=csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
 @click.option("--objective", callback=csv(), help=f"Comma-separated objectives: {', '.join(OBJECTIVES)} (default: vae).")
 @click.option("--beta", callback=csv(float), help="Comma-separated KL weights of the beta-vae runs (only those; default 1).")
@@ -449,6 +452,7 @@ def backends(devices: bool) -> None:
 @options_option("Backend setting; repeatable.")
 @device_option("cpu")
 @out_option("Folder for explain.json, .md and .png.", required=True)
+@objective_options()
 def explain(**kw: Any) -> None:
     """Where the time goes: every layer's forward pass and both gradients, and the step split, per backend."""
     from vaebench.measure.bench import bench_backends
@@ -462,10 +466,11 @@ def explain(**kw: Any) -> None:
     for name in backends:
         registry.load(name)  # an unknown name is one line now, not after the first backend's minutes
     per_backend = split_options(key_values(kw["options"]), backends)
+    objective = objective_of(kw)  # a bad combination is one line before anything runs
     out_dir = Path(kw["out"])
     writable_out(out_dir, kw["out"])  # before anything is measured
     cell = (kw["model"], kw["batch_size"], kw["rounds"], kw["window_seconds"], kw["threads"] or usable_cores())
-    doc = run_explain(backends, *cell, per_backend, log=_err, device=kw["device"])
+    doc = run_explain(backends, *cell, per_backend, log=_err, device=kw["device"], objective=objective)
     written = [write_explain(doc, out_dir), *write_readable(doc, out_dir)]
     click.echo("\n".join(table_lines(doc)))
     click.echo("wrote " + ", ".join(str(p) for p in written))

@@ -24,6 +24,7 @@ from vaebench.measure.ttq import DEFAULT_SEEDS
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, MODEL_ALIASES, MODELS, get_model
 from vaebench.model.config import TrainConfig
 from vaebench.model.loss import OBJECTIVES, Objective
+from vaebench.model.schedule import SCHEDULES as LR_SCHEDULES
 from vaebench.plugin.profiles import PRECISIONS, PROFILES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -188,13 +189,22 @@ def model_option(default: str = DEFAULT_MODEL) -> Decorator:
 
 
 def recipe_options() -> Decorator:
-    """``run``'s recipe: ``--dataset``, ``--epochs``, ``--batch-size``, ``--latent-dim``, ``--lr``, ``--seed``, ``--binarize``."""
+    """``run``'s recipe: ``--dataset``, ``--epochs``, ``--batch-size``, ``--latent-dim``, ``--lr``, ``--lr-schedule``,
+    ``--adam-eps``, ``--seed``, ``--binarize``."""
     return stack(
         click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True),
         click.option("--epochs", type=int, help="Default: the model's source (blog 100, conv 30, mlp 10)."),
         click.option("--batch-size", type=int, help="Default: the model's source (blog 512, conv 128, mlp 128)."),
         click.option("--latent-dim", type=int, help="Default: the model's source (blog 2, conv 2, mlp 20)."),
         click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."),
+        click.option(
+            "--lr-schedule",
+            type=click.Choice(LR_SCHEDULES),
+            default="constant",
+            show_default=True,
+            help="constant: --lr throughout; burda: Burda et al. 2015's 3**i epochs at lr * 10**(-i/7), i = 0..7.",
+        ),
+        click.option("--adam-eps", type=float, default=1e-8, show_default=True, help="Adam's epsilon (the IWAE paper: 1e-4)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise."),
         click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch."),
     )

@@ -11,6 +11,7 @@ from vaebench.errors import ConfigError
 from vaebench.model.catalogue import DATASETS, DEFAULT_MODEL, canonical_model, get_model
 from vaebench.model.layers import ModelSpec
 from vaebench.model.loss import Objective
+from vaebench.model.schedule import SCHEDULES, learning_rate
 
 MAX_THREADS = 1024  # past this no machine has the cores, and the OS refuses to start the threads (a traceback)
 BYTES_PER_PARAM = 40  # float32 weights, gradients, Adam's m and v, and the checkpoint's exported and serialised copies
@@ -112,6 +113,8 @@ class TrainConfig:
     objective: str = "vae"
     beta: float = 1.0
     iw_samples: int = 1
+    lr_schedule: str = "constant"  # --lr-schedule: vaebench.model.schedule
+    adam_eps: float = 1e-8  # --adam-eps: Adam's epsilon (Burda et al. trained with 1e-4)
 
     def resolved(self) -> TrainConfig:
         """A copy with model defaults filled in and every setting checked."""
@@ -130,6 +133,14 @@ class TrainConfig:
             (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
             (cfg.latent_dim >= 1, f"--latent-dim must be at least 1, got {cfg.latent_dim}"),
             (math.isfinite(cfg.lr) and cfg.lr > 0, f"--lr must be a positive number, got {cfg.lr}"),
+            (
+                cfg.lr_schedule in SCHEDULES,
+                f"unknown --lr-schedule {cfg.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}",
+            ),
+            (
+                isinstance(cfg.adam_eps, int | float) and math.isfinite(cfg.adam_eps) and 0 < cfg.adam_eps < 1,
+                f"--adam-eps must be a number between 0 and 1, got {cfg.adam_eps}",
+            ),
             (cfg.limit_train is None or cfg.limit_train >= 1, "--limit-train must be at least 1"),
             (cfg.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (cfg.eval_k >= 0, "--eval-k must be 0 (no IWAE) or more"),
@@ -167,8 +178,12 @@ class TrainConfig:
 
     @property
     def adam(self) -> AdamConfig:
-        """The optimiser settings of this run."""
-        return AdamConfig(lr=self.lr)
+        """The optimiser settings of this run's first epoch (every schedule starts at ``--lr``)."""
+        return self.adam_at(1)
+
+    def adam_at(self, epoch: int) -> AdamConfig:
+        """The optimiser settings of 1-based ``epoch``: ``--lr`` on ``--lr-schedule``, ``--adam-eps``."""
+        return AdamConfig(lr=learning_rate(self.lr_schedule, self.lr, epoch), eps=self.adam_eps)
 
     def to_dict(self) -> dict:
         """JSON-ready form, as stored in ``metrics.json``."""

@@ -69,9 +69,12 @@ CONFIG_SCHEMA = {
     "precision": Maybe(str),
     "objective": Maybe(str),
     "beta": Maybe(NUM),
+    "lr_schedule": Maybe(str),
+    "adam_eps": Maybe(NUM),
 }
 EPOCH_SCHEMA = {
     "epoch": int,
+    "lr": Maybe(NUM),  # Adam's rate in this epoch (--lr-schedule); runs from before it trained at config.lr
     "train_neg_elbo": Maybe(NUM),
     "train_objective": Maybe(NUM),  # the training objective, where it is not the -ELBO (--objective beta-vae)
     "test_neg_elbo": Maybe(NUM),
@@ -309,6 +312,7 @@ def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> s
 #: Backend, seed, device, threads and execution settings are what a comparison varies or does not care about.
 COMPARABLE = ("data", "model", "objective", "recipe")
 _RECIPE = ("dataset", "batch_size", "lr", "epochs", "binarize", "limit_train", "precision")
+_RECIPE_DEFAULTS = {"lr_schedule": "constant", "adam_eps": 1e-8}  # fields added later, with the value runs had before
 
 
 def objective_of(cfg: dict[str, Any]) -> str:
@@ -350,4 +354,7 @@ def comparable(metrics: dict[str, Any]) -> dict[str, str]:
         digest += f"+{len(data['changes'])} changes"
     objective = objective_of(cfg)
     recipe = " ".join(f"{key}={cfg.get(key)}" for key in _RECIPE)
+    for key, default in _RECIPE_DEFAULTS.items():  # named only where a run set them: older runs read as before
+        if cfg.get(key, default) not in (default, None):
+            recipe += f" {key}={cfg[key]}"
     return {"data": digest, "model": f"{cfg.get('model')} z{cfg.get('latent_dim')}", "objective": objective, "recipe": recipe}

@@ -261,12 +261,14 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
             steps = steps_per_epoch(len(session.train_images), cfg.batch_size)
             for epoch in range(start.epoch + 1, cfg.epochs + 1):
                 resume_at = start if epoch == start.epoch + 1 and start.step else None
+                model = session.with_adam(cfg.adam_at(epoch))  # --lr-schedule: a new stage's rate, state carried over
 
                 def on_losses(first: int, values: list[float], epoch: int = epoch) -> None:
                     tb.losses((epoch - 1) * steps + first, values)
 
                 entry = {
                     "epoch": epoch,
+                    "lr": model.adam.lr,
                     **train_epoch(model, session.train_images, cfg, epoch, timing, progress, stop, resume_at, on_losses),
                 }
                 if "stopped_at" in entry:

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.errors import ConfigError
+from vaebench.errors import BackendError, ConfigError
 from vaebench.io.datasets import Dataset, load_dataset
 from vaebench.model.batches import binarize_fixed
-from vaebench.model.config import TrainConfig
+from vaebench.model.config import AdamConfig, TrainConfig
 from vaebench.plugin import registry
-from vaebench.plugin.contract import Model
+from vaebench.plugin.contract import Backend, Model
 from vaebench.plugin.host import choose_threads, host_environment, usable_cores
 from vaebench.plugin.profiles import Variant, check_precision
 from vaebench.run.results import SCHEMA_VERSION, new_run_id
@@ -49,6 +49,25 @@ class Session:
     metrics: dict[str, Any]
     tensorboard: bool = True
     mlflow: str | None = None  # tracking URI ("" for ./mlruns), None: no MLflow
+    backend: Backend | None = None  # what built ``model``: builds it again when the learning rate changes
+
+    def with_adam(self, adam: AdamConfig) -> Model:
+        """The model trained on with Adam settings ``adam`` (``--lr-schedule``'s next stage), its weights and Adam state
+        carried over exactly: the contract's export and load, which a bit-exact resume already relies on.
+
+        A backend bakes its learning rate into its compiled step, so the model is
+        built again (one more compile per stage) rather than asked to change it.
+        """
+        if adam == self.model.adam:
+            return self.model
+        if self.backend is None:
+            raise BackendError("this session keeps no backend to build its model again with a new learning rate")
+        weights, state = self.model.export_weights(exact=True), self.model.export_optimizer_state(exact=True)
+        model = self.backend.build(self.model.spec, adam)
+        model.load_weights(weights)
+        model.load_optimizer_state(state)
+        self.model = model
+        return model
 
 
 #: ``run --profile best``'s tuner (``vaebench.measure.tune.tuner``, passed down: ``run`` imports no ``measure``):
@@ -111,4 +130,4 @@ def open_session(
         "final": None,
         "evaluations": {},
     }
-    return Session(cfg, Path(run_dir), dataset, train_images, test_images, model, metrics)
+    return Session(cfg, Path(run_dir), dataset, train_images, test_images, model, metrics, backend=backend)

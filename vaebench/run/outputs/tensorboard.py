@@ -96,6 +96,7 @@ class RunLog:
             "test/kl": "test_kl",
             "train/neg_elbo": "train_neg_elbo",
             "train/images_per_second": "train_images_per_second",
+            "train/lr": "lr",  # Adam's rate in the epoch (--lr-schedule)
         }
         for tag, key in tags.items():
             if entry.get(key) is not None and np.isfinite(entry[key]):
