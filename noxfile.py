@@ -244,8 +244,10 @@ EQUIVALENT: dict[str, str] = {
     "vaebench.measure.explain.x_difference__mutmut_12": "zip strict=False: the lengths were checked equal just above",
     "vaebench.measure.explain.x_step_split__mutmut_83": "remainder >= 0: at 0 the share is 0, within tolerance: no note",
     "vaebench.measure.explain.x_measure_backend__mutmut_3": "another seed: other input values; no figure depends on them",
-    "vaebench.measure.explain.x_measure_backend__mutmut_32": "grad_input_flops is 0 or >= 2 MACs: > 1 and > 0 agree",
-    "vaebench.measure.explain.x_measure_backend__mutmut_97": "another synthetic batch: same shapes, the same speed",
+    "vaebench.measure.explain.x_measure_backend__mutmut_37": "grad_input_flops is 0 or >= 2 MACs: > 1 and > 0 agree",
+    "vaebench.measure.explain.x_measure_backend__mutmut_91": "synthetic_batches' latent_dim only makes the default noise "
+    "shape, and the objective's noise shape is given",
+    "vaebench.measure.explain.x_measure_backend__mutmut_107": "another synthetic batch: same shapes, the same speed",
     "vaebench.model.subpixel.xǁSubPixelǁkernel_index__mutmut_2": "asarray of Python ints is int64 without the dtype",
     "vaebench.model.subpixel.xǁSubPixelǁkernel_index__mutmut_4": "asarray of Python ints is int64 without the dtype",
     "vaebench.model.subpixel.x_subpixel__mutmut_8": "in_shape[1] for [0]: every layer's input is square",

@@ -12,7 +12,8 @@ differs from what this script would write, so a typed figure cannot creep back i
 
 The inputs, all committed: ``results/readme/install.json`` (written by ``--measure-install``),
 ``results/first-run/`` (the README's comparing command, run for real: ``<backend>/metrics.json`` and
-``report.html``), ``results/bench.json`` (``vaebench bench`` on a quiet machine) and ``results/validity/``
+``report.html``), ``results/bench.json`` and ``results/bench-best/bench.json`` (``vaebench bench`` on a quiet
+machine, ``--profile default`` and ``best``) and ``results/validity/``
 (the objectives' sweeps: ``beta/`` and ``iwae/``, each a ``sweep.json`` and its runs' ``metrics.json``).
 """
 
@@ -39,6 +40,7 @@ README = ROOT / "README.md"
 INSTALL_JSON = ROOT / "results" / "readme" / "install.json"
 FIRST_RUN = ROOT / "results" / "first-run"
 BENCH_JSON = ROOT / "results" / "bench.json"
+BENCH_BEST = ROOT / "results" / "bench-best" / "bench.json"  # the same matrix under --profile best
 VALIDITY = ROOT / "results" / "validity"  # beta/ and iwae/: the sweeps the README's validity section comes from
 #: Burda, Grosse & Salakhutdinov 2015, Table 1, one stochastic layer, dynamically binarised MNIST: test NLL (nats,
 #: estimated with 5,000 samples) per training objective and its number of samples k; transcribed from the paper
@@ -351,16 +353,19 @@ def render_results(inputs: dict[str, Any]) -> str:
         )
     busy = [n for n in order if (runs[n]["environment"].get("threads") or {}).get("load_at_end", {}).get("busy")]
     seen = f"busy at the end of the {', '.join(busy)} run{'s' if len(busy) > 1 else ''}" if busy else "busy at no run's end"
+    same = cpu(bench["environment"]) == cpu(env)  # one CPU model: the columns differ by load, not by machine
+    where = "on the same kind of machine, quiet" if same else f"on another machine, a quiet {cpu(bench['environment'])}"
+    differ = "One was shared, the other quiet" if same else "The two machines differ"
     lines += [
         "",
         f"(A) Each run's own throughput (the mean over its epochs, from its `metrics.json`), measured on this "
         f"project's {cpu(env)} while other jobs shared it ({seen}): "
         "a figure of that run, not of the framework.",
         "",
-        f"(B) `vaebench bench` on another machine, a quiet {cpu(bench['environment'])}, the "
+        f"(B) `vaebench bench` {where}, the "
         f"[baseline](docs/benchmarks.md#baseline-results-for-a-2-core-cpu) (`results/bench.json`: "
         f"{bench['method']['rounds']} interleaved windows of {bench['method']['window_seconds']:g} s per backend, "
-        f"profile {bench['method']['profile']}, {bench['method']['precision']}). The two machines differ: "
+        f"profile {bench['method']['profile']}, {bench['method']['precision']}). {differ}: "
         "compare backends within a column, never across.",
     ]
     if any(nll_text(runs[n]) == "not computed" for n in order):
@@ -368,6 +373,91 @@ def render_results(inputs: dict[str, Any]) -> str:
         lines.append(
             "A run computes no NLL by default (`--eval-k 0`); `vaebench eval <run> --k 100` adds it, and this table shows it."
         )
+    return "\n".join(lines) + "\n"
+
+
+def _variant(row: dict[str, Any]) -> str:
+    """What a ``best`` row ran, as ``bench`` names it, and what it is worth: ``[transpose=subpixel: 3.9 (3.8-4.2)x its
+    default]``; nothing for a row with no variant."""
+    variant = (row.get("settings") or {}).get("variant") or {}
+    parts = (["compile"] if variant.get("compile") else []) + [
+        f"{k}={v}" for k, v in sorted((variant.get("options") or {}).items())
+    ]
+    return f" [{', '.join(parts)}{_vs_default(row)}]" if parts else ""
+
+
+def _vs_default(row: dict[str, Any]) -> str:
+    """The tuner's paired ratio of a ``best`` row's chosen variant to the default one, measured in one process
+    (``settings.tuning``): what the lever is worth, free of the drift between two benches."""
+    tuning = (row.get("settings") or {}).get("tuning") or {}
+    choice = tuning.get("choice") or {}
+    for candidate in tuning.get("candidates") or []:
+        same = (bool(candidate.get("compile")), candidate.get("options")) == (bool(choice.get("compile")), choice.get("options"))
+        if same and candidate.get("label") != tuning.get("default"):
+            return f": {(candidate.get('vs_default') or {}).get('text', '?')}x its default"
+    return ""
+
+
+def _ranking(bench: dict[str, Any], model: str, batch: int, variants: bool) -> str:
+    """One cell's backends, fastest first: median images/s and the paired ratio to the fastest with its interval."""
+    rows = sorted(bench_rows(bench, model, batch).values(), key=lambda r: -r["train_images_per_second"]["median"])
+    if not rows:
+        return "not measured"
+    parts = []
+    for i, row in enumerate(rows):
+        rate = _thousands(row["train_images_per_second"]["median"])
+        ratio = "" if i == 0 else f", {(row.get('ratio') or {}).get('text', '?')}"
+        busy = " (busy)" if (row.get("load") or {}).get("busy") else ""
+        name = f"**{row['backend']}**" if i == 0 else row["backend"]
+        parts.append(f"{name} {rate}{ratio}{busy}{_variant(row) if variants else ''}")
+    return " · ".join(parts)
+
+
+def _drift(default: dict[str, Any], best: dict[str, Any]) -> str:
+    """How far the machine's speed moved between the two benches: the rate of every backend and cell whose ``best``
+    variant is its default one, in the best bench over the default bench (the same variant, timed twice)."""
+    from vaebench.plugin.profiles import Variant
+
+    ratios = []
+    for row in best.get("results", []):
+        tuning = (row.get("settings") or {}).get("tuning") or {}
+        choice = tuning.get("choice") or {}
+        label = Variant(bool(choice.get("compile")), choice.get("options") or {}).label()
+        if tuning and label != tuning.get("default"):
+            continue  # another variant: not the same thing timed twice
+        twin = bench_rows(default, row["model"], row["batch_size"]).get(row["backend"])
+        if twin is not None:
+            ratios.append(row["train_images_per_second"]["median"] / twin["train_images_per_second"]["median"])
+    if not ratios:
+        return "no variant was timed in both"
+    return (
+        f"the same variant, timed in both, ran at {min(ratios):.2f}x to {max(ratios):.2f}x its default-bench rate "
+        f"({len(ratios)} backend-cells)"
+    )
+
+
+def render_fastest(inputs: dict[str, Any]) -> str:
+    """Which framework is fastest, per model and batch size, out of the box (``default``) and as an expert would run
+    it on this machine (``best``: the tuner's fastest variant, named), both from quiet interleaved benches."""
+    default, best = inputs["bench"], inputs["bench_best"]
+    order = {"mlp": 0, "conv": 1, "blog": 2}  # the catalogue's order of size; other models after them
+    cells = sorted({(r["model"], r["batch_size"]) for r in default.get("results", [])}, key=lambda c: (order.get(c[0], 3), c))
+    lines = [
+        f"Training images/s, median of {default['method']['rounds']} interleaved windows per backend, fastest first, each "
+        "other backend with its paired ratio to the fastest and that ratio's 95% interval; fp32, "
+        f"{cpu(default['environment'])}, quiet. `default`: each framework's usual idiom (`results/bench.json`); "
+        "`best`: the fastest variant the tuner measured for each backend, in brackets, with its paired ratio to "
+        "the backend's default variant from the tuner's one-process rounds (`results/bench-best/bench.json`, "
+        f"`vaebench bench --profile best`). The two benches ran at different times: {_drift(default, best)}, so "
+        "compare rates within a column; across columns, read the tuner's ratio, and a ratio whose interval holds 1 "
+        "as no measurable gain (the tuner keeps the faster median even then; `transpose` is a no-op on `mlp`, which "
+        "has no transposed convolution). A row marked busy had another process on a core for part of its windows.",
+        "",
+        "| model | batch | `default` | `best` |",
+        "|---|---:|---|---|",
+    ]
+    for model, batch in cells:
+        lines.append(f"| {model} | {batch} | {_ranking(default, model, batch, False)} | {_ranking(best, model, batch, True)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -488,13 +578,15 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "install": lambda inputs: render_install(inputs["install"]),
     "run-times": render_run_times,
     "results": render_results,
+    "fastest": render_fastest,
     "validity": render_validity,
 }
 
 
-def load_inputs(readme: str, install: Path, first_run_dir: Path, bench: Path) -> dict[str, Any]:
+def load_inputs(readme: str, install: Path, first_run_dir: Path, bench: Path, bench_best: Path = BENCH_BEST) -> dict[str, Any]:
     """Every committed file the README's figures come from."""
     return {
+        "bench_best": read_json(bench_best, "run `vaebench bench --profile best` on a quiet machine"),
         "install": read_json(install, "run `python scripts/readme_figures.py --measure-install`"),
         "first_run": first_run(first_run_dir),
         "first_run_dir": first_run_dir,
@@ -515,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", type=Path, default=INSTALL_JSON, help="--measure-install's result")
     parser.add_argument("--first-run", type=Path, default=FIRST_RUN, help="the comparing run's folder")
     parser.add_argument("--bench", type=Path, default=BENCH_JSON, help="the quiet machine's bench.json")
+    parser.add_argument("--bench-best", type=Path, default=BENCH_BEST, help="the same matrix under --profile best")
     args = parser.parse_args(argv)
     try:
         if args.measure_install:
@@ -524,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.install}: {minutes(result['seconds'])}, {gigabytes(result['venv_bytes'])}")
             return 0
         readme = args.readme.read_text()
-        written = render(readme, load_inputs(readme, args.install, args.first_run, args.bench))
+        written = render(readme, load_inputs(readme, args.install, args.first_run, args.bench, args.bench_best))
     except FiguresError as exc:
         print(f"readme_figures: {exc}", file=sys.stderr)
         return 2

@@ -124,3 +124,8 @@ def test_the_report_shows_fixed_and_per_image_cost(tmp_path):
     assert (tmp_path / "batch.png").read_bytes()[:4] == b"\x89PNG"
     line = next(s for s in text.splitlines() if s.startswith("mlp") and "jax" in s and "16,128,512" in s)
     assert "3000" in line and "20000" in line  # a = 3 ms per step, 1/b = 20,000 images/s
+    # images/s that fall with the batch (a per-image cost that grows): the line's a < 0, and the table says so
+    falling = [_row("keras", n, ips) for n, ips in ((16, 400.0), (128, 300.0), (512, 200.0))]
+    md, _ = write_report(falling, [], tmp_path / "falling")
+    (line,) = [s for s in md.read_text().splitlines() if s.startswith("mlp") and "keras" in s and "16,128,512" in s]
+    assert "not linear" in line and "at 16" not in line and "is shown as not linear" in md.read_text()

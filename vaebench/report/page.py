@@ -310,7 +310,9 @@ def write_report(
                 "Step time (batch / median images/s) fitted as a + b·batch per backend and model, least squares on",
                 "relative residuals: a is what every step costs whatever its size (dispatch, host work, the optimizer),",
                 "1/b the images/s a backend approaches at large batches. The fixed share is a's part of the smallest",
-                "batch's step; the residual is the fit's RMS relative error (none with two batch sizes).",
+                "batch's step; the residual is the fit's RMS relative error (none with two batch sizes). A fit whose",
+                "a comes out below 0 is shown as not linear: that backend's time per image grows with the batch",
+                "(its images/s falls from one batch size to the next), so no fixed cost can be read from the line.",
             ]
             sections.append(("Fixed and per-image cost", prose, "batchfit", batch_fit_rows(throughput), ["batch.png"]))
     if harness:

@@ -246,14 +246,15 @@ def batch_fit_rows(results: list[dict]) -> Table:
         smallest, step = f["points"][0]
         share = f["fixed_seconds"] / step
         asymptote = f["asymptotic_images_per_second"]
+        linear = f["fixed_seconds"] >= 0  # a < 0: the step time grows faster than the batch, not a + b * batch
         t.add(
             f["model"],
             f["backend"],
             f["setting"],
             ",".join(str(b) for b, _ in f["points"]),
-            _n(1e6 * f["fixed_seconds"], ".0f"),
+            _n(1e6 * f["fixed_seconds"], ".0f") if linear else ("not linear", -1.0),
             _n(asymptote, ".0f"),
-            (f"{share:.0%} at {smallest}", share),
+            (f"{share:.0%} at {smallest}", share) if linear else ("-", -1.0),
             ("-", -1.0) if f["residual"] is None else (f"{f['residual']:.1%}", f["residual"]),
         )
     return t
