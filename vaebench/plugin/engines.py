@@ -100,7 +100,9 @@ def prepare(engine: str, threads: int | None, xla_flags: Sequence[str] = ()) -> 
             continue
         if "jax" in sys.modules:  # XLA has (or will have) read XLA_FLAGS without this flag
             raise BackendError(f"{flag} must be in XLA_FLAGS before jax starts: run it in a process of its own")
-        current.append(flag)
+        # before the first token without "--": XLA stops reading XLA_FLAGS there and would ignore the flag
+        at = next((i for i, token in enumerate(current) if not token.startswith("--")), len(current))
+        current.insert(at, flag)
     if xla_flags:
         os.environ["XLA_FLAGS"] = " ".join(current)
 
@@ -112,7 +114,9 @@ def xla_flag_known(flag: str) -> bool:
     XLA aborts the whole process on a flag it does not know, and which flags exist changes between jaxlib
     releases, so a flag is offered only after a throwaway process started XLA on the CPU with it and exited 0.
     """
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), "JAX_PLATFORMS": "cpu"}
+    # the flag alone: XLA stops reading XLA_FLAGS at its first token without "--" (the threads' one, for one), so a
+    # flag after such a token would be ignored and any name would seem known
+    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
     code = "import jax; jax.numpy.zeros(1).block_until_ready()"
     try:
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)

@@ -232,7 +232,10 @@ class BackendTests:
         for key, want in expected.items():
             diff = np.abs(after[key] - want)
             settled = np.abs(grads[key]) > self.grad_noise
-            assert diff.max() <= 1e-3 * (1 + 1e-3), key
+            # an entry whose gradient is float32 noise (under grad_noise) may take the other sign here than in the
+            # reference: each moves by up to lr, in opposite directions (iwae-mlp on an AMD EPYC: a gradient of
+            # -2.5e-8 moved keras by -6.0e-4 and the reference by +7.2e-4); every settled entry is checked below
+            assert diff.max() <= 2e-3 * (1 + 1e-3), key
             assert np.all(diff[settled] <= self.step_atol), f"{key}: {diff[settled].max()}"
 
     @final

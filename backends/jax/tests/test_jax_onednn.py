@@ -63,3 +63,14 @@ def test_the_flag_is_an_option_but_not_a_tunable():
     # --profile best builds its variants in one process, where XLA_FLAGS cannot differ between them
     assert JaxBackend.option_values["xla_cpu_onednn"] == ("default", "0", "1")
     assert "xla_cpu_onednn" not in JaxBackend.tunables
+
+
+def test_a_flag_goes_before_the_first_token_xla_stops_reading_at_and_the_probe_asks_about_the_flag_alone(monkeypatch):
+    """XLA stops reading XLA_FLAGS at its first token without ``--`` (``intra_op_parallelism_threads=N``, which
+    the thread setting writes): a flag after it is ignored, and an unknown name after it seems known."""
+    monkeypatch.delitem(sys.modules, "jax", raising=False)  # prepare refuses once jax has started; this only edits env
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=2")
+    engines.prepare("jax", 2, [FLAG])
+    tokens = os.environ["XLA_FLAGS"].split()
+    assert tokens == ["--xla_cpu_multi_thread_eigen=true", FLAG, "intra_op_parallelism_threads=2"]
+    assert engines.xla_flag_known("--xla_vaebench_no_such_flag=true") is False  # the ambient token does not hide it
