@@ -131,3 +131,42 @@ def test_cell_requests_travel_as_json():
     assert CellRequest.from_json(request.to_json()) == request
     with pytest.raises(TypeError):
         CellRequest.from_json('{"backend": "x", "nonsense": 1}')
+
+
+def _candidate(label, value, low, high):
+    return {"label": label, "vs_default": {"value": value, "low": low, "high": high}}
+
+
+def test_best_keeps_the_default_unless_a_variant_is_faster_beyond_its_interval():
+    from vaebench.plugin.profiles import choose
+
+    default = _candidate("plugin defaults", 1.0, 1.0, 1.0)
+    noisy = _candidate("layout=nchw", 1.3, 0.7, 1.6)  # the fastest median, but its interval holds 1
+    edge = _candidate("compile", 1.2, 1.0, 1.4)  # low exactly 1: not shown to be faster
+    clear = _candidate("transpose=subpixel", 1.1, 1.02, 1.2)
+    assert choose([default, noisy, edge], "plugin defaults") is default
+    assert choose([noisy, default, clear, edge], "plugin defaults") is clear
+    faster = _candidate("compile, layout=nchw", 1.5, 1.01, 2.0)
+    assert choose([default, clear, faster, noisy], "plugin defaults") is faster  # of the clear ones, the fastest
+    assert choose([default, clear, _candidate("x", 1.1, 1.05, 1.3)], "plugin defaults") is clear  # a tie: the first
+
+
+def test_levers_for_a_kind_of_layer_the_model_lacks_are_not_tuned():
+    from vaebench.model.catalogue import get_model
+    from vaebench.plugin.profiles import levers_for
+
+    tunables = {"compile": ("0", "1"), "layout": ("nhwc", "nchw"), "transpose": ("native", "subpixel"), "xla": ("0", "1")}
+    assert levers_for(tunables, get_model("mlp").spec) == {"compile": ("0", "1"), "xla": ("0", "1")}
+    blog = levers_for(tunables, get_model("blog").spec)  # convolutions, none transposed
+    assert blog == {"compile": ("0", "1"), "layout": ("nhwc", "nchw"), "xla": ("0", "1")}
+    assert levers_for(tunables, get_model("conv").spec) == tunables
+    assert levers_for(tunables, None) == tunables
+
+
+def test_parity_checks_only_the_variants_best_may_pick_for_the_model():
+    from vaebench.measure.parity import plan
+    from vaebench.model.catalogue import get_model
+
+    entries = {e for e, _, _ in plan(["jax"], "best", spec=get_model("mlp").spec)}
+    assert entries == {"jax"}  # transpose is jax's only lever, and mlp has no transposed convolution
+    assert len(plan(["jax"], "best", spec=get_model("conv").spec)) == 2

@@ -95,6 +95,50 @@ def test_jax_yardstick_computes_the_plugins_function(model_name):
     _assert_same(plugin, yardstick)
 
 
+@pytest.mark.parametrize("model_name", ["conv", "conv-sym"])
+def test_the_jax_yardsticks_sub_pixel_form_computes_the_plugins_function(model_name):
+    """The yardstick a plugin under ``-o transpose=subpixel`` is held to: the same function, reached another way."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("vaebench_jax")
+    import jax_yardstick as ys
+
+    spec = get_model(model_name).spec
+    params = init_params(spec, 0)
+    x, eps = _inputs(spec)
+    plugin = _plugin("jax", spec, params, x, eps)
+    net = ys.build(model_name, transpose="subpixel")
+    variables = ys.load_canonical(net, params)
+    assert variables["params"]["decoder_2"]["kernel"].shape == params["decoder/2/kernel"].shape
+    loss, grads = jax.value_and_grad(net.apply)(variables, x, eps)
+    mean, logvar = net.apply(variables, x, method="encode")
+    probs = jax.nn.sigmoid(net.apply(variables, mean, method="decode")).reshape(x.shape)
+    yardstick = (float(loss), np.asarray(mean), np.asarray(logvar), np.asarray(probs), ys.canonical_grads(net, grads))
+    _assert_same(plugin, yardstick)
+    with pytest.raises(ValueError, match="not a form of 'mlp'"):
+        ys.build("mlp", transpose="subpixel")
+
+
+def test_the_compiled_torch_yardstick_computes_the_plugins_function():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("vaebench_torch")
+    import torch_yardstick as ys
+
+    spec = get_model("mlp").spec
+    params = init_params(spec, 0)
+    x, eps = _inputs(spec)
+    plugin = _plugin("torch", spec, params, x, eps)
+    net = ys.build("mlp")
+    ys.load_canonical(net, params)
+    loss = torch.compile(net)(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(eps))
+    loss.backward()
+    grads = ys.canonical_grads(net)
+    np.testing.assert_allclose(loss.item(), plugin[0], rtol=RTOL)
+    for k, g in plugin[4].items():
+        np.testing.assert_allclose(grads[k], g, rtol=RTOL, atol=1e-4 * (float(np.abs(g).max()) or 1.0), err_msg=k)
+    step, sync = ys.make_step("mlp", [(x, eps)], params=params, compile=True)
+    assert np.isfinite(float(sync(step())))
+
+
 def _keras_on_tensorflow():
     """The keras plugin first: it sets KERAS_BACKEND=tensorflow before Keras is imported (and refuses if this
     process already runs Keras on another engine), as every in-process keras test here does."""

@@ -476,6 +476,63 @@ def explain(**kw: Any) -> None:
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+@cli.command(
+    short_help="What exactness costs: conv against its natively padded twin.",
+    epilog="Example:\n\n\b\n  vaebench exactness --backends all --batch-sizes 128,512 --out results/exactness",
+)
+@backends_option("Comma-separated backends, or 'all' (every installed one but the slow numpy reference).", default="all")
+@model_option("conv")
+@click.option("--batch-sizes", default="128,512", show_default=True, callback=csv(int, 1), help="Comma-separated batch sizes.")
+@click.option(
+    "--repeats", type=click.IntRange(min=2), default=10, show_default=True, help="Rounds: timed windows per model and pair."
+)
+@threads_option()
+@device_option()
+@precision_option()
+@options_option("Backend setting, applied to both models of a pair; repeatable.")
+@out_option("Folder for exactness.json.", required=True)
+@click.option("--overwrite", is_flag=True, help="Replace an exactness.json already in --out.")
+@click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
+def exactness(**kw: Any) -> None:
+    """The source's network computed exactly against its twin that every framework computes natively, paired in time."""
+    from vaebench.measure import exactness as measure
+    from vaebench.measure.bench import bench_backends
+    from vaebench.measure.busy import BusyMachineError, check_load
+    from vaebench.measure.options import split_options
+    from vaebench.plugin.host import usable_cores
+
+    out_dir = Path(kw["out"])
+    if (out_dir / measure.EXACTNESS_FILE).exists() and not kw["overwrite"]:
+        raise click.UsageError(f"{out_dir / measure.EXACTNESS_FILE} exists; choose another --out or pass --overwrite")
+    backends = bench_backends(kw["names"])
+    for name in backends:
+        registry.load(name)
+    measure.twin_of(kw["model"])
+    options = key_values(kw["options"])
+    split_options(options, backends)  # a bad -o is one line before anything runs
+    try:
+        load = check_load(kw["allow_busy"], warn=_err)
+    except BusyMachineError as exc:
+        raise click.UsageError(str(exc)) from None
+    writable_out(out_dir, out_dir, "; choose another --out")
+    click.echo(measure.table_header(kw["model"]))
+    path = measure.run(
+        out_dir,
+        load,
+        backends,
+        kw["model"],
+        kw["batch_sizes"],
+        kw["repeats"],
+        threads=kw["threads"] or usable_cores(),
+        echo=click.echo,
+        warn=_err,
+        device=kw["device"],
+        precision=kw["precision"],
+        options=options,
+    )
+    click.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Entry point: run the click group, turning user errors and signals into one line."""
     from vaebench.run.signals import terminate_cleanly

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from vaebench.measure.bench import WINDOW_SECONDS
-from vaebench.measure.documents import write_harness
+from vaebench.measure.documents import read_bench_doc, write_harness
 from vaebench.measure.interleave import order
 from vaebench.measure.stats import images_per_second, ratio_interval, summarize
 from vaebench.measure.timing import Clock, Step, Sync, steps_for, timed_call, window
@@ -45,14 +45,35 @@ from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
+from vaebench.plugin.host import usable_cores
 
-# backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest.
+# backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest, so the
+# plugin is held to the best of what an expert of its framework writes: jax's sub-pixel transposed convolutions
+# (models that have them), torch.compile, TensorFlow with XLA
 YARDSTICKS = {
-    "jax": [("yardstick", "jax_yardstick", {})],
-    "torch": [("yardstick", "torch_yardstick", {})],
+    "jax": [("yardstick", "jax_yardstick", {}), ("flax-subpixel", "jax_yardstick", {"transpose": "subpixel"})],
+    "torch": [("yardstick", "torch_yardstick", {}), ("torch-compile", "torch_yardstick", {"compile": True})],
     "keras": [("tf-graph", "keras_yardstick", {"xla": False}), ("tf-xla", "keras_yardstick", {"xla": True})],
 }
 PLUGIN = "plugin"
+
+
+def applies(model_name: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether a yardstick exists for the model: the sub-pixel form only where the model has transposed convs."""
+    return kwargs.get("transpose", "lax") == "lax" or model_name in importlib.import_module("jax_yardstick").TRANSPOSED
+
+
+def bench_variants(path: Path) -> dict[tuple[str, str, int], tuple[bool, dict[str, str]]]:
+    """``(backend, model, batch size) -> (compile, options)`` of every row of a bench.json: the variant each cell
+    ran, so ``--variants-from results/bench-best/bench.json`` holds what ``--profile best`` picked to the yardsticks."""
+    doc = read_bench_doc(Path(path))
+    return {
+        (r["backend"], r["model"], r["batch_size"]): (
+            bool(r["settings"]["variant"]["compile"]),
+            dict(r["settings"]["variant"]["options"]),
+        )
+        for r in doc["results"]
+    }
 
 
 def time_rounds(
@@ -127,20 +148,24 @@ def harness_ratio(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compare(backend_name: str, model_name: str, batch_size: int, rounds: int, options: dict | None = None) -> dict:
-    """The plugin and its framework's yardsticks timed by :func:`time_rounds` from the same weights; the row
-    a harness document holds (:func:`vaebench.measure.documents.write_harness`)."""
+def compare(
+    backend_name: str, model_name: str, batch_size: int, rounds: int, options: dict | None = None, compile: bool = False
+) -> dict:
+    """The plugin (``compile``, ``options``: its variant) and its framework's yardsticks timed by :func:`time_rounds`
+    from the same weights; the row a harness document holds (:func:`vaebench.measure.documents.write_harness`)."""
     spec = get_model(model_name).spec
     batches = synthetic_batches(np.random.default_rng(0), batch_size, spec.latent_dim)
     params = init_params(spec, 0)
     backend_cls, _ = registry.load(backend_name)
-    model = backend_cls(device="cpu", options=options).build(spec, AdamConfig())
+    model = backend_cls(device="cpu", threads=usable_cores(), compile=compile, options=options).build(spec, AdamConfig())
     model.load_weights(params)
     with staged_feed(model, batches) as plugin:
         contenders = {PLUGIN: plugin}
         for label, module, kwargs in YARDSTICKS[backend_name]:
             if "xla" in kwargs and (options or {}).get("xla") in ("0", "1") and kwargs["xla"] != (options["xla"] == "1"):
                 continue  # the plugin's XLA setting is fixed: hold it to the hand-written loop with the same setting
+            if not applies(model_name, kwargs):
+                continue
             contenders[label] = importlib.import_module(module).make_step(model_name, batches, params=params, **kwargs)
         results = time_rounds(contenders, batch_size, rounds)
     return {
@@ -148,6 +173,7 @@ def compare(backend_name: str, model_name: str, batch_size: int, rounds: int, op
         "model": model_name,
         "batch_size": batch_size,
         "options": options or {},
+        "compile": compile,
         "results": results,
         **harness_ratio(results),
     }
@@ -176,6 +202,12 @@ def main() -> None:
         help="also write a harness document here (`vaebench compare` and its report read it, merging documents)",
     )
     parser.add_argument("-o", "--option", action="append", default=[], help="plugin option KEY=VALUE")
+    parser.add_argument("--compile", action="store_true", help="the plugin under its --compile")
+    parser.add_argument(
+        "--variants-from",
+        type=Path,
+        help="a bench.json: each cell's plugin runs the variant that bench's row ran (its -o and --compile)",
+    )
     args = parser.parse_args()
     rows = []
     print(
@@ -183,9 +215,11 @@ def main() -> None:
         "  ratio [95%]  step-time overhead (1/ratio-1) [95%]"
     )
     options = dict(o.split("=", 1) for o in args.option)
+    picked = bench_variants(args.variants_from) if args.variants_from else {}
     for model_name in args.models.split(","):
         for bs in map(int, args.batch_sizes.split(",")):
-            row = compare(args.backend, model_name, bs, args.rounds, options)
+            compile, cell_options = picked.get((args.backend, model_name, bs), (args.compile, options))
+            row = compare(args.backend, model_name, bs, args.rounds, cell_options, compile)
             for name, r in row["results"].items():
                 print(_line(model_name, bs, name, r, row), flush=True)
             rows.append(row)

@@ -16,6 +16,13 @@ default ``transpose_kernel=False``, a kernel applied to the dilated input as
 stored: the transposed convolution of TensorFlow and PyTorch with its kernel
 stored spatially flipped, so no step flips it. :func:`load_canonical` flips it
 once.
+
+``transpose="subpixel"`` is what a JAX expert does about XLA CPU's slow
+transposed-convolution weight gradient: each transposed convolution as one
+stride-1 convolution to ``s*s*C`` channels and a depth-to-space. The kernel
+rearrangement is the derived one of :mod:`vaebench.model.subpixel` (a helper
+of array code, not the plugin); the kernel stays in the canonical
+``(kh, kw, in, out)`` layout, unflipped.
 """
 
 from __future__ import annotations
@@ -29,12 +36,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
+
+from vaebench.model.catalogue import get_model
+from vaebench.model.subpixel import SubPixel, depth_to_space, subpixel, subpixel_kernel
 
 # TensorFlow's 'same' (conv) and the symmetric rule PyTorch computes natively (conv-sym), as lax paddings:
 # a stride-2 3x3 convolution pads its input by one pixel each side; a stride-2 transposed one pads its
 # stride-dilated input by kernel - 1 - crop = (1, 2), which is ConvTranspose2d(padding=1, output_padding=1)
 SYMMETRIC_DOWN = ((1, 1), (1, 1))
 SYMMETRIC_UP = ((1, 2), (1, 2))
+
+
+class SubPixelConvTranspose(nn.Module):
+    """A transposed convolution as one stride-1 convolution and a depth-to-space; kernel ``(kh, kw, in, out)``."""
+
+    features: int
+    form: SubPixel
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.form.kernel
+        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        z = lax.conv_general_dilated(
+            x, subpixel_kernel(self.form, w, jnp), (1, 1), (self.form.padding,) * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return depth_to_space(z, self.form, jnp) + b
 
 
 class _VAE(nn.Module):
@@ -86,6 +114,7 @@ class ConvVAE(_VAE):
     transposed: ClassVar[tuple[str, ...]] = ("decoder/2", "decoder/3", "decoder/4")
     latent: int = 2
     symmetric: bool = False
+    subpixel: bool = False  # the transposed convolutions in the sub-pixel form (canonical kernels, not flipped)
 
     def setup(self) -> None:
         down, up = (SYMMETRIC_DOWN, SYMMETRIC_UP) if self.symmetric else ("SAME", "SAME")
@@ -94,6 +123,12 @@ class ConvVAE(_VAE):
         self.encoder_3 = nn.Dense(16)
         self.encoder_mean, self.encoder_logvar = nn.Dense(self.latent), nn.Dense(self.latent)
         self.decoder_0 = nn.Dense(7 * 7 * 64)
+        if self.subpixel:
+            infos = {i.name: i for i in get_model("conv-sym" if self.symmetric else "conv").spec.decoder_layers()}
+            self.decoder_2 = SubPixelConvTranspose(64, subpixel(infos["decoder/2"]))
+            self.decoder_3 = SubPixelConvTranspose(32, subpixel(infos["decoder/3"]))
+            self.decoder_4 = SubPixelConvTranspose(1, subpixel(infos["decoder/4"]))
+            return
         self.decoder_2 = nn.ConvTranspose(64, (3, 3), strides=(2, 2), padding=up)
         self.decoder_3 = nn.ConvTranspose(32, (3, 3), strides=(2, 2), padding=up)
         self.decoder_4 = nn.ConvTranspose(1, (3, 3), padding="SAME")  # stride 1: (1, 1) under both rules
@@ -159,9 +194,23 @@ BUILDERS: dict[str, Callable[[], _VAE]] = {
 }
 
 
-def build(model_name: str) -> _VAE:
-    """The named network (``conv`` with TF 'same' padding, ``conv-sym`` with the symmetric one)."""
+#: the models with transposed convolutions, the only ones ``transpose="subpixel"`` changes
+TRANSPOSED = ("conv", "conv-sym")
+
+
+def build(model_name: str, transpose: str = "lax") -> _VAE:
+    """The named network (``conv`` with TF 'same' padding, ``conv-sym`` with the symmetric one); ``transpose``:
+    ``lax`` (Flax's ConvTranspose) or ``subpixel`` (:class:`SubPixelConvTranspose`, models with transposed convs)."""
+    if transpose not in ("lax", "subpixel") or (transpose == "subpixel" and model_name not in TRANSPOSED):
+        raise ValueError(f"transpose={transpose!r} is not a form of {model_name!r}")
+    if transpose == "subpixel":
+        return ConvVAE(symmetric=model_name == "conv-sym", subpixel=True)
     return BUILDERS[model_name]()
+
+
+def _flipped(model: _VAE) -> tuple[str, ...]:
+    """The layers whose Flax kernels are the canonical ones spatially flipped (none in the sub-pixel form)."""
+    return () if getattr(model, "subpixel", False) else model.transposed
 
 
 def _flip(kernel: Any, transposed: bool) -> Any:
@@ -174,7 +223,7 @@ def load_canonical(model: _VAE, params: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, dict[str, Any]] = {}
     for key, value in params.items():
         layer, kind = key.rsplit("/", 1)
-        array = _flip(np.asarray(value), kind == "kernel" and layer in model.transposed)
+        array = _flip(np.asarray(value), kind == "kernel" and layer in _flipped(model))
         tree.setdefault(layer.replace("/", "_"), {})[kind] = jnp.asarray(np.ascontiguousarray(array))
     return {"params": tree}
 
@@ -186,15 +235,18 @@ def canonical_grads(model: _VAE, grads: dict[str, Any]) -> dict[str, np.ndarray]
     for flax_name, leaves in grads["params"].items():
         layer = flax_name.replace("_", "/")
         for kind, g in leaves.items():
-            out[f"{layer}/{kind}"] = np.ascontiguousarray(_flip(np.asarray(g), kind == "kernel" and layer in model.transposed))
+            out[f"{layer}/{kind}"] = np.ascontiguousarray(_flip(np.asarray(g), kind == "kernel" and layer in _flipped(model)))
     return out
 
 
-def make_step(model_name: str, batches: list[tuple[Any, Any]], params: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def make_step(
+    model_name: str, batches: list[tuple[Any, Any]], params: dict[str, Any] | None = None, transpose: str = "lax"
+) -> tuple[Any, Any]:
     """``(step, sync)`` cycling through ``batches`` (NumPy ``x, eps`` pairs) put on the device once, up front:
     the loop's best case, with a new buffer every step as in training. ``params`` (canonical names and
-    layouts) are the starting weights, so plugin and yardstick train from the same point; without them, Flax's init."""
-    model = build(model_name)
+    layouts) are the starting weights, so plugin and yardstick train from the same point; without them, Flax's init.
+    ``transpose``: see :func:`build`."""
+    model = build(model_name, transpose)
     on_device = [(jnp.asarray(x), jnp.asarray(eps)) for x, eps in batches]
     data = itertools.cycle(on_device)
     variables = load_canonical(model, params) if params is not None else model.init(jax.random.key(0), *on_device[0])

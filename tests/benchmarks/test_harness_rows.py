@@ -212,10 +212,43 @@ def test_compare_holds_the_plugin_to_every_yardstick_from_the_same_weights(backe
 
     monkeypatch.setattr(hr, "time_rounds", one_step_each)
     row = hr.compare(backend, "mlp", 4, rounds=2)
-    assert set(seen) == {"plugin", *(label for label, _, _ in hr.YARDSTICKS[backend])}
+    offered = [label for label, _, kwargs in hr.YARDSTICKS[backend] if hr.applies("mlp", kwargs)]
+    assert set(seen) == {"plugin", *offered} and ("flax-subpixel" in seen) is False  # mlp has no transposed conv
     canonical = init_params(get_model("mlp").spec, 0)  # what the plugin loads
-    assert len(given) == len(hr.YARDSTICKS[backend])
+    assert len(given) == len(offered)
     assert all(set(p) == set(canonical) and all(np.array_equal(p[k], canonical[k]) for k in p) for p in given)
     assert row["ratio"] == pytest.approx(0.5) and row["fastest_yardstick"] in seen
     doc = read_bench_doc(write_harness([row], tmp_path / "harness.json"))
     assert doc["results"][0]["ratio_low"] == row["ratio_low"]
+
+
+def test_variants_from_a_bench_give_each_cell_the_variant_its_row_ran(tmp_path):
+    from vaebench.measure.documents import write_bench
+    from vaebench.measure.stats import summarize
+
+    def row(backend, model, batch, compile, options):
+        return {
+            "backend": backend,
+            "model": model,
+            "batch_size": batch,
+            "train_images_per_second": {**summarize([9.0, 11.0]), "compile_seconds": 0.1, "steps_per_window": 1},
+            "ratio": {"value": 1.0, "low": 1.0, "high": 1.0, "text": "1"},
+            "settings": {
+                "profile": "default",
+                "precision": "fp32",
+                "schedule": "interleaved",
+                "threads": 2,
+                "variant": {"compile": compile, "options": options},
+            },
+            "peak_rss_mb": 1.0,
+            "environment": {},
+        }
+
+    rows = [row("jax", "conv", 128, False, {"transpose": "subpixel"}), row("torch", "mlp", 512, True, {"layout": "nhwc"})]
+    json_path, _ = write_bench(rows, tmp_path)
+    assert hr.bench_variants(json_path) == {
+        ("jax", "conv", 128): (False, {"transpose": "subpixel"}),
+        ("torch", "mlp", 512): (True, {"layout": "nhwc"}),
+    }
+    assert hr.applies("conv", {"transpose": "subpixel"}) and not hr.applies("blog", {"transpose": "subpixel"})
+    assert hr.applies("blog", {"compile": True})

@@ -227,11 +227,16 @@ def canonical_grads(model: nn.Module) -> dict[str, Any]:
 
 
 def make_step(
-    model_name: str, batches: list[tuple[Any, Any]], channels_last: bool = True, params: dict[str, Any] | None = None
+    model_name: str,
+    batches: list[tuple[Any, Any]],
+    channels_last: bool = True,
+    params: dict[str, Any] | None = None,
+    compile: bool = False,
 ) -> tuple[Any, Any]:
     """``(step, sync)`` cycling through ``batches`` (NumPy NHWC ``x, eps``) converted to tensors once, up front: the
     loop's best case, with a new buffer every step as in training. ``params`` (canonical names and layouts) are the
-    starting weights, so plugin and yardstick train from the same point; without them, PyTorch's init."""
+    starting weights, so plugin and yardstick train from the same point; without them, PyTorch's init. ``compile``:
+    the forward pass and loss under ``torch.compile`` (the module compiled, as a torch user writes it)."""
     model = build(model_name)
     if params is not None:
         load_canonical(model, params)
@@ -244,9 +249,10 @@ def make_step(
 
     data = itertools.cycle([(images(x), torch.from_numpy(eps)) for x, eps in batches])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8, fused=True)
+    forward = torch.compile(model) if compile else model
 
     def step() -> torch.Tensor:
-        loss = model(*next(data))
+        loss = forward(*next(data))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -182,14 +182,20 @@ class Watch:
         self.windows: list[tuple[float, float]] = []
         self.sampler.start()
 
-    def rows(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """``rows`` unchanged, each one's window noted (in order) for :meth:`mark`."""
+    def rows(
+        self, rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """``rows`` unchanged, each one's window noted (in order) for :meth:`mark`.
+
+        ``key`` names a row's cell (default: its model and batch size, bench's cells); consecutive rows of one
+        cell share its span.
+        """
         begun, cell, span = self.sampler.clock(), None, None
         for row in rows:
-            key = (row.get("model"), row.get("batch_size"))
-            if key != cell or span is None:
+            key_ = key(row) if key else (row.get("model"), row.get("batch_size"))
+            if key_ != cell or span is None:
                 now = self.sampler.clock()
-                span, cell, begun = (begun, now), key, now
+                span, cell, begun = (begun, now), key_, now
             self.windows.append(span)
             yield row
 

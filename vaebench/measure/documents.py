@@ -1,4 +1,4 @@
-"""What bench writes and what the report reads: ``bench.json`` / ``bench.csv``, harness documents, and their schemas.
+"""What bench writes and what the report reads: ``bench.json`` / ``bench.csv``, harness and exactness documents, schemas.
 
 The schemas and the version-1 migration live here, apart from the matrix, so that :mod:`vaebench.report` can read
 a document without importing the worker, the registry or a framework.
@@ -168,6 +168,17 @@ HARNESS_SCHEMA = {
     "ratio": NUM,
     "results": {"plugin": _SIDE},
 }
+_RATIO = {"value": NUM, "low": NUM, "high": NUM}
+EXACTNESS_SCHEMA = {
+    "backend": str,
+    "model": str,
+    "twin": str,
+    "batch_size": int,
+    "exact": _SIDE,
+    "native": _SIDE,
+    "ratio": _RATIO,
+    "cost": _RATIO,
+}
 BENCH_VERSIONS = (1, BENCH_SCHEMA)  # version 1: measured sequentially, no ratio intervals
 
 
@@ -175,8 +186,8 @@ def read_bench_doc(file: Path) -> dict:
     """A ``bench.json`` or harness document, checked before any of it is used."""
     fix = "point compare at a bench.json written by vaebench bench, or a run folder"
     doc = read_json(file, fix)
-    if not isinstance(doc, dict) or doc.get("kind") not in ("bench", "harness"):
-        raise VaebenchError(f"{file} is not a vaebench bench.json or harness document; {fix}")
+    if not isinstance(doc, dict) or doc.get("kind") not in ("bench", "harness", "exactness"):
+        raise VaebenchError(f"{file} is not a vaebench bench.json, harness or exactness document; {fix}")
     if doc.get("schema_version") not in BENCH_VERSIONS:
         raise VaebenchError(
             f"{file} has schema version {doc.get('schema_version')!r}; this vaebench reads {BENCH_VERSIONS}; {fix}"
@@ -185,7 +196,7 @@ def read_bench_doc(file: Path) -> dict:
         for r in doc.get("results") if isinstance(doc.get("results"), list) else []:
             if isinstance(r, dict) and "fastest_reference" in r:
                 r["fastest_yardstick"] = r.pop("fastest_reference")
-    rows = HARNESS_SCHEMA if doc["kind"] == "harness" else THROUGHPUT_SCHEMA
+    rows = {"harness": HARNESS_SCHEMA, "exactness": EXACTNESS_SCHEMA}.get(doc["kind"], THROUGHPUT_SCHEMA)
     check(doc, {"results": [rows], "time_to_quality": Maybe([TTQ_SCHEMA]), "environment": Maybe(dict)}, file, fix)
     for r in [*doc["results"], *(doc.get("time_to_quality") or [])]:  # rows written before a model was renamed
         if isinstance(r.get("model"), str):

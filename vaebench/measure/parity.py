@@ -54,10 +54,11 @@ from vaebench.measure.options import split_options
 from vaebench.measure.paritycheck import compare
 from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
+from vaebench.model.layers import ModelSpec
 from vaebench.model.loss import PLAIN, Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
-from vaebench.plugin.profiles import PROFILES, Variant, variants
+from vaebench.plugin.profiles import PROFILES, Variant, levers_for, variants
 from vaebench.run.evaluation import grid_points
 from vaebench.seeding import rng
 
@@ -154,18 +155,18 @@ def check_options(per_backend: Mapping[str, Mapping[str, str]]) -> None:
 
 
 def plan(
-    backends: list[str], profile: str = "default", options: Mapping[str, str] | None = None
+    backends: list[str], profile: str = "default", options: Mapping[str, str] | None = None, spec: ModelSpec | None = None
 ) -> list[tuple[str, str, Variant]]:
     """``(entry name, backend, variant)`` for every variant to check: one per backend under ``default``,
     every candidate :func:`~vaebench.plugin.profiles.variants` gives under ``best``; options routed as ``bench``
-    routes them (:func:`~vaebench.measure.options.split_options`)."""
+    routes them (:func:`~vaebench.measure.options.split_options`); a lever for a kind of layer ``spec`` lacks is not varied."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     per_backend = split_options(options or {}, backends)
     check_options(per_backend)
     out = []
     for name in backends:
-        for v in variants(registry.load(name)[0].tunables, profile, False, per_backend[name]):
+        for v in variants(levers_for(registry.load(name)[0].tunables, spec), profile, False, per_backend[name]):
             out.append((entry_name(name, v), name, v))
     return out
 
@@ -189,7 +190,7 @@ def run_parity(
     if len(backends) < 2:
         raise BackendError(f"parity needs two backends or more; installed: {', '.join(sorted(registry.installed()))}")
     results = {}
-    for entry, name, variant in plan(backends, profile, options):
+    for entry, name, variant in plan(backends, profile, options, get_model(model_name).spec):
         log(f"running {entry} ...")
         results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant, device, objective)
     return compare(results, steps)

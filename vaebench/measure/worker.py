@@ -54,7 +54,7 @@ from vaebench.model.loss import Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Backend, Model
-from vaebench.plugin.profiles import check_precision, variants
+from vaebench.plugin.profiles import check_precision, choose, levers_for, variants
 from vaebench.run.evaluation import grid_points
 from vaebench.run.prefetch import Prefetcher
 
@@ -151,7 +151,8 @@ class Cell:
         self.gen = np.random.default_rng(0)
         noise = objective.noise_shape(self.spec.latent_dim)
         self.batches = synthetic_batches(self.gen, request.batch_size, self.spec.latent_dim, noise_shape=noise)
-        self.variants = variants(backend_cls.tunables, request.profile, request.compile, request.options)
+        tunables = levers_for(backend_cls.tunables, self.spec)  # no lever for a kind of layer the model lacks
+        self.variants = variants(tunables, request.profile, request.compile, request.options)
         self.backends: list[Backend] = []
         self.models: list[Model] = []
         for v in self.variants:
@@ -182,7 +183,8 @@ class Cell:
 
     def tune(self, windows: int) -> dict[str, Any]:
         """Every variant timed in this process, in rounds of one window each (the order rotated every round, as bench
-        does across processes); each candidate's paired ratio to the default variant with its interval; the fastest.
+        does across processes); each candidate's paired ratio to the default variant with its interval; the choice
+        (:func:`~vaebench.plugin.profiles.choose`: the fastest whose interval lies above 1, else the default).
 
         The default is the variant the ``default`` profile would run (the plugin's option defaults and the user's own
         settings), so ``vs_default`` is what ``best`` is worth on this cell: ``best`` / ``default`` images/s.
@@ -212,8 +214,10 @@ class Cell:
             candidates.append(
                 {**v.to_dict(), "label": v.label(), **summary, "compile_seconds": compiles[v.label()], "vs_default": vs_default}
             )
-        best = max(candidates, key=lambda c: c["vs_default"]["value"])
-        return {"choice": {"compile": best["compile"], "options": best["options"]}, "default": default, "candidates": candidates}
+        best = choose(candidates, default)  # the default, unless a variant's interval lies wholly above 1
+        rule = "the fastest variant whose ratio to the default has its 95% interval above 1; else the default"
+        choice = {"compile": best["compile"], "options": best["options"]}
+        return {"choice": choice, "default": default, "candidates": candidates, "rule": rule}
 
     def _default_label(self) -> str:
         """The label of the variant ``--profile default`` runs: no compile unless asked, the plugin's option defaults.

@@ -85,6 +85,9 @@ def _iwae_mlp() -> ModelDefaults:
 
 
 MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp())}
+#: a model computed exactly as its source wrote it -> its twin that every framework computes natively (the same
+#: layers, FLOPs and parameter shapes, pixels shifted): ``vaebench exactness`` times the pair to price exactness
+NATIVE_TWINS: dict[str, str] = {"conv": "conv-sym"}
 DEFAULT_MODEL = "conv"
 DATASETS = ("mnist", "fashion-mnist")
 # old model names still read: files written before a rename keep working; the command line warns

@@ -11,8 +11,13 @@ framework X" has no answer without them:
   hand*, chosen by measurement at bench time: every combination of the
   plugin's :attr:`~vaebench.plugin.contract.Backend.tunables` (torch.compile or not,
   channels-last or not, XLA or not for Keras on TensorFlow) is timed briefly,
-  interleaved, and the fastest is kept. Settings the user fixed with
-  ``--compile`` or ``-o`` are not tuned.
+  interleaved, and a variant replaces the default only when its paired ratio's
+  95% interval lies wholly above 1 (:func:`choose`): a "win" whose interval
+  holds 1 is noise, and keeping the default then is the honest answer. Settings
+  the user fixed with ``--compile`` or ``-o`` are not tuned, and neither is a
+  lever that changes how one kind of layer is computed on a model without that
+  layer (:data:`LAYER_LEVERS`: ``transpose`` on ``mlp`` runs the same program
+  whatever its value).
 
 Precision is the core's: ``fp32`` is strict float32 everywhere (TF32 off in
 torch and TensorFlow, JAX matmul precision ``highest``), the precision the
@@ -24,12 +29,41 @@ as if it had.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaebench.model.layers import Conv2D, Layer, ModelSpec
+
 PROFILES = ("default", "best")
 PRECISIONS = ("fp32", "tf32")
+
+#: tunables that change how one kind of layer is computed -> (that kind, in words; the test for it). The names are
+#: the ones every plugin uses for the lever (``transpose`` in torch, jax and Keras; ``layout``, torch's memory format)
+LAYER_LEVERS: dict[str, tuple[str, Callable[[Layer], bool]]] = {
+    "transpose": ("transposed convolution", lambda layer: isinstance(layer, Conv2D) and layer.transpose),
+    "layout": ("convolution", lambda layer: isinstance(layer, Conv2D)),
+}
+
+
+def levers_for(tunables: Mapping[str, tuple[str, ...]], spec: ModelSpec | None) -> dict[str, tuple[str, ...]]:
+    """``tunables`` less the :data:`LAYER_LEVERS` whose kind of layer ``spec`` does not have (``None``: all kept).
+
+    On such a model every value of the lever runs the same program, so timing them would only pick noise.
+    """
+    if spec is None:
+        return dict(tunables)
+    layers = (*spec.encoder, *spec.decoder)
+    return {k: v for k, v in tunables.items() if k not in LAYER_LEVERS or any(map(LAYER_LEVERS[k][1], layers))}
+
+
+def choose(candidates: Sequence[Mapping[str, Any]], default: str) -> Mapping[str, Any]:
+    """The candidate ``best`` keeps: the fastest of those whose ratio to the default (``vs_default``) has its whole
+    interval above 1, else the default's own (labelled ``default``). A tie on the ratio keeps the earlier candidate."""
+    better = [c for c in candidates if c["vs_default"]["low"] > 1]
+    if not better:
+        return next(c for c in candidates if c["label"] == default)
+    return max(better, key=lambda c: c["vs_default"]["value"])
 
 
 @dataclass(frozen=True)

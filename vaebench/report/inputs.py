@@ -17,7 +17,8 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
     """Bench results (from ``bench.json`` files or folders holding one) and runs (folders with ``metrics.json``).
 
     Time-to-quality entries ride along in the bench list, marked ``kind == "ttq"``, and so do the
-    rows of harness documents (``harness_ratio.py --json``), marked ``kind == "harness"``. Every
+    rows of harness documents (``harness_ratio.py --json``), marked ``kind == "harness"``, and of
+    exactness documents (``vaebench exactness``), marked ``kind == "exactness"``. Every
     file is checked against its schema first: a malformed one is one error naming it.
 
     Each run and each file counts once, however often it is named: ``A ./A A/``,
@@ -54,10 +55,11 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
             add_run(path)
             continue
         file = path / "bench.json" if path.is_dir() else path
-        if path.is_dir() and not file.is_file() and (path / "explain.json").is_file():
-            file = path / "explain.json"
+        for other in ("explain.json", "exactness.json"):  # a folder of vaebench explain or vaebench exactness
+            if path.is_dir() and not file.is_file() and (path / other).is_file():
+                file = path / other
         if not file.is_file():
-            raise VaebenchError(f"{path} is neither a run folder, a bench.json nor an explain.json")
+            raise VaebenchError(f"{path} is neither a run folder, a bench.json, an explain.json nor an exactness.json")
         if file.name == "explain.json":  # vaebench explain's document: one entry, the whole document
             if file.resolve() not in seen_paths:
                 seen_paths.add(file.resolve())
@@ -70,8 +72,8 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]
         if doc["kind"] == "bench":
             _check_medians(file, doc["results"])
         machine = str((doc.get("environment") or {}).get("cpu_model", "?"))
-        if doc["kind"] == "harness":
-            bench.extend({**r, "kind": "harness", "source": str(file), "machine": machine} for r in doc["results"])
+        if doc["kind"] in ("harness", "exactness"):
+            bench.extend({**r, "kind": doc["kind"], "source": str(file), "machine": machine} for r in doc["results"])
             continue
         bench.extend({**r, "source": str(file), "machine": machine} for r in doc["results"])
         bench.extend({**r, "kind": "ttq", "source": str(file), "machine": machine} for r in doc.get("time_to_quality") or [])
@@ -92,10 +94,15 @@ def _check_medians(file: Path, results: list[dict]) -> None:
 def by_kind(entries: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """What :func:`load_inputs` gathered, apart: throughput results, time to quality, harness rows
     (explain documents: :func:`explain_docs`)."""
-    kinds: dict[Any, list[dict]] = {None: [], "ttq": [], "harness": [], "explain": []}
+    kinds: dict[Any, list[dict]] = {None: [], "ttq": [], "harness": [], "explain": [], "exactness": []}
     for e in entries:
         kinds[e.get("kind")].append(e)
     return kinds[None], kinds["ttq"], kinds["harness"]
+
+
+def exactness_entries(entries: list[dict]) -> list[dict]:
+    """The rows of exactness documents (``vaebench exactness``) :func:`load_inputs` gathered."""
+    return [e for e in entries if e.get("kind") == "exactness"]
 
 
 def explain_docs(entries: list[dict]) -> list[dict]:

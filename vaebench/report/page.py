@@ -25,7 +25,7 @@ import numpy as np
 from vaebench.io.fileio import atomic_write_files
 from vaebench.measure.stats import EQUIVALENCE_MARGIN
 from vaebench.report.explain import explain_table, heatmap_png, trained_on
-from vaebench.report.inputs import by_kind, explain_docs
+from vaebench.report.inputs import by_kind, exactness_entries, explain_docs
 from vaebench.report.tables import (
     Table,
     batch_fit_rows,
@@ -33,6 +33,7 @@ from vaebench.report.tables import (
     beta_trends,
     comparability_notes,
     equivalence_rows,
+    exactness_rows,
     harness_rows,
     has_seeds,
     plain,
@@ -328,6 +329,19 @@ def write_report(
             "faster. An interval holding 0 means no overhead was measured.",
         ]
         sections.append(("What the harness costs", prose, "harness", harness_rows(harness), []))
+    exact = exactness_entries(bench)
+    if exact:
+        prose = [
+            "`conv` is the keras.io network as written, with TensorFlow's 'same' padding: (0, 1) before each stride-2",
+            "convolution, each transposed convolution computed in full and cropped. Only TensorFlow has that built in;",
+            "the others pad or crop around their own convolutions. `conv-sym` is its twin with the symmetric padding",
+            "every framework computes natively: the same layers, FLOPs and parameter shapes, the pixels shifted by one.",
+            "Each backend's pair is timed as one cell of bench's coordinator (`vaebench exactness`: a worker process per",
+            "model, windows in turn, the order rotated every round), so drift between benches does not enter the ratio.",
+            "The ratio is the exact network's images/s over the twin's (median of per-round paired ratios, 95% bootstrap",
+            "interval); the last column is what exactness costs in time, 1/ratio - 1. Negative: the exact network ran faster.",
+        ]
+        sections.append(("What exactness costs", prose, "exactness", exactness_rows(exact), []))
     slugs: set[str] = set()
     for doc in explain_docs(bench):
         objective = (doc.get("objective") or {}).get("objective", "vae")

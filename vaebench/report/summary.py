@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from vaebench.report.inputs import by_kind
+from vaebench.report.inputs import by_kind, exactness_entries
 from vaebench.report.tables import (
     bench_table,
     beta_trends,
     comparability_notes,
     equivalence_rows,
+    exactness_table,
     harness_table,
     has_seeds,
     plain,
@@ -27,10 +28,12 @@ from vaebench.report.tables import (
 
 
 def summary(bench_results: list[dict], runs: list[tuple[Path, dict]], margin: float) -> Iterator[tuple[str, bool]]:
-    """``(text, to_stderr)`` in printing order: throughput, time to quality, harness and run tables; the notes;
+    """``(text, to_stderr)`` in printing order: throughput, time to quality, harness, exactness and run tables; the notes;
     over seeds, each backend's mean and the pairwise equivalence at ``margin`` nats."""
     throughput, ttq, harness = by_kind(bench_results)
-    for rows, table in ((throughput, bench_table), (ttq, ttq_table), (harness, harness_table), (runs, runs_table)):
+    exact = exactness_entries(bench_results)
+    tables = ((throughput, bench_table), (ttq, ttq_table), (harness, harness_table), (exact, exactness_table), (runs, runs_table))
+    for rows, table in tables:
         if rows:
             yield "\n".join(table(rows)), False
     for note in comparability_notes(runs):  # runs that look alike but must not be paired: said, not hidden

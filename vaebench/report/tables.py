@@ -155,6 +155,38 @@ def harness_table(rows: list[dict]) -> list[str]:
     return harness_rows(rows).lines()
 
 
+def exactness_rows(rows: list[dict]) -> Table:
+    """Each backend's cost of exactness: the source's network (TF 'same' padding) against its natively padded twin.
+
+    Both timed as one interleaved cell (``vaebench exactness``); the ratio is the exact model's images/s over the
+    twin's, paired by round, and the last column its cost in time, step-time overhead ``1/ratio - 1`` with the
+    interval mapped through it. A row whose windows saw other processes busy says so.
+    """
+    t = Table(
+        ["backend", "model", "batch", "exact img/s", "twin", "img/s", "ratio", "step-time cost (1/ratio-1)", "load"],
+        right={2, 3, 5, 6, 7},
+    )
+    for r in sorted(rows, key=lambda r: (r["model"], r["batch_size"], r["cost"]["value"])):
+        ratio = r["ratio"]
+        t.add(
+            r["backend"],
+            r["model"],
+            (str(r["batch_size"]), r["batch_size"]),
+            _n(r["exact"]["median"], ".0f"),
+            r["twin"],
+            _n(r["native"]["median"], ".0f"),
+            (f"{ratio['value']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]", ratio["value"]),
+            (_overhead_text(ratio["value"], ratio["low"], ratio["high"]), r["cost"]["value"]),
+            "busy" if (r.get("load") or {}).get("busy") else "",
+        )
+    return t
+
+
+def exactness_table(rows: list[dict]) -> list[str]:
+    """:func:`exactness_rows` as text."""
+    return exactness_rows(rows).lines()
+
+
 def _ratio_text(r: dict, fastest: float) -> str:
     ratio = r.get("ratio")
     if ratio:  # schema 2: measured interleaved, with its bootstrap interval
