@@ -232,6 +232,12 @@ MUTATION_SCOPE: dict[str, tuple[str, ...]] = {
 # The names are mutmut's numbering of each function as it stands: a change to a function renumbers its mutants, and
 # the session names every entry it no longer finds surviving, to be judged again.
 EQUIVALENT: dict[str, str] = {
+    "vaebench.plugin.profiles.x_variants__mutmut_29": "zip strict=None: a product's combinations have one value per tunable",
+    "vaebench.plugin.profiles.x_variants__mutmut_32": "zip without strict: a product's combinations have one value per tunable",
+    "vaebench.plugin.profiles.x_variants__mutmut_33": "zip strict=False: a product's combinations have one value per tunable",
+    "vaebench.plugin.profiles.x_variants__mutmut_37": "pop default None: only '1' turns compile on; None != '1' as '0' does",
+    "vaebench.plugin.profiles.x_variants__mutmut_42": "pop default 'XX0XX': only '1' turns compile on",
+    "vaebench.measure.exactness.x_twin_of__mutmut_4": "the join's separator: the catalogue has one twin, so nothing is joined",
     "vaebench.measure.fit.x_fit_step_time__mutmut_20": "asarray(batches) without float: 1/ts and bs/ts promote to float64 anyway",
     "vaebench.measure.fit.x_fit_step_time__mutmut_22": "asarray(batches) without float: 1/ts and bs/ts promote to float64 anyway",
     "vaebench.measure.fit.x_fit_step_time__mutmut_24": "asarray(seconds, None): step times are Python floats, float64 anyway",

@@ -59,7 +59,13 @@ def test_the_twin_is_the_same_network_with_the_same_work():
 
 
 def test_a_slower_exact_network_is_a_ratio_below_one_and_its_cost_in_step_time():
-    row = exactness.exactness_row("torch", "conv", 64, _cell([[80.0]] * 5, [[100.0]] * 5))
+    cell = _cell([[80.0]] * 5, [[100.0]] * 5)
+    cell["conv"]["environment"] = {"execution": "eager"}
+    cell["conv-sym"]["environment"] = {"execution": "other"}
+    row = exactness.exactness_row("torch", "conv", 64, cell)
+    assert set(row) == {"backend", "model", "twin", "batch_size", "exact", "native", "ratio", "cost", "environment"}
+    assert row["model"] == "conv" and row["environment"] == {"execution": "eager"}  # the exact model's worker
+    assert row["native"]["rounds"] == [[100.0]] * 5
     assert row["ratio"]["value"] == pytest.approx(0.8)
     assert row["cost"]["value"] == pytest.approx(0.25)  # 1/0.8 - 1: a quarter more time per step, not 20%
     assert row["twin"] == "conv-sym" and row["batch_size"] == 64 and row["backend"] == "torch"
@@ -93,10 +99,17 @@ def test_each_pair_is_one_interleaved_cell_of_two_workers_with_the_same_settings
         spawned.append(request)
         return StepChannel(request, {"conv": 0.0125, "conv-sym": 0.01}, log)
 
-    rows = list(exactness.measure(["numpy"], "conv", [8, 16], rounds=4, threads=1, spawn=spawn))
+    ticks = []
+    rows = list(exactness.measure(["numpy"], "conv", [8, 16], rounds=4, threads=1, spawn=spawn, progress=ticks.append))
     assert [(r["backend"], r["batch_size"]) for r in rows] == [("numpy", 8), ("numpy", 16)]
     assert [(q.model, q.batch_size) for q in spawned] == [("conv", 8), ("conv-sym", 8), ("conv", 16), ("conv-sym", 16)]
-    assert all(q.threads == 1 and q.options == {} and q.profile == "default" for q in spawned)
+    assert all(q.backend == "numpy" and q.threads == 1 and q.options == {} and q.profile == "default" for q in spawned)
+    assert all(q.device == "auto" and q.precision == "fp32" for q in spawned)
+    assert all(r["options"] == {} for r in rows)
+    assert len(ticks) == 2 * 4 * 2  # one per timed window: two models, four rounds, two cells
+    spawned.clear()
+    list(exactness.measure(["numpy"], "conv", [8], rounds=2, threads=2, device="cpu", precision="tf32", spawn=spawn))
+    assert all(q.device == "cpu" and q.precision == "tf32" and q.threads == 2 for q in spawned)
     for r in rows:
         assert r["ratio"]["value"] == pytest.approx(0.8) and r["cost"]["value"] == pytest.approx(0.25)
     windows = [m for _, m, op in log if op == "window"]

@@ -170,3 +170,9 @@ def test_parity_checks_only_the_variants_best_may_pick_for_the_model():
     entries = {e for e, _, _ in plan(["jax"], "best", spec=get_model("mlp").spec)}
     assert entries == {"jax"}  # transpose is jax's only lever, and mlp has no transposed convolution
     assert len(plan(["jax"], "best", spec=get_model("conv").spec)) == 2
+
+
+def test_an_unknown_profile_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'; choose one of default, best$"):
+        variants({}, "fast")
+    assert variants({}, "best", True, {"a": "b"}) == [Variant(True, {"a": "b"})]  # nothing to tune: what was asked

@@ -41,6 +41,7 @@ from vaebench.cli_options import (
 )
 from vaebench.errors import Terminated, VaebenchError
 from vaebench.model.catalogue import DATASETS
+from vaebench.model.config import TrainConfig
 from vaebench.model.loss import OBJECTIVES
 from vaebench.model.schedule import SCHEDULES as LR_SCHEDULES
 from vaebench.plugin import registry
@@ -323,7 +324,7 @@ def bench(**kw: Any) -> None:
 @click.option("--batch-sizes", callback=csv(int, 1), help="Comma-separated batch sizes (default: each model's own).")
 @click.option("--lr", callback=csv(float), help="Comma-separated learning rates (default: 1e-3).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), help="Every run's learning-rate schedule (default: constant).")
-@click.option("--adam-eps", type=float, help="Every run's Adam epsilon (default: 1e-8).")
+@click.option("--adam-eps", type=float, help=f"Every run's Adam epsilon (default: {TrainConfig.adam_eps:g}).")
 @click.option("--epochs", callback=csv(int, 0), help="Comma-separated epoch counts (default: each model's own).")
 @click.option("--objective", callback=csv(), help=f"Comma-separated objectives: {', '.join(OBJECTIVES)} (default: vae).")
 @click.option("--beta", callback=csv(float), help="Comma-separated KL weights of the beta-vae runs (only those; default 1).")

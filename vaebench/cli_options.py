@@ -200,11 +200,17 @@ def recipe_options() -> Decorator:
         click.option(
             "--lr-schedule",
             type=click.Choice(LR_SCHEDULES),
-            default="constant",
+            default=TrainConfig.lr_schedule,
             show_default=True,
             help="constant: --lr throughout; burda: Burda et al. 2015's 3**i epochs at lr * 10**(-i/7), i = 0..7.",
         ),
-        click.option("--adam-eps", type=float, default=1e-8, show_default=True, help="Adam's epsilon (the IWAE paper: 1e-4)."),
+        click.option(
+            "--adam-eps",
+            type=float,
+            default=TrainConfig.adam_eps,
+            show_default=True,
+            help="Adam's epsilon (the IWAE paper: 1e-4).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, batch order and all noise."),
         click.option("--binarize", is_flag=True, help="Dynamic binarisation: fresh Bernoulli pixels each epoch."),
     )

@@ -102,7 +102,7 @@ def variants(
         chosen = dict(zip(free, values, strict=True))
         flag = compile or chosen.pop("compile", "0") == "1"
         out.append(Variant(flag, {**options, **chosen}))
-    return out or [Variant(compile, options)]
+    return out  # never empty: the product of no tunables is one empty combination
 
 
 def routed(values: Mapping[str, str]) -> list[tuple[str | None, str, str]]:

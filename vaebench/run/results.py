@@ -312,7 +312,8 @@ def recorded_data_dir(metrics: dict[str, Any], data_dir: str | Path | None) -> s
 #: Backend, seed, device, threads and execution settings are what a comparison varies or does not care about.
 COMPARABLE = ("data", "model", "objective", "recipe")
 _RECIPE = ("dataset", "batch_size", "lr", "epochs", "binarize", "limit_train", "precision")
-_RECIPE_DEFAULTS = {"lr_schedule": "constant", "adam_eps": 1e-8}  # fields added later, with the value runs had before
+# fields added later, with TrainConfig's defaults: the values runs had before they were recorded
+_RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("lr_schedule", "adam_eps")}
 
 
 def objective_of(cfg: dict[str, Any]) -> str:

@@ -21,9 +21,12 @@ from vaebench.sweep import local
 
 def refuse_routed_options(values: Iterable[str]) -> None:
     """``-o BACKEND:KEY=VALUE`` names one backend; with several, every one trains with the same ``-o`` settings."""
-    routed = [value for value in values if ":" in value.partition("=")[0]]
-    if routed:  # every backend of the list trains with the same -o settings (sweep.local.run_backends)
-        raise ConfigError(f"-o {routed[0]}: BACKEND:KEY=VALUE applies with one backend; with several, -o KEY=VALUE")
+    from vaebench.plugin.profiles import routed
+
+    for target, key, value in routed(dict(v.partition("=")[::2] for v in values)):  # the one reading of the syntax
+        if target is not None:  # every backend of the list trains with the same -o settings (sweep.local.run_backends)
+            one = "BACKEND:KEY=VALUE applies with one backend; with several, -o KEY=VALUE"
+            raise ConfigError(f"-o {target}:{key}={value}: {one}")
 
 
 def check_and_estimate(
