@@ -13,7 +13,8 @@ differs from what this script would write, so a typed figure cannot creep back i
 The inputs, all committed: ``results/readme/install.json`` (written by ``--measure-install``),
 ``results/first-run/`` (the README's comparing command, run for real: ``<backend>/metrics.json`` and
 ``report.html``), ``results/bench.json`` and ``results/bench-best/bench.json`` (``vaebench bench`` on a quiet
-machine, ``--profile default`` and ``best``) and ``results/validity/``
+machine, ``--profile default`` and ``best``), ``results/exactness/exactness.json`` (``vaebench exactness``) and
+``results/validity/``
 (the objectives' sweeps: ``beta/`` and ``iwae/``, each a ``sweep.json`` and its runs' ``metrics.json``).
 """
 
@@ -41,6 +42,7 @@ INSTALL_JSON = ROOT / "results" / "readme" / "install.json"
 FIRST_RUN = ROOT / "results" / "first-run"
 BENCH_JSON = ROOT / "results" / "bench.json"
 BENCH_BEST = ROOT / "results" / "bench-best" / "bench.json"  # the same matrix under --profile best
+EXACTNESS = ROOT / "results" / "exactness" / "exactness.json"  # conv against conv-sym, paired (vaebench exactness)
 VALIDITY = ROOT / "results" / "validity"  # beta/ and iwae/: the sweeps the README's validity section comes from
 #: Burda, Grosse & Salakhutdinov 2015, Table 1, one stochastic layer, dynamically binarised MNIST: test NLL (nats,
 #: estimated with 5,000 samples) per training objective and its number of samples k; transcribed from the paper
@@ -449,15 +451,51 @@ def render_fastest(inputs: dict[str, Any]) -> str:
         "`best`: the fastest variant the tuner measured for each backend, in brackets, with its paired ratio to "
         "the backend's default variant from the tuner's one-process rounds (`results/bench-best/bench.json`, "
         f"`vaebench bench --profile best`). The two benches ran at different times: {_drift(default, best)}, so "
-        "compare rates within a column; across columns, read the tuner's ratio, and a ratio whose interval holds 1 "
-        "as no measurable gain (the tuner keeps the faster median even then; `transpose` is a no-op on `mlp`, which "
-        "has no transposed convolution). A row marked busy had another process on a core for part of its windows.",
+        "compare rates within a column; across columns, read the tuner's ratio. The tuner keeps a backend's default "
+        "variant unless another's paired ratio has its whole 95% interval above 1, and tunes no lever for a kind of "
+        "layer the model lacks (`transpose` on `mlp` and `blog`, `layout` on `mlp`). A row marked busy had another "
+        "process on a core for part of its windows.",
         "",
         "| model | batch | `default` | `best` |",
         "|---|---:|---|---|",
     ]
     for model, batch in cells:
         lines.append(f"| {model} | {batch} | {_ranking(default, model, batch, False)} | {_ranking(best, model, batch, True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(fraction: float) -> str:
+    """``+52%``, ``-7%``, ``+0%``: a signed whole percentage, never ``-0%``."""
+    return f"{round(100 * fraction):+d}%"
+
+
+def render_exactness(inputs: dict[str, Any]) -> str:
+    """What computing the keras.io network exactly costs each framework: ``conv`` over its symmetrically padded twin
+    ``conv-sym``, paired in one interleaved cell per backend (``vaebench exactness``), as images/s and step time."""
+    doc = inputs["exactness"]
+    rows = sorted(doc.get("results", []), key=lambda r: (r["batch_size"], -r["cost"]["value"]))
+    if not rows:
+        raise FiguresError("results/exactness/exactness.json has no rows; run vaebench exactness on a quiet machine")
+    method = doc.get("method") or {}
+    lines = [
+        f"`conv` (TensorFlow's 'same' padding, as keras.io wrote it) against `conv-sym` (the same network with "
+        "symmetric padding: the same layers and FLOPs, the pixels shifted by one), each "
+        f"backend's pair timed as one interleaved cell, {method.get('rounds', '?')} rounds of about "
+        f"{method.get('window_seconds', '?')} s windows, fp32, {cpu(doc['environment'])} "
+        "(`results/exactness/exactness.json`, `vaebench exactness --backends all`). The cost is the exact "
+        "network's extra time per step, 1/ratio - 1, with the paired ratio's 95% interval mapped through it.",
+        "",
+        "| backend | batch | `conv` img/s | `conv-sym` img/s | ratio (95% interval) | cost of exactness, step time |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        c = r["cost"]
+        busy = " (busy)" if (r.get("load") or {}).get("busy") else ""
+        lines.append(
+            f"| {r['backend']}{busy} | {r['batch_size']} | {_thousands(r['exact']['median'])} | "
+            f"{_thousands(r['native']['median'])} | {r['ratio']['text']} | "
+            f"{_percent(c['value'])} ({_percent(c['low'])} to {_percent(c['high'])}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -579,14 +617,18 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "run-times": render_run_times,
     "results": render_results,
     "fastest": render_fastest,
+    "exactness": render_exactness,
     "validity": render_validity,
 }
 
 
-def load_inputs(readme: str, install: Path, first_run_dir: Path, bench: Path, bench_best: Path = BENCH_BEST) -> dict[str, Any]:
+def load_inputs(
+    readme: str, install: Path, first_run_dir: Path, bench: Path, bench_best: Path = BENCH_BEST, exactness: Path = EXACTNESS
+) -> dict[str, Any]:
     """Every committed file the README's figures come from."""
     return {
         "bench_best": read_json(bench_best, "run `vaebench bench --profile best` on a quiet machine"),
+        "exactness": read_json(exactness, "run `vaebench exactness --out results/exactness` on a quiet machine"),
         "install": read_json(install, "run `python scripts/readme_figures.py --measure-install`"),
         "first_run": first_run(first_run_dir),
         "first_run_dir": first_run_dir,
@@ -608,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-run", type=Path, default=FIRST_RUN, help="the comparing run's folder")
     parser.add_argument("--bench", type=Path, default=BENCH_JSON, help="the quiet machine's bench.json")
     parser.add_argument("--bench-best", type=Path, default=BENCH_BEST, help="the same matrix under --profile best")
+    parser.add_argument("--exactness", type=Path, default=EXACTNESS, help="vaebench exactness's exactness.json")
     args = parser.parse_args(argv)
     try:
         if args.measure_install:
@@ -617,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.install}: {minutes(result['seconds'])}, {gigabytes(result['venv_bytes'])}")
             return 0
         readme = args.readme.read_text()
-        written = render(readme, load_inputs(readme, args.install, args.first_run, args.bench, args.bench_best))
+        written = render(readme, load_inputs(readme, args.install, args.first_run, args.bench, args.bench_best, args.exactness))
     except FiguresError as exc:
         print(f"readme_figures: {exc}", file=sys.stderr)
         return 2

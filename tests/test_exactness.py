@@ -1,4 +1,4 @@
-"""`vaebench exactness`: conv against its natively padded twin, paired in time; the ratio, its cost and the report."""
+"""`vaebench exactness`: conv against its symmetrically padded twin, paired in time; the ratio, its cost and the report."""
 
 import json
 
@@ -118,7 +118,7 @@ def test_each_pair_is_one_interleaved_cell_of_two_workers_with_the_same_settings
 
 
 def test_a_twinless_model_is_a_config_error_naming_those_with_one():
-    with pytest.raises(ConfigError, match=r"'mlp' has no natively computed twin .*; choose conv \(twin conv-sym\)$"):
+    with pytest.raises(ConfigError, match=r"'mlp' has no symmetrically padded twin .*; choose conv \(twin conv-sym\)$"):
         exactness.twin_of("mlp")
     assert exactness.twin_of("conv") == "conv-sym"
 

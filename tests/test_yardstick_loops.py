@@ -172,6 +172,46 @@ def test_keras_yardstick_computes_the_plugins_function(model_name):
     _assert_same(plugin, yardstick)
 
 
+def keras3_check(backend: str, model_name: str) -> None:
+    """In a process of its own (Keras fixes its engine per process): the keras-jax or keras-torch plugin against
+    ``keras3_yardstick`` on the same weights, images and noise; raises AssertionError on a difference."""
+    backend_cls, _ = registry.load(backend)
+    backend_cls(device="cpu")  # sets KERAS_BACKEND before Keras is imported
+    import keras3_yardstick as ys
+
+    spec = get_model(model_name).spec
+    params = init_params(spec, 0)
+    x, eps = _inputs(spec)
+    plugin = _plugin(backend, spec, params, x, eps)
+    net = ys.build(model_name)
+    ys.load_canonical(net, params)
+    loss, grads = ys.gradients(net, x, eps)
+    from keras import ops
+
+    mean, logvar = (ops.convert_to_numpy(a) for a in net.encoder(x, training=False))
+    logits = ops.convert_to_numpy(net.decoder(mean, training=False)).astype(np.float64)
+    probs = 1 / (1 + np.exp(-logits.reshape(x.shape)))
+    _assert_same(plugin, (loss, mean, logvar, probs, grads))
+    step, sync = ys.make_step(model_name, [(x, eps)], params=params)
+    first, second = float(np.asarray(sync(step()))), float(np.asarray(sync(step())))
+    assert np.isfinite(second) and abs(first - plugin[0]) <= RTOL * abs(plugin[0])  # the loop's first loss is the same
+
+
+@pytest.mark.parametrize("backend", ["keras-jax", "keras-torch"])
+@pytest.mark.parametrize("model_name", ["mlp", "conv", "conv-sym", "blog"])
+def test_the_keras_guide_yardsticks_compute_the_plugins_function(backend, model_name):
+    import subprocess
+
+    engine = backend.split("-")[1]
+    pytest.importorskip(engine)
+    pytest.importorskip("vaebench_keras")
+    code = f"import test_yardstick_loops as t; t.keras3_check({backend!r}, {model_name!r})"
+    env = {**__import__("os").environ, "PYTHONPATH": f"{Path(__file__).parent}:{Path(__file__).parent / 'benchmarks'}"}
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _trains(ys, model_name, **kwargs):
     from vaebench.measure.worker import synthetic_batches
 

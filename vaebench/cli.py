@@ -478,7 +478,7 @@ def explain(**kw: Any) -> None:
 
 
 @cli.command(
-    short_help="What exactness costs: conv against its natively padded twin.",
+    short_help="What exactness costs: conv against its symmetrically padded twin.",
     epilog="Example:\n\n\b\n  vaebench exactness --backends all --batch-sizes 128,512 --out results/exactness",
 )
 @backends_option("Comma-separated backends, or 'all' (every installed one but the slow numpy reference).", default="all")
@@ -495,7 +495,7 @@ def explain(**kw: Any) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an exactness.json already in --out.")
 @click.option("--allow-busy", is_flag=True, help="Time even when other processes keep cores busy (rows marked busy).")
 def exactness(**kw: Any) -> None:
-    """The source's network computed exactly against its twin that every framework computes natively, paired in time."""
+    """The source's network computed exactly against its twin with symmetric padding (torch's own), paired in time."""
     from vaebench.measure import exactness as measure
     from vaebench.measure.bench import bench_backends
     from vaebench.measure.busy import BusyMachineError, check_load

@@ -49,11 +49,14 @@ from vaebench.plugin.host import usable_cores
 
 # backend -> (label, module, keyword arguments) of each hand-written yardstick; the ratio is to the fastest, so the
 # plugin is held to the best of what an expert of its framework writes: jax's sub-pixel transposed convolutions
-# (models that have them), torch.compile, TensorFlow with XLA
+# (models that have them), torch.compile, TensorFlow with XLA, Keras' guide loops on its JAX and PyTorch engines
 YARDSTICKS = {
     "jax": [("yardstick", "jax_yardstick", {}), ("flax-subpixel", "jax_yardstick", {"transpose": "subpixel"})],
     "torch": [("yardstick", "torch_yardstick", {}), ("torch-compile", "torch_yardstick", {"compile": True})],
     "keras": [("tf-graph", "keras_yardstick", {"xla": False}), ("tf-xla", "keras_yardstick", {"xla": True})],
+    # Keras on JAX and on PyTorch: the training loops of Keras' own guides for those engines
+    "keras-jax": [("keras-guide", "keras3_yardstick", {})],
+    "keras-torch": [("keras-guide", "keras3_yardstick", {})],
 }
 PLUGIN = "plugin"
 

@@ -2,15 +2,20 @@
 
 ``conv`` is the keras.io network as written, with TensorFlow's 'same' padding:
 (0, 1) before each stride-2 convolution, and each transposed convolution
-computed in full and cropped. Only TensorFlow computes that natively; torch and
-XLA pad or crop around their own convolutions. ``conv-sym`` is its twin with the
-symmetric padding every framework has built in (the same layers, FLOPs and
-parameter shapes, the pixels shifted by one): :data:`~vaebench.model.catalogue.NATIVE_TWINS`.
-The ratio of the two is the price each framework pays for exactness, apart from
-its speed on the network itself.
+computed in full and cropped. Keras has that rule built in (``padding="same"``
+on every engine); torch pads with ``F.pad`` first and crops after. ``conv-sym``
+is its twin with symmetric padding (the same layers, FLOPs and parameter
+shapes, the pixels shifted by one), which torch's ``Conv2d(padding=1)`` and
+``ConvTranspose2d(padding=1, output_padding=1)`` take as arguments and which
+Keras, having only 'valid' and 'same', must emulate with padding and cropping
+layers; lax takes any padding pair, so jax computes both natively
+(:data:`~vaebench.model.catalogue.NATIVE_TWINS`). The ratio of the two is what
+the padding rule costs each framework, apart from its speed on the network: a
+positive cost is the price of exactness, a negative one says the exact network
+is the one the framework computes natively.
 
 Why paired, and not two bench cells: the same variant timed in two benches on
-this machine ran at 0.66x to 1.29x its own rate, so a ratio of two cells would
+this machine ran at 0.66x to 1.29x (and 0.77x to 1.24x) its own rate, so a ratio of two cells would
 mostly measure drift. Here each (backend, batch size) is one cell of bench's own
 coordinator (:func:`~vaebench.measure.interleave.run_cell`): a worker process for
 the exact model and one for its twin, windows of about
@@ -45,10 +50,10 @@ SIDE_KEYS = ("median", "q1", "q3", "min", "max", "windows", "compile_seconds", "
 
 
 def twin_of(model: str) -> str:
-    """The natively computed twin of ``model``, or a :class:`ConfigError` naming the models that have one."""
+    """The symmetrically padded twin of ``model``, or a :class:`ConfigError` naming the models that have one."""
     if model not in NATIVE_TWINS:
         known = ", ".join(f"{m} (twin {t})" for m, t in NATIVE_TWINS.items())
-        raise ConfigError(f"model {model!r} has no natively computed twin to price exactness against; choose {known}")
+        raise ConfigError(f"model {model!r} has no symmetrically padded twin to price exactness against; choose {known}")
     return NATIVE_TWINS[model]
 
 

@@ -1,9 +1,9 @@
 """The model catalogue: every network the suite trains, as a spec plus its source's training defaults.
 
 Each model names its source. ``conv`` is the keras.io example as written (TensorFlow's
-``'same'`` padding); ``conv-sym`` is the same network with the symmetric padding
-every framework computes natively, so a reader can see what the padding rule
-costs or changes (the same FLOPs and parameter shapes; canonical weights are made
+``'same'`` padding, which Keras has built in); ``conv-sym`` is the same network with
+the symmetric padding torch's convolutions take as arguments (Keras emulates it), so a
+reader can see what the padding rule costs or changes (the same FLOPs and parameter shapes; canonical weights are made
 per parameter name, so for a seed both models start from the same numbers).
 
 A user's own model needs no edit here: ``--model package.module:factory``, or an
@@ -85,8 +85,9 @@ def _iwae_mlp() -> ModelDefaults:
 
 
 MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp())}
-#: a model computed exactly as its source wrote it -> its twin that every framework computes natively (the same
-#: layers, FLOPs and parameter shapes, pixels shifted): ``vaebench exactness`` times the pair to price exactness
+#: a model computed exactly as its source wrote it -> its twin with the padding torch's and lax's convolutions take
+#: as arguments (the same layers, FLOPs and parameter shapes, pixels shifted): ``vaebench exactness`` times the
+#: pair. Keras has only 'valid' and 'same', so there the twin is the emulated one (padding and cropping layers)
 NATIVE_TWINS: dict[str, str] = {"conv": "conv-sym"}
 DEFAULT_MODEL = "conv"
 DATASETS = ("mnist", "fashion-mnist")

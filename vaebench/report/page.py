@@ -318,10 +318,12 @@ def write_report(
             sections.append(("Fixed and per-image cost", prose, "batchfit", batch_fit_rows(throughput), ["batch.png"]))
     if harness:
         prose = [
-            "Each plugin, fed as the runner feeds it, against the fastest minimal hand-written loop of its own",
-            "framework (`tests/benchmarks/*_yardstick.py`, given tensors made up front). Each yardstick computes the",
-            "plugin's function: same canonical weights in, same loss, outputs and gradients out",
-            "(`tests/test_yardstick_loops.py`).",
+            "Each plugin, fed as the runner feeds it and run as its variant column says (`--variants-from` a",
+            "bench.json: the variant that bench's row ran), against the fastest minimal hand-written loop of its own",
+            "framework (`tests/benchmarks/*_yardstick.py`, given tensors made up front; the fastest of Flax with",
+            "ConvTranspose or the sub-pixel form, torch eager or under torch.compile, TensorFlow graph or XLA). Each",
+            "yardstick computes the plugin's function: same canonical weights in, same loss, outputs and gradients",
+            "out (`tests/test_yardstick_loops.py`).",
             "Both in one process (`python tests/benchmarks/harness_ratio.py --backend B --json harness.json`), windows of",
             "about bench's length in rounds whose order rotates, after a warm-up round; the ratio is the median of the",
             "per-round paired ratios with its 95% bootstrap interval (in brackets where recorded), and the last column is",
@@ -333,13 +335,16 @@ def write_report(
     if exact:
         prose = [
             "`conv` is the keras.io network as written, with TensorFlow's 'same' padding: (0, 1) before each stride-2",
-            "convolution, each transposed convolution computed in full and cropped. Only TensorFlow has that built in;",
-            "the others pad or crop around their own convolutions. `conv-sym` is its twin with the symmetric padding",
-            "every framework computes natively: the same layers, FLOPs and parameter shapes, the pixels shifted by one.",
+            "convolution, each transposed convolution computed in full and cropped. Keras has that rule built in on",
+            "every engine; torch pads and crops around its own convolutions. `conv-sym` is its twin with symmetric",
+            "padding (the same layers, FLOPs and parameter shapes, the pixels shifted by one), which torch's Conv2d and",
+            "ConvTranspose2d take as arguments and Keras, with only 'valid' and 'same', emulates with padding and",
+            "cropping layers; lax takes any padding pair, so jax computes both natively. A positive cost is the price",
+            "of exactness; a negative one says the exact network is the one the framework computes natively.",
             "Each backend's pair is timed as one cell of bench's coordinator (`vaebench exactness`: a worker process per",
             "model, windows in turn, the order rotated every round), so drift between benches does not enter the ratio.",
             "The ratio is the exact network's images/s over the twin's (median of per-round paired ratios, 95% bootstrap",
-            "interval); the last column is what exactness costs in time, 1/ratio - 1. Negative: the exact network ran faster.",
+            "interval); the last column is its cost in time, 1/ratio - 1.",
         ]
         sections.append(("What exactness costs", prose, "exactness", exactness_rows(exact), []))
     slugs: set[str] = set()

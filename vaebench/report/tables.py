@@ -121,6 +121,7 @@ def harness_rows(rows: list[dict]) -> Table:
             "backend",
             "model",
             "batch",
+            "plugin variant",
             "plugin img/s",
             "IQR",
             "yardstick",
@@ -129,16 +130,19 @@ def harness_rows(rows: list[dict]) -> Table:
             "ratio",
             "step-time overhead (1/ratio-1)",
         ],
-        right={2, 3, 4, 6, 7, 8, 9},
+        right={2, 4, 5, 7, 8, 9, 10},
     )
     for r in sorted(rows, key=lambda r: (r["backend"], r["model"], r["batch_size"])):
         p, ref = r["results"]["plugin"], r["results"][r["fastest_yardstick"]]
         ratio, low, high = _harness_ratio(r)
         ratio_text = f"{ratio:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low and high else "")
+        options = r.get("options") or {}
+        variant = ", ".join((["compile"] if r.get("compile") else []) + [f"{k}={v}" for k, v in sorted(options.items())])
         t.add(
             r["backend"],
             r["model"],
             (str(r["batch_size"]), r["batch_size"]),
+            variant or "plugin defaults",
             _n(p["median"], ".0f"),
             (f"{p['q1']:.0f}-{p['q3']:.0f}", p["q1"]),
             r["fastest_yardstick"],
@@ -156,7 +160,7 @@ def harness_table(rows: list[dict]) -> list[str]:
 
 
 def exactness_rows(rows: list[dict]) -> Table:
-    """Each backend's cost of exactness: the source's network (TF 'same' padding) against its natively padded twin.
+    """Each backend's cost of exactness: the source's network (TF 'same' padding) against its symmetrically padded twin.
 
     Both timed as one interleaved cell (``vaebench exactness``); the ratio is the exact model's images/s over the
     twin's, paired by round, and the last column its cost in time, step-time overhead ``1/ratio - 1`` with the
