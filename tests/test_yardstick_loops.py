@@ -197,15 +197,18 @@ def keras3_check(backend: str, model_name: str) -> None:
     assert np.isfinite(second) and abs(first - plugin[0]) <= RTOL * abs(plugin[0])  # the loop's first loss is the same
 
 
+KERAS3_MODELS = ("mlp", "conv", "conv-sym", "blog")  # what harness_ratio.py times
+
+
 @pytest.mark.parametrize("backend", ["keras-jax", "keras-torch"])
-@pytest.mark.parametrize("model_name", ["mlp", "conv", "conv-sym", "blog"])
-def test_the_keras_guide_yardsticks_compute_the_plugins_function(backend, model_name):
+def test_the_keras_guide_yardsticks_compute_the_plugins_function(backend):
+    """Every model harness_ratio.py times, in one process per engine (starting Keras on an engine is most of the cost)."""
     import subprocess
 
     engine = backend.split("-")[1]
     pytest.importorskip(engine)
     pytest.importorskip("vaebench_keras")
-    code = f"import test_yardstick_loops as t; t.keras3_check({backend!r}, {model_name!r})"
+    code = f"import test_yardstick_loops as t\nfor m in {KERAS3_MODELS!r}:\n    t.keras3_check({backend!r}, m)"
     env = {**__import__("os").environ, "PYTHONPATH": f"{Path(__file__).parent}:{Path(__file__).parent / 'benchmarks'}"}
     env.pop("KERAS_BACKEND", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
