@@ -76,8 +76,7 @@ def test_torch_yardstick_computes_the_plugins_function(model_name):
     _assert_same(plugin, yardstick)
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
-def test_jax_yardstick_computes_the_plugins_function(model_name):
+def _jax_against_plugin(model_name, transpose="lax"):
     jax = pytest.importorskip("jax")
     pytest.importorskip("vaebench_jax")
     import jax_yardstick as ys
@@ -86,34 +85,26 @@ def test_jax_yardstick_computes_the_plugins_function(model_name):
     params = init_params(spec, 0)
     x, eps = _inputs(spec)
     plugin = _plugin("jax", spec, params, x, eps)
-    net = ys.build(model_name)
+    net = ys.build(model_name, transpose=transpose)
     variables = ys.load_canonical(net, params)
     loss, grads = jax.value_and_grad(net.apply)(variables, x, eps)
     mean, logvar = net.apply(variables, x, method="encode")
     probs = jax.nn.sigmoid(net.apply(variables, mean, method="decode")).reshape(x.shape)
     yardstick = (float(loss), np.asarray(mean), np.asarray(logvar), np.asarray(probs), ys.canonical_grads(net, grads))
     _assert_same(plugin, yardstick)
+    return variables, params, ys
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_jax_yardstick_computes_the_plugins_function(model_name):
+    _jax_against_plugin(model_name)
 
 
 @pytest.mark.parametrize("model_name", ["conv", "conv-sym"])
 def test_the_jax_yardsticks_sub_pixel_form_computes_the_plugins_function(model_name):
     """The yardstick a plugin under ``-o transpose=subpixel`` is held to: the same function, reached another way."""
-    jax = pytest.importorskip("jax")
-    pytest.importorskip("vaebench_jax")
-    import jax_yardstick as ys
-
-    spec = get_model(model_name).spec
-    params = init_params(spec, 0)
-    x, eps = _inputs(spec)
-    plugin = _plugin("jax", spec, params, x, eps)
-    net = ys.build(model_name, transpose="subpixel")
-    variables = ys.load_canonical(net, params)
+    variables, params, ys = _jax_against_plugin(model_name, transpose="subpixel")
     assert variables["params"]["decoder_2"]["kernel"].shape == params["decoder/2/kernel"].shape
-    loss, grads = jax.value_and_grad(net.apply)(variables, x, eps)
-    mean, logvar = net.apply(variables, x, method="encode")
-    probs = jax.nn.sigmoid(net.apply(variables, mean, method="decode")).reshape(x.shape)
-    yardstick = (float(loss), np.asarray(mean), np.asarray(logvar), np.asarray(probs), ys.canonical_grads(net, grads))
-    _assert_same(plugin, yardstick)
     with pytest.raises(ValueError, match="not a form of 'mlp'"):
         ys.build("mlp", transpose="subpixel")
 
