@@ -164,6 +164,8 @@ def test_levers_for_a_kind_of_layer_the_model_lacks_are_not_tuned():
 
 
 def test_parity_checks_only_the_variants_best_may_pick_for_the_model():
+    pytest.importorskip("vaebench_jax")
+    pytest.importorskip("jax")
     from vaebench.measure.parity import plan
     from vaebench.model.catalogue import get_model
 
