@@ -195,8 +195,9 @@ MUTATION_SCOPE: dict[str, tuple[str, ...]] = {
         "xǁCellǁtune",
         "xǁCellǁinference",
     ),
-    # the clock and the summary; _in_subprocess and main only carry a request and its reply across a process
-    "vaebench/measure/ttq.py": ("x_time_to_quality", "x_run_ttq"),
+    # the clock, the summary and which variant each entry trained (and says it trained) under a profile;
+    # _in_subprocess and main only carry a request and its reply across a process
+    "vaebench/measure/ttq.py": ("x_time_to_quality", "x_run_ttq", "x_ttq_batch_size", "x_picked_variants", "x_run_ttq_grid"),
     "vaebench/run/evaluation.py": ("*",),
     "vaebench/model/costs.py": ("*",),
     # the arithmetic and the timing loop; the framework GEMMs (_numpy, _torch, _jax) are what gets timed

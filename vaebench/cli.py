@@ -293,13 +293,25 @@ def bench(**kw: Any) -> None:
     if not kw["throughput"] and not kw["ttq_models"]:
         raise click.UsageError("--no-throughput leaves nothing to do without --ttq-models")
     objective = measure.bench_objective(objective_of(kw), kw["ttq_models"])  # a refused bench prints no table
+    measure.ttq_variants(kw["profile"], kw["ttq_models"], backends, models, batch_sizes, kw["ttq_variants_from"])
     try:
         load = check_load(kw["allow_busy"], warn=_err)
     except BusyMachineError as exc:
         raise click.UsageError(str(exc)) from None
     writable_out(out_dir, out_dir, "; choose another --out")  # before the first worker starts
     click.echo(measure.TABLE_HEADER)  # after the refusals: a refused bench prints no table
-    named = ("device", "precision", "profile", "schedule", "inference", "peak_seconds", "data_dir", "ttq_seeds", "ttq_models")
+    named = (
+        "device",
+        "precision",
+        "profile",
+        "schedule",
+        "inference",
+        "peak_seconds",
+        "data_dir",
+        "ttq_seeds",
+        "ttq_models",
+        "ttq_variants_from",
+    )
     flags = {"compile": kw["compile_"], "options": key_values(kw["options"]), "objective": objective, **{k: kw[k] for k in named}}
     threads = kw["threads"] or usable_cores()
     json_path, csv_path = measure.bench(

@@ -307,11 +307,16 @@ def schedule_options() -> Decorator:
 
 
 def ttq_options() -> Decorator:
-    """``bench``'s time to quality: ``--ttq-models``, ``--ttq-seeds`` and the ``--data-dir`` they train on."""
+    """``bench``'s time to quality: ``--ttq-models``, ``--ttq-seeds``, ``--ttq-variants-from`` and the ``--data-dir``."""
     return stack(
         click.option("--ttq-models", callback=MODELS_CSV, help="Also time to quality on real data for these models (MNIST)."),
         click.option(
             "--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models."
+        ),
+        click.option(
+            "--ttq-variants-from",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="With --profile best: train the variants this best bench.json picked (default: this bench's matrix's).",
         ),
         data_dir_option("MNIST for --ttq-models."),
     )

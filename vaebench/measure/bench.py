@@ -26,11 +26,11 @@ from typing import Any
 
 from vaebench.errors import ConfigError, VaebenchError
 from vaebench.measure.busy import Watch, mark_load
-from vaebench.measure.documents import write_bench
+from vaebench.measure.documents import read_bench_doc, write_bench
 from vaebench.measure.interleave import SCHEDULES, Channel, run_cell
 from vaebench.measure.options import split_options
 from vaebench.measure.peak import achieved_gflops, fraction_of_peak, measure_peak_in_subprocess
-from vaebench.measure.ttq import run_ttq_grid
+from vaebench.measure.ttq import picked_variants, run_ttq_grid, ttq_batch_size
 from vaebench.measure.worker import CellRequest, WorkerProcess
 from vaebench.model.catalogue import get_model
 from vaebench.model.costs import step_flops_per_image
@@ -150,6 +150,36 @@ def _fields(objective: Objective) -> tuple[str, float, int]:
     return objective.name, objective.beta, objective.samples
 
 
+def ttq_variants(
+    profile: str,
+    ttq_models: list[str] | None,
+    backends: list[str],
+    models: list[str],
+    batch_sizes: list[int],
+    variants_from: Path | None = None,
+) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """What time to quality trains under ``--profile best``, settled before anything is timed.
+
+    With ``variants_from`` (``--ttq-variants-from``, a best bench's ``bench.json``):
+    each (backend, model)'s variant as that bench picked it. Without it, the
+    picks come from this bench's own matrix, which must then time every
+    ``ttq_models`` model at its :func:`~vaebench.measure.ttq.ttq_batch_size`
+    (checked here, returning ``None``: :func:`bench` looks them up once the matrix
+    has run). Under ``default`` nothing is looked up (``None``).
+    """
+    if profile != "best" or not ttq_models:
+        return None
+    if variants_from is not None:
+        return picked_variants(read_bench_doc(variants_from)["results"], backends, ttq_models, str(variants_from))
+    missing = [f"{m} at batch {ttq_batch_size(m)}" for m in ttq_models if m not in models or ttq_batch_size(m) not in batch_sizes]
+    if missing:
+        raise ConfigError(
+            "--profile best times to quality the variant the matrix picks, and the matrix does not time "
+            f"{', '.join(missing)}: add it to --models/--batch-sizes, or pass --ttq-variants-from a best bench.json"
+        )
+    return None
+
+
 def bench_objective(objective: Objective, ttq_models: list[str] | None) -> Objective:
     """The objective the matrix times, refused with ``ttq_models``: time to quality trains the plain VAE."""
     if ttq_models and objective != PLAIN:
@@ -247,6 +277,7 @@ def bench(
     peak_seconds: float = 4.0,
     data_dir: str | None = None,
     objective: Objective = PLAIN,
+    ttq_variants_from: Path | None = None,
 ) -> tuple[Path, Path]:
     """``vaebench bench`` once its flags are checked: the peak, the matrix, time to quality; ``bench.json`` and CSV.
 
@@ -261,6 +292,7 @@ def bench(
     Returns the paths of ``bench.json`` and ``bench.csv``.
     """
     bench_objective(objective, ttq_models)
+    variants = ttq_variants(profile, ttq_models, backends, models, batch_sizes, ttq_variants_from)
     peak = None
     if models and batch_sizes and peak_seconds > 0:  # a matrix to time: the peak first, on the same quiet machine
         peak = measure_peak_in_subprocess(peak_seconds, threads)
@@ -297,7 +329,11 @@ def bench(
     finally:
         bar.close()
     settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision, "compile": compile}
-    ttq = run_ttq_grid(backends, ttq_models or [], ttq_seeds, **settings, options=options or {}, log=echo)
+    if profile == "best" and ttq_models and variants is None:  # checked above: the matrix timed every cell asked for
+        variants = picked_variants(results, backends, ttq_models, "this bench's matrix")
+    ttq = run_ttq_grid(
+        backends, ttq_models or [], ttq_seeds, **settings, options=options or {}, log=echo, profile=profile, variants=variants
+    )
     end = watch.mark(results, warn=warn)
     method = {**method_record(schedule, rounds, profile, precision, load, end), "complete": True}
     return write_bench(results, out_dir, ttq, method, peak)

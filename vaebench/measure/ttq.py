@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from vaebench.errors import BackendError
+from vaebench.errors import BackendError, ConfigError
 from vaebench.measure.options import split_options
 from vaebench.measure.stats import ttq_summary
 from vaebench.plugin import registry
 
 # Targets (test -ELBO, nats; [0, 1] targets, default batch sizes): reached by every backend
-# within a few epochs on MNIST here (mlp: ~128 after one epoch; conv: ~192 after one).
-TTQ_TARGETS = {"mlp": 120.0, "conv": 170.0, "blog": 200.0}
+# within a few epochs on MNIST here (mlp: ~128 after one epoch; conv: ~192 after one, ~172 after
+# two). conv's 200 is what one epoch reaches: at the default profile's ~320 images/s (jax) an
+# epoch takes ~3 minutes, so a lower target would put 5 seeds x 5 backends x 2 profiles past hours.
+TTQ_TARGETS = {"mlp": 120.0, "conv": 200.0, "blog": 200.0}
 TTQ_MAX_EPOCHS = 10
 DEFAULT_SEEDS = 5
 
@@ -107,14 +109,48 @@ def _in_subprocess(request: dict[str, Any]) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def ttq_batch_size(model_name: str) -> int:
+    """The batch size time to quality trains ``model_name`` at: the model's own default, as ``vaebench run`` would."""
+    from vaebench.model.catalogue import get_model
+
+    return get_model(model_name).batch_size
+
+
+def picked_variants(
+    rows: list[dict[str, Any]], backends: list[str], models: list[str], where: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """``--profile best``: each (backend, model)'s variant as a best bench picked it at :func:`ttq_batch_size`.
+
+    Time to quality under ``best`` trains what the tuner kept for that cell
+    (its tuning windows are not inside the clock; they are the bench's). A
+    (backend, model) the rows do not hold at that batch size, or rows of
+    another profile, is a :class:`ConfigError` naming ``where`` they came from.
+    """
+    picked: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("settings", {}).get("profile") == "best" and r["batch_size"] == ttq_batch_size(r["model"]):
+            variant = r["settings"].get("variant") or {}
+            picked[(r["backend"], r["model"])] = {
+                "compile": bool(variant.get("compile")),
+                "options": dict(variant.get("options") or {}),
+            }
+    missing = [f"{b} {m} at batch {ttq_batch_size(m)}" for m in models for b in backends if (b, m) not in picked]
+    if missing:
+        raise ConfigError(
+            f"--profile best times to quality the variant a best bench picked; {where} has none for {', '.join(missing)}"
+        )
+    return {k: v for k, v in picked.items() if k[0] in backends and k[1] in models}
+
+
 def run_ttq(
     backend: str,
     model_name: str,
     seeds: int,
     log: Callable[[str], None] | None = None,
+    profile: str = "default",
     **settings: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Yield each seed's run (a fresh process each), then the summary entry (``kind: ttq``)."""
+    """Yield each seed's run (a fresh process each), then the summary entry (``kind: ttq``), which names ``profile``."""
     runs = []
     for seed in range(seeds):
         run = _in_subprocess({"backend": backend, "model_name": model_name, "seed": seed, **settings})
@@ -128,7 +164,7 @@ def run_ttq(
         "backend": backend,
         "model": model_name,
         "target": TTQ_TARGETS[model_name],
-        "profile": "default",
+        "profile": profile,
         "precision": settings.get("precision", "fp32"),
         "variant": {"compile": bool(settings.get("compile")), "options": dict(settings.get("options") or {})},
         "runs": runs,
@@ -147,6 +183,8 @@ def run_ttq_grid(
     compile: bool = False,
     options: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    profile: str = "default",
+    variants: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """``bench --ttq-models``: the summary entry of every (model, backend), models outer, after the matrix.
 
@@ -154,7 +192,8 @@ def run_ttq_grid(
     :func:`~vaebench.measure.options.split_options`), and ``compile`` applies
     only to backends that have it, so one bench command means the same variant
     in its matrix and in its time to quality. Each seed's own run stays inside
-    its summary's ``runs``.
+    its summary's ``runs``. ``variants`` (``profile="best"``, :func:`picked_variants`)
+    replaces both for each (backend, model) it holds with the variant a best bench kept.
     """
     per_backend = split_options(options or {}, backends)
     entries = []
@@ -162,7 +201,8 @@ def run_ttq_grid(
         for b in backends:
             settings = {"threads": threads, "data_dir": data_dir, "device": device, "precision": precision}
             settings.update(compile=compile and "compile" in registry.load(b)[0].tunables, options=per_backend[b])
-            entries += [e for e in run_ttq(b, model, seeds, log=log, **settings) if e.get("kind") == "ttq"]
+            settings.update((variants or {}).get((b, model), {}))
+            entries += [e for e in run_ttq(b, model, seeds, log=log, profile=profile, **settings) if e.get("kind") == "ttq"]
     return entries
 
 

@@ -369,8 +369,10 @@ def write_report(
         sections.append((title, prose, f"explain-{slug}", explain_table(doc), [name]))
     if ttq:
         prose = [
-            "Seconds from the first touch of the data to the target test -ELBO, each seed in a fresh process;",
-            "median and full range over seeds (nothing trimmed), and how many seeds reached the target.",
+            "Seconds from the first touch of the data to the target test -ELBO, each seed in a fresh process,",
+            "at the model's own batch size; median and full range over seeds (nothing trimmed), and how many seeds",
+            "reached the target. `best` trains the variant a best bench's tuner picked for that model and batch",
+            "size (its tuning windows are the bench's, outside the clock); `default` the plugin defaults.",
         ]
         sections.append(("Time to quality", prose, "ttq", ttq_rows(ttq), []))
     # runs that look alike but differ in data, model, objective or recipe: said where the reader looks for the pairing

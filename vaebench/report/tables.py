@@ -69,16 +69,30 @@ def _n(value: float | None, spec: str) -> tuple[str, float]:
     return format(v, spec), v
 
 
+def variant_text(compile: bool | None, options: dict | None) -> str:
+    """A variant as one cell: ``compile`` and each option ``k=v``, or ``plugin defaults`` for none of them."""
+    parts = (["compile"] if compile else []) + [f"{k}={v}" for k, v in sorted((options or {}).items())]
+    return ", ".join(parts) or "plugin defaults"
+
+
 def ttq_rows(entries: list[dict]) -> Table:
-    """Time to quality per model and backend: median and full range over seeds, and how many reached the target."""
-    t = Table(["model", "backend", "target", "median s", "range s", "reached"], right={2, 3, 4, 5})
-    for e in sorted(entries, key=lambda e: (e["model"], e["median"] if e["median"] is not None else float("inf"))):
+    """Time to quality per model, profile and backend: the variant trained, median and full range over seeds, and
+    how many reached the target (an entry without a profile is from before bench recorded one: ``default``)."""
+    t = Table(["model", "profile", "backend", "variant", "target", "median s", "range s", "reached"], right={4, 5, 6, 7})
+
+    def order(e: dict) -> tuple:
+        return (e["model"], e.get("profile", "default"), e["median"] if e["median"] is not None else float("inf"))
+
+    for e in sorted(entries, key=order):
         span = f"{e['min']:.1f}-{e['max']:.1f}" if e["median"] is not None else "-"
         med = _n(e["median"], ".1f") if e["median"] is not None else ("never", float("inf"))
         target = e.get("target", e["runs"][0]["target"] if e.get("runs") else None)
+        variant = e.get("variant") or {}
         t.add(
             e["model"],
+            e.get("profile", "default"),
             e["backend"],
+            variant_text(variant.get("compile"), variant.get("options")),
             _n(target, ".1f"),
             med,
             (span, e["min"] or 0),
@@ -136,13 +150,11 @@ def harness_rows(rows: list[dict]) -> Table:
         p, ref = r["results"]["plugin"], r["results"][r["fastest_yardstick"]]
         ratio, low, high = _harness_ratio(r)
         ratio_text = f"{ratio:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low and high else "")
-        options = r.get("options") or {}
-        variant = ", ".join((["compile"] if r.get("compile") else []) + [f"{k}={v}" for k, v in sorted(options.items())])
         t.add(
             r["backend"],
             r["model"],
             (str(r["batch_size"]), r["batch_size"]),
-            variant or "plugin defaults",
+            variant_text(r.get("compile"), r.get("options")),
             _n(p["median"], ".0f"),
             (f"{p['q1']:.0f}-{p['q3']:.0f}", p["q1"]),
             r["fastest_yardstick"],
