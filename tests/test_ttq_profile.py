@@ -9,7 +9,6 @@ test_bench_report.py).
 """
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from vaebench.cli import cli
 from vaebench.errors import ConfigError
 from vaebench.measure import bench, ttq
+from vaebench.measure.documents import BENCH_SCHEMA
 from vaebench.plugin import host
 from vaebench.report.tables import ttq_rows
 
@@ -107,10 +107,10 @@ def test_bench_best_trains_the_variants_from_the_file_it_is_given(tmp_path, monk
     monkeypatch.setattr(ttq, "_in_subprocess", _fake_seed(asked))
     monkeypatch.setattr(host, "busy_cores", lambda: 0.0)
     picks = tmp_path / "picks.json"
-    doc = json.loads((Path(__file__).parents[1] / "results/bench-best/bench.json").read_text())  # a real best bench
-    (row,) = [r for r in doc["results"] if (r["backend"], r["model"], r["batch_size"]) == ("jax", "conv", 128)]
-    row["backend"], row["settings"]["variant"] = "numpy", {"compile": False, "options": {"transpose": "subpixel"}}
-    picks.write_text(json.dumps({**doc, "results": [row], "time_to_quality": []}))
+    row = _row("numpy", "conv", 128, "best", False, {"transpose": "subpixel"})
+    times = {"median": 10.0, "min": 9.0, "max": 11.0, "q1": 9.5, "q3": 10.5, "windows": 3, "compile_seconds": 0.1}
+    row.update(train_images_per_second=times, peak_rss_mb=100.0, ratio=None)
+    picks.write_text(json.dumps({"schema_version": BENCH_SCHEMA, "kind": "bench", "results": [row], "time_to_quality": []}))
     args = ["bench", "--backends", "numpy", "--no-throughput", "--ttq-models", "conv", "--ttq-seeds", "1", "--threads", "1"]
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [*args, "--profile", "best", "--ttq-variants-from", str(picks), "--out", str(out)])
