@@ -36,6 +36,8 @@ ROWS = [
     _row("jax", "conv", 128, "best", False, {"transpose": "subpixel"}),
     _row("jax", "conv", 512, "best", False, {}),
     _row("jax", "mlp", 128, "default", True, {"x": "1"}),  # a default row is no pick
+    _row("jax", "blog", 512, "best", False, {}),
+    {"backend": "torch", "model": "conv", "batch_size": 128},  # a row from before rows kept their settings
 ]
 
 
@@ -63,7 +65,7 @@ def test_picks_are_the_best_rows_at_the_ttq_batch_size_only():
 def test_a_cell_the_rows_lack_or_hold_only_under_default_is_one_error_naming_the_file():
     with pytest.raises(ConfigError, match=r"f\.json has none for jax mlp at batch 128$"):
         ttq.picked_variants(ROWS, ["torch", "jax"], ["mlp"], "f.json")
-    with pytest.raises(ConfigError, match=r"none for torch conv at batch 128, torch blog at batch 512, jax blog at batch 512$"):
+    with pytest.raises(ConfigError, match=r"none for torch conv at batch 128, torch blog at batch 512$"):
         ttq.picked_variants(ROWS, ["torch", "jax"], ["conv", "blog"], "f.json")
 
 
@@ -91,6 +93,7 @@ def test_the_grid_trains_each_backends_pick_and_the_entry_names_the_profile_and_
     assert conv["variant"] == {"compile": False, "options": {"transpose": "subpixel"}}
     assert mlp["variant"] == {"compile": False, "options": {}} and [r["compile"] for r in asked] == [False] * 4
     assert ttq.run_ttq_grid(["numpy"], ["mlp"], 1, 1, None)[0]["profile"] == "default"
+    assert (asked[-1]["device"], asked[-1]["precision"], asked[-1]["compile"]) == ("auto", "fp32", False)
 
 
 def test_bench_best_with_ttq_only_and_no_picks_is_one_line_exit_2_and_prints_no_table(tmp_path, monkeypatch):
