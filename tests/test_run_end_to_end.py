@@ -48,8 +48,13 @@ def test_same_seed_gives_the_same_history(tiny_dir, tmp_path, backend):
         args += ["--data-dir", str(tiny_dir), "--out", str(tmp_path / name)]
         assert CliRunner().invoke(cli, args, catch_exceptions=False).exit_code == 0
         histories.append(json.loads((tmp_path / name / "metrics.json").read_text())["history"][0])
-    assert histories[0]["train_neg_elbo"] == histories[1]["train_neg_elbo"]
-    assert histories[0]["test_neg_elbo"] == histories[1]["test_neg_elbo"]
+    # TensorFlow's CPU kernels promise no bitwise run-to-run equality without tf.config's op determinism, which the
+    # plugin does not switch on (its cost is not measured): in the full suite, two runs of keras once differed in the
+    # last float32 bits of one step's loss (475.4528422355652 vs 475.45284128189087, 2e-9 relative). A wrong or
+    # unused seed moves these by nats, so 1e-6 relative still catches it; every other backend is held bit for bit.
+    same = (lambda a, b: a == pytest.approx(b, rel=1e-6, abs=0)) if backend == "keras" else (lambda a, b: a == b)
+    assert same(histories[0]["train_neg_elbo"], histories[1]["train_neg_elbo"])
+    assert same(histories[0]["test_neg_elbo"], histories[1]["test_neg_elbo"])
 
 
 def test_an_existing_run_is_not_overwritten(tiny_dir, tmp_path, backend):
