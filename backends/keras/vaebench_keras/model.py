@@ -135,17 +135,24 @@ class CoreAdam(keras.optimizers.Adam):
     ``p -= lr * m_hat / (sqrt(v_hat) + eps)``, i.e. Keras' update with ``eps * sqrt(1 - beta2**t)``."""
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        ops, dtype = keras.ops, variable.dtype
-        lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), step)
-        correction_2 = ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        ops = keras.ops
+        gradient, (alpha, eps) = ops.cast(gradient, variable.dtype), _core_adam_scales(self, learning_rate, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        alpha = lr * correction_2 / (1 - beta_1_power)
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.sqrt(v) + self.epsilon * correction_2))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.sqrt(v) + eps))
+
+
+def _core_adam_scales(optimizer: Any, learning_rate: Any, dtype: Any) -> tuple[Any, Any]:
+    """This step's ``(alpha, eps_hat)`` for the core's Adam written on uncorrected moments, as both of this plugin's
+    Adams apply it: ``p -= alpha * m / (sqrt(v) + eps_hat)`` with ``alpha = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``
+    and ``eps_hat = eps * sqrt(1 - beta2**t)``, which is ``lr * m_hat / (sqrt(v_hat) + eps)`` exactly."""
+    ops = keras.ops
+    step = ops.cast(optimizer.iterations + 1, dtype)
+    beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), step)
+    correction_2 = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), step))
+    return ops.cast(learning_rate, dtype) * correction_2 / (1 - beta_1_power), optimizer.epsilon * correction_2
 
 
 def _torch_core_adam() -> type:
@@ -158,18 +165,14 @@ def _torch_core_adam() -> type:
 
     class TorchCoreAdam(TorchAdam):
         def _parallel_update_step(self, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
-            ops, dtype = keras.ops, variables[0].dtype
-            step = ops.cast(self.iterations + 1, dtype)
-            beta_1_power = ops.power(ops.cast(self.beta_1, dtype), step)
-            correction_2 = ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), step))
-            alpha = ops.cast(learning_rate, dtype) * correction_2 / (1 - beta_1_power)
+            alpha, eps = _core_adam_scales(self, learning_rate, variables[0].dtype)
             m = [self._momentums[self._get_variable_index(v)].value for v in variables]
             v = [self._velocities[self._get_variable_index(var)].value for var in variables]
             torch._foreach_mul_(m, self.beta_1)
             torch._foreach_add_(m, grads, alpha=1 - self.beta_1)
             torch._foreach_mul_(v, self.beta_2)
             torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=1 - self.beta_2)
-            denominator = torch._foreach_add(torch._foreach_sqrt(v), self.epsilon * correction_2)
+            denominator = torch._foreach_add(torch._foreach_sqrt(v), eps)
             update = torch._foreach_div(torch._foreach_mul(m, alpha), denominator)
             torch._foreach_add_([var.value for var in variables], update, alpha=-1)
 
