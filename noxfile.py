@@ -276,9 +276,9 @@ EQUIVALENT: dict[str, str] = {
     "vaebench.measure.stats.x_equivalence__mutmut_108": "low >= 0: the interval's end exactly at 0 never occurs (with "
     "zero spread, diff 0 is within the margin and decided equivalent first)",
     "vaebench.measure.stats.x_equivalence__mutmut_110": "high <= 0: as low >= 0, mirrored",
-    "vaebench.measure.paritycheck.x_compare__mutmut_12": "astype(None) is astype(float64) in NumPy",
-    "vaebench.measure.paritycheck.x_compare__mutmut_20": "astype(None) is astype(float64) in NumPy",
-    "vaebench.measure.paritycheck.x_compare__mutmut_42": "astype(None) is astype(float64) in NumPy",
+    "vaebench.measure.paritycheck.x_compare__mutmut_14": "astype(None) is astype(float64) in NumPy",
+    "vaebench.measure.paritycheck.x_compare__mutmut_22": "astype(None) is astype(float64) in NumPy",
+    "vaebench.measure.paritycheck.x_compare__mutmut_44": "astype(None) is astype(float64) in NumPy",
     "vaebench.model.loss.x_iwae_bound__mutmut_41": "logits.shape[+1]: flattened logits are (B * K, pixels), [1] is [-1]",
     "vaebench.model.loss.xǁNumpyOpsǁflatten__mutmut_7": "reshape(n, -2): NumPy infers any negative size; NumpyOps holds "
     "only NumPy arrays (the IWAE bound's own reshapes are held to -1 by tests/test_loss_reference.py)",

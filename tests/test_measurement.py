@@ -18,7 +18,18 @@ import numpy as np
 import pytest
 
 from vaebench.measure import interleave, stats, timing
-from vaebench.measure.paritycheck import ELBO_RTOL, GRID_ATOL, PARAM_ATOL, PARAM_OUTLIERS, compare, table, tolerances, verdict
+from vaebench.measure.paritycheck import (
+    ELBO_RTOL,
+    GRID_ATOL,
+    PARAM_ATOL,
+    PARAM_OUTLIERS,
+    PARAM_OUTLIERS_IWAE,
+    compare,
+    param_outliers,
+    table,
+    tolerances,
+    verdict,
+)
 
 
 class FakeDevice:
@@ -437,6 +448,29 @@ def _row(**overrides: float) -> dict:
 def test_each_tolerance_holds_at_its_limit_and_fails_past_it(key, limit):
     assert verdict(_row(**{key: limit}), steps=3)
     assert not verdict(_row(**{key: limit * 1.01}), steps=3)
+
+
+def test_the_iwae_bound_allows_more_outlying_parameters_and_nothing_else_changes():
+    assert PARAM_OUTLIERS < PARAM_OUTLIERS_IWAE == 0.03
+    assert param_outliers() == param_outliers("vae") == param_outliers("beta-vae") == PARAM_OUTLIERS
+    assert param_outliers("iwae") == PARAM_OUTLIERS_IWAE
+    with pytest.raises(KeyError):
+        param_outliers("vq-vae")  # an objective it was never measured on: no tolerance guessed
+    between = _row(param_outliers=0.019)  # conv's worst pair under IWAE (K=5) on this machine: 1.90%
+    assert verdict(between, steps=5, objective="iwae") and not verdict(between, steps=5)
+    assert not verdict(between, steps=5, objective="beta-vae")
+    assert verdict(_row(param_outliers=PARAM_OUTLIERS_IWAE), steps=5, objective="iwae")
+    assert not verdict(_row(param_outliers=PARAM_OUTLIERS_IWAE * 1.01), steps=5, objective="iwae")
+    for key, limit in [("elbo_rel", ELBO_RTOL), ("loss_rel", ELBO_RTOL), ("grid_abs", GRID_ATOL)]:
+        assert not verdict(_row(**{key: limit * 1.01}), steps=5, objective="iwae")
+    assert not verdict(_row(param_abs=5.1e-3), steps=5, objective="iwae")
+    moved = np.zeros(1000)
+    moved[:20] = 2 * PARAM_ATOL  # 2% of entries off
+    a, b = _result([1.0, 1.0]), _result([1.0, 1.0], moved)
+    assert compare({"a": a, "b": b}, steps=2, objective="iwae")[0]["ok"]
+    assert not compare({"a": a, "b": b}, steps=2)[0]["ok"]
+    assert not compare({"a": a, "b": b}, steps=2, lr=1e-3, objective="vae")[0]["ok"]
+    assert "all but 3% of entries" in tolerances(5, objective="iwae") and "all but 1% of entries" in tolerances(5)
 
 
 def test_parameters_may_move_by_up_to_steps_times_lr():

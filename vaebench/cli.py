@@ -248,7 +248,7 @@ def parity(**kw: Any) -> None:
     trains = "" if objective.name == "vae" else f", objective {objective.describe()}"
     click.echo(
         f"model {model}{trains}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, "
-        f"options {settings}; tolerances: {tolerances(steps)}"
+        f"options {settings}; tolerances: {tolerances(steps, objective=objective.name)}"
     )
     click.echo("\n".join(table(rows)))
     if not all(r["ok"] for r in rows):

@@ -18,10 +18,32 @@ ELBO_RTOL = 1e-4  # per-example -ELBO of the fixed batch, and each step's loss: 
 GRID_ATOL = 1e-4  # decoded grid pixel probabilities: absolute
 PARAM_ATOL = 1e-4  # parameters after the steps: absolute ...
 PARAM_OUTLIERS = 1e-2  # ... for all but this fraction of entries (every entry within steps * lr)
+PARAM_OUTLIERS_IWAE = 3e-2  # ... the fraction under the IWAE bound, whose float32 gradient is ~20x less exact
 
 
-def compare(results: dict[str, dict[str, np.ndarray]], steps: int, lr: float = 1e-3) -> list[dict[str, Any]]:
-    """Pairwise differences and verdicts."""
+def param_outliers(objective: str = "vae") -> float:
+    """The fraction of parameter entries allowed past :data:`PARAM_ATOL` after training on ``objective``.
+
+    The IWAE bound's gradient weighs each sample by ``softmax_k(log w)``, and
+    ``log w_k`` is a sum of hundreds of float32 terms of about -540 nats, so a
+    weight carries that sum's rounding (~1e-4 nats) as relative error: measured
+    on ``conv`` at batch 32 from the same weights, the float32 gradient against
+    the float64 reference was off by up to 4e-5 (torch) and 7e-5 (jax) of a
+    parameter's largest entry under IWAE (K=3), against 3e-6 (both) under the
+    -ELBO, with no sign flipped. Adam turns that into whole ``lr`` steps on the
+    coordinates whose gradient is that small: after 5 steps (K=5) 0.3% to 1.9%
+    of ``conv``'s entries, pair by pair, against 0.27% under the -ELBO; ``mlp``,
+    ``blog`` and ``iwae-mlp`` stay under 0.25%. Every other tolerance stays as
+    strict: the step losses still agree to 1e-4 relative (measured: 2e-7). An
+    objective this does not know is a ``KeyError``, never a silent default.
+    """
+    return {"vae": PARAM_OUTLIERS, "beta-vae": PARAM_OUTLIERS, "iwae": PARAM_OUTLIERS_IWAE}[objective]
+
+
+def compare(
+    results: dict[str, dict[str, np.ndarray]], steps: int, lr: float = 1e-3, objective: str = "vae"
+) -> list[dict[str, Any]]:
+    """Pairwise differences and verdicts, for steps trained on ``objective`` (:func:`param_outliers`)."""
     rows = []
     for a, b in itertools.combinations(results, 2):
         ra, rb = results[a], results[b]
@@ -38,27 +60,27 @@ def compare(results: dict[str, dict[str, np.ndarray]], steps: int, lr: float = 1
             "param_abs": float(diffs.max()),
             "param_outliers": float(np.mean(diffs > PARAM_ATOL)),
         }
-        row["ok"] = verdict(row, steps, lr)
+        row["ok"] = verdict(row, steps, lr, objective)
         rows.append(row)
     return rows
 
 
-def verdict(row: dict[str, Any], steps: int, lr: float = 1e-3) -> bool:
+def verdict(row: dict[str, Any], steps: int, lr: float = 1e-3, objective: str = "vae") -> bool:
     """Whether one pair is at parity: every measured difference within its tolerance (module docstring)."""
     return (
         row["elbo_rel"] <= ELBO_RTOL
         and row["loss_rel"] <= ELBO_RTOL
         and row["grid_abs"] <= GRID_ATOL
-        and row["param_outliers"] <= PARAM_OUTLIERS
+        and row["param_outliers"] <= param_outliers(objective)
         and row["param_abs"] <= steps * lr * (1 + 1e-3)
     )
 
 
-def tolerances(steps: int, lr: float = 1e-3) -> str:
+def tolerances(steps: int, lr: float = 1e-3, objective: str = "vae") -> str:
     """The tolerances in words, from the constants above (what the CLI prints)."""
     return (
         f"-ELBO and losses rel {ELBO_RTOL:g}, grid abs {GRID_ATOL:g}, params abs {PARAM_ATOL:g} "
-        f"for all but {PARAM_OUTLIERS:.0%} of entries and {steps * lr:g} (steps x lr) for all"
+        f"for all but {param_outliers(objective):.0%} of entries and {steps * lr:g} (steps x lr) for all"
     )
 
 
