@@ -14,14 +14,14 @@ tool (docs/where-the-time-goes.md), not a test: it asserts nothing.
 from __future__ import annotations
 
 import itertools
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from split_timing import print_medians, time_contenders
 
 from vaebench.measure.worker import staged_feed, synthetic_batches
 from vaebench.model.catalogue import get_model
@@ -74,23 +74,8 @@ def main() -> None:
             "with Keras' PyTorch Adam": (with_keras_adam, item),
             "forward and backward": (forward_backward, item),
         }
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        names = list(contenders)
-        for step, sync in contenders.values():  # warm-up
-            for _ in range(20):
-                out = step()
-            sync(out)
-        for r in range(ROUNDS):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                step, sync = contenders[name]
-                t0 = time.perf_counter()
-                for _ in range(STEPS):
-                    out = step()
-                sync(out)
-                times[name].append((time.perf_counter() - t0) / STEPS * 1e3)
-    print(f"keras-torch mlp, batch {batch}, median ms per step over {ROUNDS} rounds of {STEPS}:")
-    for name, t in times.items():
-        print(f"  {name:28s} {statistics.median(t):7.3f}")
+        times = time_contenders(contenders, ROUNDS, STEPS)
+    print_medians(f"keras-torch mlp, batch {batch}", times, ROUNDS, STEPS)
 
 
 if __name__ == "__main__":
