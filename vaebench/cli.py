@@ -113,6 +113,7 @@ def run(**kw: Any) -> None:
     """
     from vaebench.measure.options import own_options
     from vaebench.measure.tune import tuner
+    from vaebench.run.evaluation import final_figure
     from vaebench.run.results import default_run_dir, written_outputs
     from vaebench.run.runner import resume_run, train_and_evaluate
 
@@ -125,7 +126,7 @@ def run(**kw: Any) -> None:
     tracking = {"progress": not quiet, "log": _log(quiet), "tensorboard": kw["tensorboard"], "mlflow": kw["mlflow_uri"]}
     if kw["resume"]:
         metrics = resume_run(Path(kw["resume"]), data_dir=kw["data_dir"], accept_data_change=kw["accept_data_change"], **tracking)
-        click.echo(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; completed {kw['resume']}/")
+        click.echo(f"{final_figure(metrics['final'])}; completed {kw['resume']}/")
         return
     if kw["accept_data_change"]:
         raise click.UsageError("--accept-data-change applies only with --resume")
@@ -133,8 +134,7 @@ def run(**kw: Any) -> None:
     out = Path(kw["out"]) if kw["out"] else default_run_dir(config.backend, config.model)
     tune = tuner(click.echo) if kw["profile"] == "best" else None  # "profile best: <variant>: <ratio> the default"
     metrics = train_and_evaluate(config, out, data_dir=kw["data_dir"], overwrite=kw["overwrite"], tune=tune, **tracking)
-    final = metrics["final"]["test_neg_elbo"]
-    click.echo(f"test -ELBO {final:.2f} nats; wrote {out}/ ({', '.join(written_outputs(out))})")
+    click.echo(f"{final_figure(metrics['final'])}; wrote {out}/ ({', '.join(written_outputs(out))})")
 
 
 def _run_many(kw: dict[str, Any]) -> None:

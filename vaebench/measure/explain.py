@@ -235,7 +235,7 @@ def measure_backend(model: Model, request: ExplainRequest, clock: Clock = time.p
                 "compile_seconds": {k: v["compile_seconds"] for k, v in timed.items()},
             }
         )
-    batches = synthetic_batches(gen, batch, spec.latent_dim, noise_shape=spec.objective.noise_shape(spec.latent_dim))
+    batches = synthetic_batches(gen, batch, spec.latent_dim, noise_shape=spec.noise_shape)
     with staged_feed(model, batches) as (step, sync):
         probes = {"step": lambda: sync(step()), **model.step_probe(*batches[0])}
         timed = time_probes(probes, request.rounds, request.window_seconds, clock)

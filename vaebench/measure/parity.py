@@ -60,16 +60,18 @@ from vaebench.model.loss import PLAIN, Objective
 from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.profiles import PROFILES, Variant, levers_for, variants
-from vaebench.run.evaluation import grid_points
+from vaebench.run.evaluation import decode_points
 from vaebench.seeding import rng
 
 
 def _batches(
-    latent_dim: int, batch_size: int, seed: int, steps: int, objective: Objective = PLAIN
+    latent_dim: int, batch_size: int, seed: int, steps: int, objective: Objective = PLAIN, vq: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The evaluated batch (noise ``(batch, latent)``), then ``steps`` training batches with the objective's noise."""
+    """The evaluated batch (noise ``(batch, latent)``), then ``steps`` training batches with the objective's noise;
+    a VQ model's (``vq``) draw none, so its images are the numbers the plain VAE's batches would hold."""
     gen = rng(seed, "parity")
     shapes = [(latent_dim,)] + [objective.noise_shape(latent_dim)] * steps  # the plain VAE's: the numbers it always drew
+    shapes = [(0,)] * (steps + 1) if vq else shapes
     return [
         (gen.random((batch_size, 28, 28, 1), dtype=np.float32), gen.standard_normal((batch_size, *shape), dtype=np.float32))
         for shape in shapes
@@ -94,8 +96,8 @@ def compute(
     device = "cpu" if backend == "numpy" else device
     model = backend_cls(device=device, compile=compile, options=dict(options or {})).build(spec, AdamConfig())
     model.load_weights(init_params(spec, seed))
-    batches = _batches(spec.latent_dim, batch_size, seed, steps, objective)
-    out = {"neg_elbo": model.evaluate(*batches[0]).neg_elbo, "grid": model.decode(grid_points(spec.latent_dim, seed))}
+    batches = _batches(spec.latent_dim, batch_size, seed, steps, objective, vq=spec.quantizer is not None)
+    out = {"neg_elbo": model.evaluate(*batches[0])[0], "grid": model.decode(decode_points(spec, seed))}
     out["losses"] = model.fetch([model.train_step(x, eps) for x, eps in batches[1:]])
     out.update({f"param/{k}": v for k, v in model.export_weights().items()})
     return out

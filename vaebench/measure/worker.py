@@ -55,7 +55,7 @@ from vaebench.model.weights import init_params
 from vaebench.plugin import registry
 from vaebench.plugin.contract import Backend, Model
 from vaebench.plugin.profiles import check_precision, choose, levers_for, variants
-from vaebench.run.evaluation import grid_points
+from vaebench.run.evaluation import decode_points
 from vaebench.run.prefetch import Prefetcher
 
 EVAL_IMAGES = 10_000
@@ -149,7 +149,7 @@ class Cell:
         objective = request.training_objective
         self.spec = get_model(request.model).spec.with_objective(objective)
         self.gen = np.random.default_rng(0)
-        noise = objective.noise_shape(self.spec.latent_dim)
+        noise = self.spec.noise_shape
         self.batches = synthetic_batches(self.gen, request.batch_size, self.spec.latent_dim, noise_shape=noise)
         tunables = levers_for(backend_cls.tunables, self.spec)  # no lever for a kind of layer the model lacks
         self.variants = variants(tunables, request.profile, request.compile, request.options)
@@ -236,9 +236,9 @@ class Cell:
     def inference(self, repeats: int) -> dict[str, Any]:
         model = self.models[0]
         ex = self.gen.random((EVAL_CHUNK, 28, 28, 1), dtype=np.float32)
-        eeps = self.gen.standard_normal((EVAL_CHUNK, self.spec.latent_dim), dtype=np.float32)
+        eeps = self.gen.standard_normal((EVAL_CHUNK, self.spec.noise_dim), dtype=np.float32)
         evaluation = _timed(lambda: [model.evaluate(ex, eeps) for _ in range(EVAL_IMAGES // EVAL_CHUNK)], repeats, self.clock)
-        z = grid_points(self.spec.latent_dim, 0)
+        z = decode_points(self.spec, 0)
         return {"eval_pass_seconds": evaluation, "grid_decode_seconds": _timed(lambda: model.decode(z), repeats, self.clock)}
 
     def finish(self) -> dict[str, Any]:

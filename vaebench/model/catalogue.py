@@ -25,7 +25,7 @@ from functools import partial
 from importlib import metadata
 
 from vaebench.errors import ConfigError
-from vaebench.model.layers import Conv2D, Dense, Flatten, ModelSpec, Padding, Reshape
+from vaebench.model.layers import Conv2D, Dense, Flatten, ModelSpec, Padding, Quantizer, Reshape
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,31 @@ def _iwae_mlp() -> ModelDefaults:
     return ModelDefaults(ModelSpec("iwae-mlp", enc, dec, latent_dim=50, source=src), batch_size=20, epochs=10)
 
 
-MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp())}
+#: the pixel variance of MNIST's 60,000 training images at [0, 1] scale, ``np.var(x_train / 255)``: what keras.io's
+#: VQ-VAE divides its reconstruction MSE by (tests/test_vqvae.py recomputes it from the files)
+MNIST_TRAIN_VARIANCE = 0.09493041879725246
+
+
+def _vqvae() -> ModelDefaults:
+    """keras.io examples/generative/vq_vae.py (Paul, 2021): two stride-2 'same' convolutions of 32 and 64 filters and a
+    1x1 one to a 7x7 map of 16-vectors, a codebook of 128 codes (beta 0.25), the mirrored transposed convolutions
+    and a linear 3x3 one back to the centred image; Adam, batch 128, 30 epochs. Its reconstruction loss is the MSE
+    over MNIST's training variance, on Fashion-MNIST too (the recipe's constant)."""
+    same = partial(Conv2D, padding="same")
+    enc = (same(32, stride=2, activation="relu"), same(64, stride=2, activation="relu"), same(16, kernel=1))
+    dec = (
+        same(64, stride=2, activation="relu", transpose=True),
+        same(32, stride=2, activation="relu", transpose=True),
+        same(1, transpose=True),
+    )
+    src = "keras.io examples/generative/vq_vae.py: 7x7x16 latent map, 128 codes, beta 0.25, MSE / train variance"
+    spec = ModelSpec("vqvae", enc, dec, latent_dim=16, source=src, quantizer=Quantizer(128, 0.25, MNIST_TRAIN_VARIANCE))
+    return ModelDefaults(spec, batch_size=128, epochs=30)
+
+
+MODELS: dict[str, ModelDefaults] = {
+    m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp(), _vqvae())
+}
 #: a model computed exactly as its source wrote it -> its twin with the padding torch's and lax's convolutions take
 #: as arguments (the same layers, FLOPs and parameter shapes, pixels shifted): ``vaebench exactness`` times the
 #: pair. Keras has only 'valid' and 'same', so there the twin is the emulated one (padding and cropping layers)

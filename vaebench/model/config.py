@@ -168,8 +168,8 @@ class TrainConfig:
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        """One training image's noise: ``(latent_dim,)``, or ``(K, latent_dim)`` for the IWAE bound."""
-        return self.training_objective.noise_shape(self.latent_dim)
+        """One training image's noise: ``(latent_dim,)``, ``(K, latent_dim)`` for the IWAE bound, ``(0,)`` for a VQ model."""
+        return self.spec.noise_shape
 
     @property
     def spec(self) -> ModelSpec:

@@ -21,6 +21,7 @@ permute before flattening (a free view on channels-last memory).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -79,6 +80,28 @@ class Reshape:
 Layer = Dense | Conv2D | Flatten | Reshape
 
 
+@dataclass(frozen=True)
+class Quantizer:
+    """A vector-quantised bottleneck (van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation
+    Learning", 2017, arXiv:1711.00937): every ``D``-vector of the encoder's last feature map is replaced by its
+    nearest of ``codes`` learned vectors, the codebook ``(codes, D)``.
+
+    ``beta`` weighs the commitment term (the paper's 0.25); ``variance`` divides the reconstruction MSE, as
+    keras.io's VQ-VAE divides by the training set's pixel variance (:func:`vaebench.model.loss.vq_terms`).
+    Not a layer of the encoder or decoder lists: it sits where a Gaussian VAE's two heads are
+    (:meth:`ModelSpec.head_layers`), so a spec says which bottleneck it has by carrying one or not.
+    """
+
+    codes: int
+    beta: float = 0.25
+    variance: float = 1.0
+
+    @property
+    def bits(self) -> float:
+        """Bits one code carries, ``log2 codes``: an image of ``n`` codes is ``n * bits`` bits."""
+        return math.log2(self.codes)
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's 'same' padding ``(before, after)`` for one spatial axis.
 
@@ -113,7 +136,7 @@ class LayerInfo:
     """
 
     name: str
-    layer: Layer
+    layer: Layer | Quantizer
     in_shape: Shape
     out_shape: Shape
     padding: tuple[int, int] = (0, 0)
@@ -147,6 +170,8 @@ class LayerInfo:
         if isinstance(layer, Conv2D):
             k = layer.kernel
             return {f"{self.name}/kernel": (k, k, self.in_shape[-1], layer.filters), f"{self.name}/bias": (layer.filters,)}
+        if isinstance(layer, Quantizer):
+            return {f"{self.name}/codebook": (layer.codes, self.in_shape[-1])}
         return {}
 
 
@@ -197,13 +222,24 @@ def _infer(layer: Layer, shape: Shape) -> tuple[Shape, tuple[int, int], tuple[in
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A VAE: encoder trunk, two Dense heads (mean, log-variance), decoder, and the objective it trains on.
+    """A VAE: encoder trunk, its bottleneck, decoder, and the objective it trains on.
 
-    The encoder trunk maps the image ``input_shape`` to features; the heads
-    ``encoder/mean`` and ``encoder/logvar`` map those to ``latent_dim``; the
-    decoder maps ``(latent_dim,)`` back to logits of ``input_shape``.
+    The bottleneck is what the model says it has (:attr:`bottleneck`), so no
+    consumer tests a model's name:
+
+    * ``gaussian`` (``quantizer`` is ``None``): the trunk maps the image
+      ``input_shape`` to flat features; two Dense heads ``encoder/mean`` and
+      ``encoder/logvar`` map those to ``latent_dim``; the decoder maps
+      ``(latent_dim,)`` back to logits of ``input_shape``.
+    * ``vq`` (a :class:`Quantizer`): the trunk ends in a feature map of
+      ``latent_dim`` channels, each of its vectors is replaced by its nearest
+      code (``quantizer/codebook``), and the decoder maps that map
+      (:attr:`latent_shape`) back to the image, in the centred pixel space
+      ``x - 0.5`` (:func:`vaebench.model.loss.vq_terms`).
+
     ``objective`` (:class:`~vaebench.model.loss.Objective`, the plain -ELBO by
-    default) is what a train step minimises; it changes no layer or parameter.
+    default) is what a Gaussian model's train step minimises; it changes no
+    layer or parameter. A VQ model trains on its own loss and takes only the plain one.
     """
 
     name: str
@@ -213,12 +249,52 @@ class ModelSpec:
     input_shape: Shape = (28, 28, 1)
     source: str = ""
     objective: Objective = PLAIN
+    quantizer: Quantizer | None = None
 
     def __post_init__(self) -> None:
         for layer in (*self.encoder, *self.decoder):
             activation = getattr(layer, "activation", None)
             if activation is not None and activation not in ACTIVATIONS:
                 raise ConfigError(f"unknown activation {activation!r}; a spec may use {', '.join(ACTIVATIONS)}")
+        if self.quantizer is not None and self.objective != PLAIN:
+            raise ConfigError(f"model {self.name!r} has a vector-quantised bottleneck: it trains on its own loss, not --objective")
+
+    @property
+    def bottleneck(self) -> Literal["gaussian", "vq"]:
+        """What sits between encoder and decoder: a Gaussian posterior (``gaussian``) or a codebook (``vq``)."""
+        return "gaussian" if self.quantizer is None else "vq"
+
+    @property
+    def latent_shape(self) -> Shape:
+        """One image's latent as the decoder reads it (channels-last): ``(latent_dim,)``, or the quantised map."""
+        if self.quantizer is None:
+            return (self.latent_dim,)
+        return self._trunk_map()
+
+    @property
+    def noise_shape(self) -> Shape:
+        """One training image's noise: the objective's (:meth:`~vaebench.model.loss.Objective.noise_shape`), or
+        ``(0,)`` for a VQ model, which draws none (its arrays stay in the contract, empty)."""
+        return (0,) if self.quantizer is not None else self.objective.noise_shape(self.latent_dim)
+
+    @property
+    def noise_dim(self) -> int:
+        """One image's evaluation noise: ``latent_dim`` numbers, or none for a VQ model."""
+        return 0 if self.quantizer is not None else self.latent_dim
+
+    @property
+    def codes_per_image(self) -> int:
+        """How many codes a VQ model spends on one image (the quantised map's positions); 0 for a Gaussian one."""
+        return 0 if self.quantizer is None else self._trunk_map()[0] * self._trunk_map()[1]
+
+    def _trunk_map(self) -> Shape:
+        shape = tuple(self.encoder_layers()[-1].out_shape) if self.encoder else tuple(self.input_shape)
+        if len(shape) != 3 or shape[-1] != self.latent_dim:
+            raise ConfigError(
+                f"model {self.name!r}: a vector-quantised encoder must end in a feature map of latent_dim = "
+                f"{self.latent_dim} channels, got {shape}"
+            )
+        return shape
 
     def with_latent(self, latent_dim: int | None) -> ModelSpec:
         """The same network with another latent size (``None`` keeps it)."""
@@ -241,15 +317,18 @@ class ModelSpec:
         return list(self._walk("encoder", self.encoder, self.input_shape))
 
     def head_layers(self) -> list[LayerInfo]:
-        """The mean and log-variance heads (both read the trunk's features)."""
+        """The mean and log-variance heads (both read the trunk's features), or the VQ model's quantizer."""
+        if self.quantizer is not None:
+            shape = self._trunk_map()
+            return [LayerInfo("quantizer", self.quantizer, shape, shape)]
         trunk = self.encoder_layers()
         features = trunk[-1].out_shape if trunk else self.input_shape
         head = Dense(self.latent_dim)
         return [LayerInfo(f"encoder/{n}", head, features, (self.latent_dim,)) for n in ("mean", "logvar")]
 
     def decoder_layers(self) -> list[LayerInfo]:
-        """The decoder, in order, ending in logits of ``input_shape``."""
-        layers = list(self._walk("decoder", self.decoder, (self.latent_dim,)))
+        """The decoder, in order, ending in logits of ``input_shape`` (a VQ model's: centred pixels)."""
+        layers = list(self._walk("decoder", self.decoder, self.latent_shape))
         if layers[-1].out_shape != tuple(self.input_shape):
             raise ConfigError(f"decoder of {self.name!r} ends in {layers[-1].out_shape}, not {self.input_shape}")
         return layers

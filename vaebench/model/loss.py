@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vaebench.errors import ConfigError
-from vaebench.model.ops import LossTerms, Ops
+from vaebench.model.ops import LossTerms, Ops, VQTerms
+
+if TYPE_CHECKING:
+    from vaebench.model.layers import Quantizer
 
 #: the training objectives the suite defines (``vaebench run --objective``)
 OBJECTIVES = ("vae", "beta-vae", "iwae")
@@ -124,6 +127,66 @@ def iwae_bound(ops: Ops, encode: Encode, decode: Decode, x: Any, eps: Any) -> An
     return ops.logsumexp(log_w) - math.log(k)
 
 
+#: a VQ model's codebook as the loss reads it: ``codebook(features) -> (K, D)``, the argument only placing the
+#: weight in the framework's graph (a Keras functional model wires layers by their inputs)
+Codebook = Callable[[Any], Any]
+#: what a VQ model's encoder and decoder work in: pixels centred as keras.io's VQ-VAE scales them, ``x/255 - 0.5``
+VQ_CENTRE = 0.5
+
+
+def nearest_codes(ops: Ops, vectors: Any, codebook: Any) -> Any:
+    """The index of each row's nearest code, ``(N, D), (K, D) -> (N,)``, by squared Euclidean distance.
+
+    ``argmin_k |v - e_k|^2 = argmin_k (|e_k|^2 - 2 v.e_k)``: one matmul instead
+    of an ``(N, K, D)`` difference, and without the ``|v|^2`` every code
+    shares. Adding it (keras.io's form) changes no index in exact arithmetic but
+    rounds the distances in float32 to ``|v|^2``'s scale, far above the gaps
+    between the small codes of a fresh codebook: measured on ``vqvae``, jax
+    then chose another code than the float64 reference for 2 of 1,568 vectors
+    by the third step of ``vaebench parity``, torch for none. A tie goes to the
+    lower index (every framework's ``argmin``).
+    """
+    return ops.argmin(ops.sum_per_example(codebook * codebook) - 2.0 * ops.matmul(vectors, ops.transpose(codebook)))
+
+
+def vq_terms(
+    ops: Ops, encode: Decode, codebook: Codebook, decode: Decode, x: Any, quantizer: Quantizer, dim: int
+) -> tuple[VQTerms, Any]:
+    """A VQ-VAE's forward pass and loss per example (van den Oord et al. 2017, eq. 3), and the codes it chose.
+
+    ``encode(x - 0.5)`` gives the encoder's map flattened in ``(h, w, c)`` order,
+    ``(B, N * dim)``; each of its ``N`` vectors ``v`` is replaced by its nearest
+    code ``e`` (:func:`nearest_codes`, looked up as ``one_hot @ codebook``), and
+    the decoder reads the straight-through value ``v + sg(e - v)``: ``e`` forward,
+    the identity backward, so the reconstruction's gradient reaches the encoder.
+
+    ``quantizer`` (:class:`~vaebench.model.layers.Quantizer`) gives the codes'
+    count, ``beta`` and ``variance``; ``dim`` is the codes' length. Per example:
+
+    * ``recon = mean_pixels (decode - (x - 0.5))^2 / variance``;
+    * ``vq = mean (e - sg(v))^2 + beta * mean (v - sg(e))^2`` over the ``N * dim``
+      entries: the codebook term moves codes to their vectors, the commitment
+      term the encoder to its codes.
+
+    Returns the terms and the codes ``(B * N,)``, for perplexity and usage.
+    """
+    centred = x - VQ_CENTRE
+    features = encode(centred)
+    vectors = ops.reshape(features, (-1, dim))  # (B * N, D)
+    book = codebook(features)
+    chosen = nearest_codes(ops, vectors, book)
+    quantised = ops.matmul(ops.one_hot(chosen, quantizer.codes), book)
+    straight = vectors + ops.stop_gradient(quantised - vectors)
+    out = decode(ops.reshape(straight, (-1, features.shape[-1])))
+    error = ops.flatten(out) - ops.flatten(centred)
+    recon = ops.mean_per_example(error * error) / quantizer.variance
+    per_image = (-1, features.shape[-1])
+    to_codes = ops.reshape(quantised - ops.stop_gradient(vectors), per_image)
+    commit = ops.reshape(vectors - ops.stop_gradient(quantised), per_image)
+    vq = ops.mean_per_example(to_codes * to_codes) + quantizer.beta * ops.mean_per_example(commit * commit)
+    return VQTerms(recon + vq, recon, vq), chosen
+
+
 @dataclass(frozen=True)
 class Objective:
     """What training minimises per example, as a weighting of the -ELBO's two terms: ``recon + beta * kl``.
@@ -216,6 +279,32 @@ class NumpyOps:
     @staticmethod
     def sum_per_example(x: np.ndarray) -> np.ndarray:
         return x.sum(axis=-1)
+
+    @staticmethod
+    def mean_per_example(x: np.ndarray) -> np.ndarray:
+        return x.mean(axis=-1)
+
+    matmul = staticmethod(np.matmul)
+
+    @staticmethod
+    def transpose(x: np.ndarray) -> np.ndarray:
+        return x.T
+
+    @staticmethod
+    def argmin(x: np.ndarray) -> np.ndarray:
+        return np.argmin(x, axis=-1)
+
+    @staticmethod
+    def one_hot(index: np.ndarray, n: int) -> np.ndarray:
+        return np.eye(n)[index]
+
+    @staticmethod
+    def stop_gradient(x: np.ndarray) -> np.ndarray:
+        return x
+
+    @staticmethod
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-x))
 
     @staticmethod
     def mean(x: np.ndarray) -> np.ndarray:

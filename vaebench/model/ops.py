@@ -46,6 +46,9 @@ class Ops(Protocol):
     def mean(self, x: Any) -> Any:
         """Mean of all entries, a scalar."""
 
+    def mean_per_example(self, x: Any) -> Any:
+        """Mean over the last axis: ``(B, D) -> (B,)`` (the VQ loss's means over pixels and latent entries)."""
+
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         """``x`` in ``shape`` (one entry may be ``-1``), the array's element order kept: the IWAE bound's sample axis."""
 
@@ -54,6 +57,25 @@ class Ops(Protocol):
 
     def logsumexp(self, x: Any) -> Any:
         """``log(sum(exp(x)))`` over the last axis, ``(B, K) -> (B,)``, without overflow: the IWAE bound's sum."""
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` of two 2-D arrays: the VQ bottleneck's distances to every code, and its one-hot lookup."""
+
+    def transpose(self, x: Any) -> Any:
+        """A 2-D array's transpose (the codebook's, for the distances)."""
+
+    def argmin(self, x: Any) -> Any:
+        """The index of the smallest entry over the last axis, ``(N, K) -> (N,)`` integers: the nearest code."""
+
+    def one_hot(self, index: Any, n: int) -> Any:
+        """``(N,)`` integers as ``(N, n)`` float rows of one 1: the codes' lookup as a matmul, so the codebook's
+        gradient is the one every framework's matmul defines (a scatter-add of the rows that chose each code)."""
+
+    def stop_gradient(self, x: Any) -> Any:
+        """``x``, with no gradient through it: the straight-through estimator and the VQ loss's two terms."""
+
+    def sigmoid(self, x: Any) -> Any:
+        """Elementwise ``1 / (1 + exp(-x))``: the Bernoulli decoder's pixel probabilities."""
 
     # Optional: ``bce_with_logits(logits, targets)``, a fused kernel of exactly
     # :func:`vaebench.model.loss.bce_with_logits` (elementwise, no clipping).
@@ -70,6 +92,21 @@ class LossTerms(NamedTuple):
     kl: Any
 
 
+class VQTerms(NamedTuple):
+    """A VQ-VAE's per-example loss terms, each ``(batch,)``; not nats: it has no likelihood.
+
+    ``loss = recon + vq``. ``recon`` is the reconstruction's mean squared error
+    over pixels divided by the quantizer's ``variance`` (keras.io's
+    "reconstruction loss"); ``vq`` is the codebook term plus ``beta`` times the
+    commitment term, each a mean over the latent map's entries (equal in value,
+    apart in gradient: :func:`~vaebench.model.loss.vq_terms`).
+    """
+
+    loss: Any
+    recon: Any
+    vq: Any
+
+
 class ArrayOps:
     """:class:`Ops` from an array module with NumPy's names (``exp``, ``log1p``, ``abs``, ``mean``, ``sum``, ``amax``,
     ``log``, ``reshape``, ``expand_dims`` or torch's ``unsqueeze``).
@@ -83,7 +120,16 @@ class ArrayOps:
         self.exp, self.log1p, self.abs, self.mean, self.relu = xp.exp, xp.log1p, xp.abs, xp.mean, relu
         self._sum, self._amax, self._log, self.reshape = xp.sum, xp.amax, xp.log, xp.reshape
         self.expand_dims = getattr(xp, "expand_dims", None) or xp.unsqueeze  # torch's name for it
+        self.matmul, self._argmin = xp.matmul, xp.argmin
         vars(self).update(overrides)
+
+    def argmin(self, x: Any) -> Any:
+        """``argmin(x, axis=-1)`` (torch takes NumPy's ``axis`` too)."""
+        return self._argmin(x, axis=-1)
+
+    def transpose(self, x: Any) -> Any:
+        """``x.T`` (a 2-D array)."""
+        return x.T
 
     def logsumexp(self, x: Any) -> Any:
         """``max + log(sum(exp(x - max)))`` over the last axis; summing the kept size-1 axis drops it.
@@ -103,3 +149,7 @@ class ArrayOps:
     def sum_per_example(self, x: Any) -> Any:
         """``sum(x, axis=-1)``."""
         return self._sum(x, axis=-1)
+
+    def mean_per_example(self, x: Any) -> Any:
+        """``mean(x, axis=-1)``."""
+        return self.mean(x, axis=-1)

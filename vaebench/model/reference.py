@@ -13,9 +13,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from vaebench.model.layers import Conv2D, Dense, Flatten, LayerInfo, ModelSpec, Reshape
-from vaebench.model.loss import bce_with_logits, iwae_bound, numpy_ops, vae_terms
+from vaebench.model.loss import VQ_CENTRE, bce_with_logits, iwae_bound, numpy_ops, vae_terms, vq_terms
 from vaebench.model.loss import recon_nll as loss_recon_nll
-from vaebench.model.ops import LossTerms
+from vaebench.model.ops import LossTerms, VQTerms
 
 
 def conv2d(x: np.ndarray, kernel: np.ndarray, stride: int, padding: tuple[int, int]) -> np.ndarray:
@@ -93,6 +93,16 @@ def decode_logits(spec: ModelSpec, params: Mapping[str, np.ndarray], z: np.ndarr
     return _chain(spec.decoder_layers(), _as64(params), np.asarray(z, np.float64))
 
 
+def decode_pixels(spec: ModelSpec, params: Mapping[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Decoded images in pixel space, float64: ``sigmoid(logits)``, or a VQ decoder's output plus the centre.
+
+    ``z`` is ``(n, latent_dim)``, or a VQ model's quantised maps flat or in ``latent_shape``.
+    """
+    if spec.quantizer is not None:
+        return decode_logits(spec, params, np.reshape(z, (len(z), *spec.latent_shape))) + VQ_CENTRE
+    return 1 / (1 + np.exp(-decode_logits(spec, params, z)))
+
+
 def evaluate(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -> LossTerms:
     """Per-example -ELBO, reconstruction and KL (float64), by the core's one loss."""
     return vae_terms(
@@ -102,6 +112,22 @@ def evaluate(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, e
         np.asarray(x, np.float64),
         np.asarray(eps, np.float64),
     )
+
+
+def vq_evaluate(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray) -> tuple[VQTerms, np.ndarray]:
+    """A VQ model's per-example loss terms (float64) and its codes ``(batch, h, w)``, by the core's one loss."""
+    p = _as64(params)
+    shape = spec.latent_shape
+    terms, codes = vq_terms(
+        numpy_ops,
+        lambda images: _chain(spec.encoder_layers(), p, images).reshape(len(images), -1),
+        lambda _: p["quantizer/codebook"],
+        lambda flat: _chain(spec.decoder_layers(), p, flat.reshape(-1, *shape)),
+        np.asarray(x, np.float64),
+        spec.quantizer,
+        spec.latent_dim,
+    )
+    return terms, codes.reshape(len(x), *shape[:-1])
 
 
 def recon_nll(spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -172,6 +198,8 @@ def loss_and_grads(
     """
     p = _as64(params)
     x, eps = np.asarray(x, np.float64), np.asarray(eps, np.float64)
+    if spec.quantizer is not None:
+        return _vq_loss_and_grads(spec, p, x)
     if spec.objective.name == "iwae":
         return _iwae_loss_and_grads(spec, p, x, eps)
     n = len(x)
@@ -232,6 +260,36 @@ def _iwae_loss_and_grads(
     dh = _layer_backward(heads[0], p, h, mean, dmean, grads) + _layer_backward(heads[1], p, h, logvar, dlogvar, grads)
     _backward(trunk, p, trunk_cache, dh, grads)
     return loss, grads
+
+
+def _vq_loss_and_grads(spec: ModelSpec, p: Mapping[str, np.ndarray], x: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """The batch mean of a VQ model's loss (:func:`~vaebench.model.loss.vq_terms`) and its gradients, by hand.
+
+    With ``B`` images of ``P`` pixels and ``M = N * D`` latent entries each: ``d/dout = 2 (out - (x - 0.5)) /
+    (B P variance)``; the straight-through estimator hands the decoder's input gradient to the encoder's vectors
+    unchanged; the commitment term adds ``2 beta (v - e) / (B M)`` there, and the codebook term gives each code
+    the sum of ``2 (e - v) / (B M)`` over the vectors that chose it (``one_hot^T @ ...``).
+    """
+    q, (n, d) = spec.quantizer, (len(x), spec.latent_dim)
+    trunk, decoder, shape = spec.encoder_layers(), spec.decoder_layers(), spec.latent_shape
+    centred = x - VQ_CENTRE
+    trunk_cache = _forward_cached(trunk, p, centred)
+    vectors = trunk_cache[-1][1].reshape(-1, d)
+    book = p["quantizer/codebook"]
+    terms, codes = vq_evaluate(spec, p, x)
+    chosen = codes.reshape(-1)
+    quantised = book[chosen]
+    dec_cache = _forward_cached(decoder, p, quantised.reshape(n, *shape))
+    out = dec_cache[-1][1]
+    grads: dict[str, np.ndarray] = {}
+    dq = _backward(decoder, p, dec_cache, 2 * (out - centred) / (out[0].size * n * q.variance), grads).reshape(-1, d)
+    entries = vectors.size // n
+    dvectors = dq + 2 * q.beta * (vectors - quantised) / (n * entries)
+    dbook = np.zeros_like(book)
+    np.add.at(dbook, chosen, 2 * (quantised - vectors) / (n * entries))
+    grads["quantizer/codebook"] = dbook
+    _backward(trunk, p, trunk_cache, dvectors.reshape(trunk_cache[-1][1].shape), grads)
+    return float(np.mean(terms.loss)), grads
 
 
 def adam_update(

@@ -1,6 +1,8 @@
 """Canonical initial weights, made in NumPy so every backend starts identical.
 
-Scheme: Glorot-uniform kernels (Keras' default), zero biases. For a kernel of
+Scheme: Glorot-uniform kernels (Keras' default), zero biases, and a VQ model's
+codebook ``U(-0.05, 0.05)`` (:data:`CODEBOOK_LIMIT`, TensorFlow's
+``random_uniform_initializer`` default, which keras.io's VQ-VAE uses). For a kernel of
 shape ``(..., in, out)`` with receptive field ``r`` (the product of the leading
 dimensions), ``limit = sqrt(6 / (r*in + r*out))`` and entries are
 ``U(-limit, limit)``. PyTorch's own default (Kaiming-uniform with a=sqrt(5)
@@ -25,6 +27,7 @@ from vaebench.seeding import rng
 
 Params = dict[str, np.ndarray]
 CANONICAL_DTYPE = np.dtype(np.float32)  # what weights.npz holds, whichever backend trained
+CODEBOOK_LIMIT = 0.05  # a VQ codebook's entries start U(-limit, limit): keras.io's VQ-VAE, by TF's default initializer
 
 
 def glorot_uniform(shape: tuple[int, ...], generator: np.random.Generator) -> np.ndarray:
@@ -41,6 +44,8 @@ def init_params(spec: ModelSpec, seed: int) -> Params:
     for name, shape in spec.param_shapes().items():
         if name.endswith("/kernel"):
             params[name] = glorot_uniform(shape, rng(seed, "init", name))
+        elif name.endswith("/codebook"):
+            params[name] = rng(seed, "init", name).uniform(-CODEBOOK_LIMIT, CODEBOOK_LIMIT, size=shape).astype(np.float32)
         else:
             params[name] = np.zeros(shape, np.float32)
     return params

@@ -10,6 +10,12 @@ group ``vaebench.backends``) whose :meth:`Backend.build` returns a
 * latent points ``z``: ``(n, latent_dim)`` float32;
 * parameters: the canonical dict of :mod:`vaebench.model.weights`.
 
+A model with a vector-quantised bottleneck (``spec.bottleneck == "vq"``) draws
+no noise (``eps`` is ``(batch, 0)``), its latents ``z`` are quantised maps
+``(n, *spec.latent_shape)``, :meth:`Model.evaluate` returns its
+:class:`~vaebench.model.ops.VQTerms` and :meth:`Model.codes` its codes; it has
+no Gaussian posterior, so :meth:`Model.encode` and :meth:`Model.recon_nll` refuse.
+
 The public methods of :class:`Model` check shapes and dtypes (so a wrong input
 is the core's :class:`~vaebench.errors.ShapeError`, never a framework
 traceback) and call the ``_``-prefixed hooks a plugin implements. The maths a
@@ -29,7 +35,7 @@ from vaebench.errors import BackendError, ShapeError
 from vaebench.model.config import AdamConfig
 from vaebench.model.layers import LayerInfo, ModelSpec
 from vaebench.model.layouts import Layout, convert, kernel_permutations
-from vaebench.model.ops import LossTerms
+from vaebench.model.ops import LossTerms, VQTerms
 from vaebench.model.weights import Params, check_params
 from vaebench.plugin.environment import Environment
 
@@ -72,8 +78,11 @@ class Model(abc.ABC):
 
     def _check_xe(self, x: np.ndarray, eps: np.ndarray, train: bool = False) -> None:
         self._check_x(x)
-        latent = self.spec.latent_dim
-        _check("noise eps", eps, (x.shape[0], *(self.spec.objective.noise_shape(latent) if train else (latent,))))
+        _check("noise eps", eps, (x.shape[0], *(self.spec.noise_shape if train else (self.spec.noise_dim,))))
+
+    def _gaussian(self, what: str) -> None:
+        if self.spec.quantizer is not None:
+            raise BackendError(f"model {self.spec.name!r} has a vector-quantised bottleneck, no Gaussian posterior: no {what}")
 
     # -- weights ---------------------------------------------------------
     def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
@@ -151,33 +160,45 @@ class Model(abc.ABC):
         return np.asarray(self._fetch(values), np.float64).reshape(len(values))
 
     # -- inference -------------------------------------------------------
-    def evaluate(self, x: np.ndarray, eps: np.ndarray) -> LossTerms:
-        """Per-example -ELBO, reconstruction and KL in nats, ``(batch,)`` float32 each.
+    def evaluate(self, x: np.ndarray, eps: np.ndarray) -> LossTerms | VQTerms:
+        """Per-example -ELBO, reconstruction and KL in nats, ``(batch,)`` float32 each; a VQ model's
+        :class:`~vaebench.model.ops.VQTerms` (loss, reconstruction, codebook and commitment).
 
         Uses ``z = mean + exp(logvar / 2) * eps``; weights are not changed.
         """
         self._check_xe(x, eps)
-        return LossTerms(*(np.asarray(t, np.float32) for t in self._evaluate(x, eps)))
+        kind = VQTerms if self.spec.quantizer is not None else LossTerms
+        return kind(*(np.asarray(t, np.float32) for t in self._evaluate(x, eps)))
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior ``(mean, logvar)`` of ``x``, each ``(batch, latent_dim)`` float32."""
+        self._gaussian("encode")
         self._check_x(x)
         mean, logvar = self._encode(x)
         return np.asarray(mean, np.float32), np.asarray(logvar, np.float32)
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """A VQ model's nearest code for each position of ``x``'s latent map: ``(batch, h, w)`` int64."""
+        if self.spec.quantizer is None:
+            raise BackendError(f"model {self.spec.name!r} has a Gaussian bottleneck: it has no codes")
+        self._check_x(x)
+        return np.asarray(self._codes(x), np.int64).reshape(len(x), *self.spec.latent_shape[:-1])
 
     def recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """``-log p(x | z)`` in nats for each pair ``(x[i], z[i])``: ``(n,)`` float32.
 
         The building block of importance-weighted likelihoods (:mod:`vaebench.run.evaluation`).
         """
+        self._gaussian("likelihood")
         self._check_x(x)
         _check("latent z", z, (x.shape[0], self.spec.latent_dim))
         return np.asarray(self._recon_nll(x, z), np.float32)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """Pixel probabilities ``sigmoid(logits)`` of ``z``: ``(n, 28, 28, 1)`` float32."""
-        _check("latent z", z, (None, self.spec.latent_dim))
-        return np.asarray(self._decode(z), np.float32)
+        """Pixel probabilities ``sigmoid(logits)`` of ``z``: ``(n, 28, 28, 1)`` float32. A VQ model's ``z`` are
+        quantised maps ``(n, *spec.latent_shape)``, and it returns its reconstruction in pixel space (unclipped)."""
+        _check("latent z", z, (None, *self.spec.latent_shape))
+        return np.asarray(self._decode(z.reshape(len(z), -1)), np.float32)
 
     def synchronize(self) -> None:
         """Block until all work queued on the device has finished (for timing)."""
@@ -272,6 +293,10 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def _synchronize(self) -> None: ...
+
+    def _codes(self, x: np.ndarray) -> Any:
+        """A VQ model's codes, ``(batch * h * w,)`` integers, in the framework (``walk.Network.codes``)."""
+        raise BackendError(f"{type(self).__name__} cannot run a vector-quantised model: it has no _codes")
 
 
 class Backend(abc.ABC):

@@ -51,13 +51,18 @@ class NumpyModel(Model):
         return np.asarray(values)
 
     def _evaluate(self, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        if self.spec.quantizer is not None:
+            return tuple(reference.vq_evaluate(self.spec, self.params, x)[0])
         return tuple(reference.evaluate(self.spec, self.params, x, eps))
+
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        return reference.vq_evaluate(self.spec, self.params, x)[1]
 
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return reference.encode(self.spec, self.params, x)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-reference.decode_logits(self.spec, self.params, z)))
+        return reference.decode_pixels(self.spec, self.params, z)
 
     def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         return reference.recon_nll(self.spec, self.params, x, z)

@@ -13,6 +13,10 @@
   ``u`` active when ``A_u > 0.01``.
 * KL per latent dimension, averaged over the test set.
 * The latent grid of the source blog: the points every backend decodes.
+* A VQ model's (``spec.bottleneck == "vq"``): its loss terms
+  (:class:`~vaebench.model.ops.VQTerms`), the codebook's perplexity
+  ``exp(-sum_k p_k log p_k)`` over the test set's codes and the fraction of
+  codes used, and the bits an image costs, ``codes per image * log2 K``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from vaebench.model.batches import eval_batches, to_float
+from vaebench.model.layers import ModelSpec
 from vaebench.plugin.contract import Model
 from vaebench.run.progress import progress as progress_bar
 from vaebench.seeding import rng
@@ -34,17 +39,65 @@ from vaebench.seeding import rng
 GRID_SIZE = 20
 
 
+#: the names of a model's loss terms by its bottleneck, as :meth:`~vaebench.plugin.contract.Model.evaluate` returns them
+TERMS = {"gaussian": ("neg_elbo", "recon", "kl"), "vq": ("loss", "recon", "vq")}
+#: the test figure a run is judged by, per bottleneck: the -ELBO in nats, or a VQ model's reconstruction loss
+HEADLINE = {"gaussian": "test_neg_elbo", "vq": "test_recon"}
+
+
 def evaluate_split(model: Model, images: np.ndarray, batch_size: int, seed: int) -> dict[str, float]:
-    """Mean -ELBO, reconstruction and KL (nats per image) over ``images`` (uint8).
+    """Mean -ELBO, reconstruction and KL (nats per image) over ``images`` (uint8); a VQ model's
+    loss, reconstruction and VQ terms (:data:`TERMS`).
 
     Accumulated in float64 so a 10k-image mean does not lose float32 digits.
     """
     totals = np.zeros(3)
-    for batch in eval_batches(images, batch_size, model.spec.latent_dim, seed):
+    for batch in eval_batches(images, batch_size, model.spec.noise_dim, seed):
         terms = model.evaluate(batch.x, batch.eps)
         totals += [np.sum(t, dtype=np.float64) for t in terms]
     mean = totals / len(images)
-    return {"neg_elbo": float(mean[0]), "recon": float(mean[1]), "kl": float(mean[2])}
+    return {name: float(value) for name, value in zip(TERMS[model.spec.bottleneck], mean, strict=True)}
+
+
+def final_figure(final: dict[str, Any]) -> str:
+    """A finished run's headline as one phrase: ``test -ELBO 140.12 nats``, or a VQ model's reconstruction loss."""
+    if "test_neg_elbo" in final:
+        return f"test -ELBO {final['test_neg_elbo']:.2f} nats"
+    return f"test reconstruction loss {final['test_recon']:.4f} (MSE / variance), codebook perplexity {final['perplexity']:.1f}"
+
+
+def code_statistics(model: Model, images: np.ndarray, batch_size: int = 1000) -> dict[str, Any]:
+    """A VQ model's use of its codebook over ``images`` (uint8): how often each code is chosen, the perplexity
+    ``exp(H)`` of that distribution (``K`` when every code is used equally, 1 when one code is), the fraction of
+    codes chosen at least once, and ``bits_per_image = codes per image * log2 K`` (what a code map costs to send)."""
+    spec = model.spec
+    counts = np.zeros(spec.quantizer.codes, np.int64)  # type: ignore[union-attr]
+    for start in range(0, len(images), batch_size):
+        counts += np.bincount(model.codes(to_float(images[start : start + batch_size])).ravel(), minlength=len(counts))
+    p = counts / counts.sum()
+    entropy = -float(np.sum(p[p > 0] * np.log(p[p > 0])))
+    return {
+        "code_counts": counts.tolist(),
+        "perplexity": math.exp(entropy),
+        "codes_used": float(np.mean(counts > 0)),
+        "bits_per_image": spec.codes_per_image * spec.quantizer.bits,  # type: ignore[union-attr]
+    }
+
+
+def reconstruct(model: Model, x: np.ndarray) -> np.ndarray:
+    """Images through the model and back, pixel space: the decoded posterior means, or a VQ model's decoded codes
+    (its codebook rows at :meth:`~vaebench.plugin.contract.Model.codes`, read from the canonical weights)."""
+    if model.spec.quantizer is None:
+        return model.decode(model.encode(x)[0])
+    return model.decode(model.export_weights()["quantizer/codebook"][model.codes(x)])
+
+
+def decode_points(spec: ModelSpec, seed: int) -> np.ndarray:
+    """Latents every backend decodes alike: the blog's grid (:func:`grid_points`), or for a VQ model 400 maps of
+    standard-normal entries scaled to the codebook's initial range (any map is a valid input of its decoder)."""
+    if spec.quantizer is None:
+        return grid_points(spec.latent_dim, seed)
+    return 0.05 * rng(seed, "grid").standard_normal((GRID_SIZE * GRID_SIZE, *spec.latent_shape), dtype=np.float32)
 
 
 def grid_points(latent_dim: int, seed: int, n: int = GRID_SIZE) -> np.ndarray:
@@ -151,8 +204,11 @@ def full_evaluation(
     ``test_images`` are uint8, already binarised (:func:`vaebench.model.batches.binarize_fixed`) for a binarised run.
     """
     t0 = time.perf_counter()
-    elbo = evaluate_split(model, test_images, batch_size, seed)
-    result: dict[str, Any] = {"test_neg_elbo": elbo["neg_elbo"], "test_recon": elbo["recon"], "test_kl": elbo["kl"]}
+    result: dict[str, Any] = {f"test_{k}": v for k, v in evaluate_split(model, test_images, batch_size, seed).items()}
+    if model.spec.quantizer is not None:  # no posterior, no likelihood: the codebook's use instead
+        result.update(code_statistics(model, test_images, batch_size))
+        result["seconds"] = time.perf_counter() - t0
+        return result
     result.update(latent_statistics(model, test_images, batch_size))
     if k > 0:
         if log:

@@ -10,7 +10,7 @@ from vaebench.errors import DivergedError, RunInterruptedError
 from vaebench.model.batches import steps_per_epoch
 from vaebench.model.weights import save_params
 from vaebench.plugin.host import load_snapshot
-from vaebench.run.evaluation import full_evaluation
+from vaebench.run.evaluation import HEADLINE, TERMS, full_evaluation
 from vaebench.run.outputs.pictures import write_pictures
 from vaebench.run.outputs.tensorboard import RunLog
 from vaebench.run.results import write_metrics
@@ -34,10 +34,23 @@ def finish(session: Session, progress: bool, log: Callable[[str], None], stop: S
     tick()
     evaluation = full_evaluation(model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log, tick=tick)
     tick()
-    if not np.isfinite(evaluation["test_neg_elbo"]):
-        raise DivergedError(f"the final weights give a test -ELBO of {evaluation['test_neg_elbo']}")
+    headline = HEADLINE[cfg.spec.bottleneck]
+    if not np.isfinite(evaluation[headline]):
+        raise DivergedError(f"the final weights give a {headline} of {evaluation[headline]}")
     metrics["evaluations"][cfg.backend] = evaluation
-    final = {key: evaluation[key] for key in ("test_neg_elbo", "test_recon", "test_kl")}
+    final = {f"test_{key}": evaluation[f"test_{key}"] for key in TERMS[cfg.spec.bottleneck]}
+    if cfg.spec.quantizer is not None:
+        final.update({key: evaluation[key] for key in ("perplexity", "codes_used", "bits_per_image")})
+        title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test reconstruction loss {final['test_recon']:.4f}"
+        log(
+            f"test loss {final['test_loss']:.4f} (reconstruction {final['test_recon']:.4f}), codebook perplexity "
+            f"{final['perplexity']:.1f}, {final['codes_used']:.0%} of codes used, {final['bits_per_image']:.0f} bits per image"
+        )
+        write_pictures(model, session.dataset, session.test_images, cfg, run_dir, metrics["history"], title, tick)
+        metrics["environment"]["threads"]["load_at_end"] = load_snapshot()
+        metrics.update(status="completed", final=final)
+        write_metrics(run_dir, metrics)
+        return
     if "test_nll" in evaluation:
         final.update(test_nll=evaluation["test_nll"], iwae_k=evaluation["iwae_k"])
         log(f"test NLL (IWAE, k={cfg.eval_k}) {evaluation['test_nll']:.2f} nats")

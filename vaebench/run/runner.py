@@ -35,7 +35,7 @@ from vaebench.model.config import TrainConfig
 from vaebench.model.weights import init_params
 from vaebench.plugin.contract import Model
 from vaebench.run.checkpoint import CHECKPOINT, Position, check_position, load_checkpoint, save_checkpoint
-from vaebench.run.evaluation import evaluate_split, iwae_nll
+from vaebench.run.evaluation import HEADLINE, evaluate_split, iwae_nll
 from vaebench.run.finish import finish
 from vaebench.run.outputs.mlflowlog import MlflowLog
 from vaebench.run.outputs.mlflowlog import require as require_mlflow
@@ -132,8 +132,9 @@ def train_epoch(
     timed_images = (step - done) * cfg.batch_size - warm_images
     timed_seconds = seconds - warm_seconds
     train = float(np.mean(losses)) if losses else float("nan")
-    # a step returns its objective's value: the -ELBO only for the plain VAE; any other is recorded as what it is
-    plain = cfg.training_objective.plain
+    # a step returns its objective's value: the -ELBO only for the plain VAE; any other (a VQ model's loss too) is
+    # recorded as what it is
+    plain = cfg.training_objective.plain and cfg.spec.quantizer is None
     result: dict[str, Any] = {
         "train_neg_elbo": train if plain else None,
         **({} if plain else {"train_objective": train}),
@@ -143,6 +144,22 @@ def train_epoch(
     if step < steps:
         result.update(stopped_at=step, losses=losses)
     return result
+
+
+def _epoch_line(cfg: TrainConfig, entry: dict[str, Any]) -> str:
+    """An epoch's losses as its log line says them: train and test -ELBO with the test split, or a VQ model's terms."""
+    if cfg.spec.quantizer is not None:
+        return (
+            f"train loss {entry['train_objective']:.4f}  test loss {entry['test_loss']:.4f} "
+            f"(recon {entry['test_recon']:.4f} + VQ {entry['test_vq']:.4f})"
+        )
+    objective = cfg.training_objective
+    train = (
+        f"train -ELBO {entry['train_neg_elbo']:.2f}"
+        if objective.plain
+        else f"train {objective.describe()} {entry['train_objective']:.2f}"
+    )
+    return f"{train}  test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})"
 
 
 def train_and_evaluate(
@@ -280,13 +297,15 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 t0 = time.perf_counter()
                 entry.update(split_test(evaluate_split(model, session.test_images, cfg.eval_batch_size, cfg.seed)))
                 entry["eval_seconds"] = time.perf_counter() - t0
-                objective = cfg.training_objective
-                if objective.name == "iwae":  # the negative IWAE-K bound on the test set, beside the plain -ELBO
+                objective, headline = cfg.training_objective, HEADLINE[cfg.spec.bottleneck]
+                if cfg.spec.quantizer is not None:
+                    entry["test_objective"] = entry["test_loss"]
+                elif objective.name == "iwae":  # the negative IWAE-K bound on the test set, beside the plain -ELBO
                     entry["test_objective"] = float(np.mean(iwae_nll(model, session.test_images, objective.samples, cfg.seed)))
                 elif not objective.plain:  # the training objective on the test set, beside the plain -ELBO
                     entry["test_objective"] = entry["test_recon"] + objective.beta * entry["test_kl"]
-                if not np.isfinite(entry["test_neg_elbo"]):
-                    raise DivergedError(f"training diverged in epoch {epoch}: test -ELBO is {entry['test_neg_elbo']}")
+                if not np.isfinite(entry[headline]):
+                    raise DivergedError(f"training diverged in epoch {epoch}: {headline} is {entry[headline]}")
                 metrics["history"].append(entry)
                 save_checkpoint(run_dir, model, Position(epoch, 0, [], 0.0, metrics["history"], timing))
                 write_metrics(run_dir, metrics)
@@ -294,16 +313,8 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 ml.epoch(entry, epoch)
                 tb.pictures(model, session.test_images, cfg.latent_dim, cfg.seed, epoch * steps)
                 ips = entry["train_images_per_second"]
-                train = (
-                    f"train -ELBO {entry['train_neg_elbo']:.2f}"
-                    if objective.plain
-                    else f"train {objective.describe()} {entry['train_objective']:.2f}"
-                )
-                log(
-                    f"epoch {epoch}/{cfg.epochs}  {train}  "
-                    f"test -ELBO {entry['test_neg_elbo']:.2f} (recon {entry['test_recon']:.2f} + KL {entry['test_kl']:.2f})  "
-                    f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
-                )
+                log(f"epoch {epoch}/{cfg.epochs}  {_epoch_line(cfg, entry)}  "
+                    f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}")
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
             finish(session, progress, log, stop, tb)

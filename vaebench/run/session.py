@@ -33,7 +33,8 @@ def check_sizes(cfg: TrainConfig, dataset: Dataset) -> np.ndarray:
 
 
 def split_test(test: dict[str, float]) -> dict[str, float]:
-    return {"test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"]}
+    """An epoch's test terms (:func:`~vaebench.run.evaluation.evaluate_split`) as the history names them: ``test_<term>``."""
+    return {f"test_{k}": v for k, v in test.items()}
 
 
 @dataclasses.dataclass

@@ -27,10 +27,12 @@ from vaebench.model.catalogue import get_model
 from vaebench.model.config import AdamConfig
 from vaebench.model.layers import ModelSpec
 from vaebench.model.loss import Objective
-from vaebench.model.reference import adam_step, decode_logits, loss_and_grads
+from vaebench.model.ops import VQTerms
+from vaebench.model.reference import adam_step, decode_logits, decode_pixels, loss_and_grads
 from vaebench.model.reference import encode as ref_encode
 from vaebench.model.reference import evaluate as ref_evaluate
 from vaebench.model.reference import recon_nll as ref_recon_nll
+from vaebench.model.reference import vq_evaluate as ref_vq_evaluate
 from vaebench.model.weights import init_params
 from vaebench.plugin.contract import Backend, Model
 from vaebench.plugin.environment import PRECISION_SETTINGS, Environment
@@ -44,6 +46,8 @@ USER_MODELS = tuple(name for name in os.environ.get("VAEBENCH_KIT_MODELS", "").s
 MODEL_NAMES = ("mlp", "conv", "blog", "conv-sym", "iwae-mlp", *USER_MODELS)
 # the models a train step is checked on (blog: slow in float64, conv's layers)
 STEP_MODELS = ("mlp", "conv", "conv-sym", "iwae-mlp", *USER_MODELS)
+# the models with a vector-quantised bottleneck: no posterior, so checked by their own tests (codes, VQ terms)
+VQ_MODELS = ("vqvae",)
 
 
 def perturbed_params(name: str, seed: int = 0, latent_dim: int | None = None) -> dict[str, np.ndarray]:
@@ -148,7 +152,33 @@ class BackendTests:
         np.testing.assert_allclose(model.recon_nll(x, z), ref_recon_nll(spec, perturbed_params(name), x, z), rtol=self.rtol)
 
     @final
-    @pytest.mark.parametrize("name", MODEL_NAMES)
+    @pytest.mark.parametrize("name", VQ_MODELS)
+    def test_vq_terms_codes_and_decoder_match_the_reference(self, backend, name):
+        """A VQ model's loss terms, the code each position chose and the decoder's images, against the float64
+        reference; it has no Gaussian posterior, so ``encode`` is refused, in the core's words."""
+        spec, params = get_model(name).spec, perturbed_params(name)
+        model = self.build(backend, name)
+        x, eps = sample_inputs(spec.noise_dim)
+        terms, (want_terms, want_codes) = model.evaluate(x, eps), ref_vq_evaluate(spec, params, x)
+        assert isinstance(terms, VQTerms)
+        for got, want, field in zip(terms, want_terms, VQTerms._fields, strict=True):
+            np.testing.assert_allclose(got, want, rtol=self.rtol, err_msg=field)
+        np.testing.assert_array_equal(model.codes(x), want_codes)
+        z = params["quantizer/codebook"][want_codes]
+        np.testing.assert_allclose(model.decode(z), decode_pixels(spec, params, z), atol=self.atol_probs)
+        with pytest.raises(BackendError, match="no Gaussian posterior"):
+            model.encode(x)
+
+    @final
+    @pytest.mark.parametrize("name", VQ_MODELS)
+    def test_vq_train_step_matches_the_reference_step(self, backend, name):
+        """The straight-through gradient, the codebook and commitment terms and the first Adam step, against the
+        reference's hand-written gradient: the encoder gets the decoder's input gradient unchanged."""
+        spec, params = get_model(name).spec, perturbed_params(name)
+        self._check_step(self.build(backend, name), spec, params)
+
+    @final
+    @pytest.mark.parametrize("name", (*MODEL_NAMES, *VQ_MODELS))
     def test_weights_roundtrip_bit_exact(self, backend, name):
         params = perturbed_params(name)
         exported = self.build(backend, name).export_weights()
@@ -224,7 +254,7 @@ class BackendTests:
 
     @final
     def _check_step(self, model: Model, spec: ModelSpec, params: dict[str, np.ndarray]) -> None:
-        x, eps = sample_inputs(spec.latent_dim, n=8)
+        x, eps = sample_inputs(spec.noise_dim, n=8)
         loss = model.fetch([model.train_step(x, eps)])[0]
         ref_loss, grads = loss_and_grads(spec, params, x, eps)
         assert loss == pytest.approx(ref_loss, rel=self.rtol)

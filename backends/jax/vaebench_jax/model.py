@@ -29,7 +29,7 @@ from vaebench.model.subpixel import SubPixel, depth_to_space, subpixel, subpixel
 from vaebench.plugin import engines, probes, walk
 from vaebench.plugin.contract import Model
 
-OPS = ArrayOps(jnp, jax.nn.relu)
+OPS = ArrayOps(jnp, jax.nn.relu, one_hot=jax.nn.one_hot, stop_gradient=lax.stop_gradient, sigmoid=jax.nn.sigmoid)
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -78,6 +78,10 @@ class Layers:
     def reshape(info: LayerInfo) -> Any:
         return lambda x: x.reshape(x.shape[0], *info.layer.shape)
 
+    def codebook(self, info: LayerInfo) -> Any:
+        book = self.params[f"{info.name}/codebook"]
+        return lambda features: book
+
 
 class JaxModel(Model):
     """Parameters and Adam state live on the device; every step is one jitted call."""
@@ -106,7 +110,8 @@ class JaxModel(Model):
         self.step = jax.jit(step, donate_argnums=(0, 1))
         self.eval_fn = jax.jit(lambda params, x, eps: net(params).terms(OPS, x, eps))
         self.encode_fn = jax.jit(lambda params, x: net(params).encode(x))
-        self.decode_fn = jax.jit(lambda params, z: jax.nn.sigmoid(net(params).decode(z)))
+        self.decode_fn = jax.jit(lambda params, z: net(params).pixels(OPS, z))
+        self.codes_fn = jax.jit(lambda params, x: net(params).codes(OPS, x))
         self.recon_fn = jax.jit(lambda params, x, z: recon_nll(OPS, net(params).decode(z), x))
         self.params: dict | None = None
         self.opt_state: Any = None
@@ -153,6 +158,9 @@ class JaxModel(Model):
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self.decode_fn(self.params, self._put(z)))
+
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.codes_fn(self.params, self._put(x)))
 
     def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         return np.asarray(self.recon_fn(self.params, self._put(x), self._put(z)))

@@ -50,6 +50,10 @@ OPS = ArrayOps(
     keras.ops,
     keras.ops.relu,
     flatten=lambda x: keras.ops.reshape(x, (-1, math.prod(x.shape[1:]))),
+    transpose=keras.ops.transpose,
+    one_hot=keras.ops.one_hot,
+    stop_gradient=keras.ops.stop_gradient,
+    sigmoid=keras.ops.sigmoid,
     **({"bce_with_logits": _fused_bce} if ENGINE == "torch" else {}),
 )
 
@@ -92,6 +96,25 @@ class Layers:
     @staticmethod
     def reshape(info: LayerInfo) -> Any:
         return keras.layers.Reshape(info.layer.shape, name=info.key)
+
+    @staticmethod
+    def codebook(info: LayerInfo) -> Any:
+        return _Codebook(info)
+
+
+class _Codebook(keras.layers.Layer):
+    """A VQ model's codebook ``(K, D)`` as a layer's ``kernel``: called on the encoder's features, it returns the
+    codebook, so the functional models hold the weight where the core's loss reads it."""
+
+    def __init__(self, info: LayerInfo) -> None:
+        super().__init__(name=info.key)
+        self.shape = info.param_shapes[f"{info.name}/codebook"]
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight(shape=self.shape, initializer="zeros", name="kernel")
+
+    def call(self, features: Any) -> Any:
+        return keras.ops.convert_to_tensor(self.kernel)
 
 
 class _Around:
@@ -191,20 +214,25 @@ class KerasModel(Model):
         self.layers = Layers(backend.options["transpose"])
         self.walk = net = walk.network(spec, self.layers)
         x_in = keras.Input(spec.input_shape, name="x")
-        self.encoder = keras.Model(x_in, list(net.encode(x_in)), name="encoder")
-        z_in = keras.Input((spec.latent_dim,), name="z")
+        x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.noise_dim,), name="eps")
+        eps_step = keras.Input(spec.noise_shape, name="eps_step")  # (K, d) under the IWAE bound, (0,) for a VQ model
+        z_in = keras.Input((math.prod(spec.latent_shape),), name="z")
         self.decoder = keras.Model(z_in, net.decode(z_in), name="decoder")
-        self.probs = keras.Model(z_in, keras.ops.sigmoid(self.decoder(z_in)), name="probs")
-        x_net, eps_net = keras.Input(spec.input_shape, name="images"), keras.Input((spec.latent_dim,), name="eps")
-        terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
-        eps_step = keras.Input(spec.objective.noise_shape(spec.latent_dim), name="eps_step")  # (K, d) under the IWAE bound
-        step_loss = net.objective.loss_per_example(OPS, self.encoder, self.decoder, x_net, eps_step)
+        self.probs = keras.Model(z_in, net.pixels(OPS, keras.ops.convert_to_tensor(z_in)), name="probs")
+        if spec.quantizer is None:
+            self.encoder = keras.Model(x_in, list(net.encode(x_in)), name="encoder")
+            terms = vae_terms(OPS, self.encoder, self.decoder, x_net, eps_net)
+            step_loss = net.objective.loss_per_example(OPS, self.encoder, self.decoder, x_net, eps_step)
+            self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
+            self.encoder_or_codes = self.encoder
+        else:
+            terms, step_loss = net.terms(OPS, x_net, eps_net), net.loss_per_example(OPS, x_net, eps_step)
+            self.encoder_or_codes = keras.Model(x_in, net.codes(OPS, x_in), name="codes")
         self.net = keras.Model([x_net, eps_step], step_loss, name="vae")  # what training differentiates
         self.terms = keras.Model([x_net, eps_net], keras.ops.stack(list(terms), axis=-1), name="vae_terms")
-        self.nll = keras.Model([x_net, z_in], recon_nll(OPS, self.decoder(z_in), x_net), name="recon_nll")
         self.xla = backend.use_xla() if ENGINE == "tensorflow" else ENGINE == "jax"
         backend.xla_used = self.xla
-        for m in (self.net, self.terms, self.encoder, self.probs, self.nll):
+        for m in (self.net, self.terms, self.encoder_or_codes, self.probs, *([self.nll] if spec.quantizer is None else [])):
             m.compile(jit_compile=self.xla)
         adam_cls = _torch_core_adam() if ENGINE == "torch" else CoreAdam
         self.optimizer = adam_cls(adam.lr, beta_1=adam.beta1, beta_2=adam.beta2, epsilon=adam.eps)
@@ -270,6 +298,10 @@ class KerasModel(Model):
         self._step.pull()
         mean, logvar = self.encoder.predict_on_batch(x)
         return mean, logvar
+
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        self._step.pull()
+        return self.encoder_or_codes.predict_on_batch(x)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
         self._step.pull()

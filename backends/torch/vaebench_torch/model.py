@@ -32,6 +32,9 @@ OPS = ArrayOps(
     torch.relu,
     flatten=lambda x: x.flatten(1),
     bce_with_logits=lambda logits, targets: F.binary_cross_entropy_with_logits(logits, targets, reduction="none"),
+    one_hot=lambda index, n: F.one_hot(index, n).to(torch.float32),
+    stop_gradient=torch.Tensor.detach,
+    sigmoid=torch.sigmoid,
 )
 
 
@@ -84,6 +87,21 @@ class Layers:
     def reshape(info: LayerInfo) -> Any:
         shape = info.layer.shape
         return lambda x: x.view(x.shape[0], *shape).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def codebook(info: LayerInfo) -> nn.Module:
+        return _Codebook(info)
+
+
+class _Codebook(nn.Module):
+    """A VQ model's codebook ``(K, D)`` as a module's ``weight``, so the optimizer and the name mapping see it."""
+
+    def __init__(self, info: LayerInfo) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(*info.param_shapes[f"{info.name}/codebook"]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.weight
 
 
 class _Padded(nn.Module):
@@ -221,7 +239,11 @@ class TorchModel(Model):
 
     @torch.inference_mode()
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return torch.sigmoid(self.net.decode(self._put(z))).permute(0, 2, 3, 1).cpu().numpy()
+        return self.net.pixels(OPS, self._put(z)).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        return self.net.codes(OPS, self._images(x)).cpu().numpy()
 
     @torch.inference_mode()
     def _recon_nll(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:

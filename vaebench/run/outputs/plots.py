@@ -107,21 +107,51 @@ def save_latent(means: np.ndarray, labels: np.ndarray, path: Path, title: str, e
     _save(fig, path)
 
 
-def save_curves(history: list[dict], path: Path, title: str) -> None:
-    """Train and test -ELBO per epoch, and against cumulative training wall-clock seconds."""
+#: what :func:`save_curves` draws by default: a Gaussian model's train and test -ELBO
+ELBO_CURVES = (("train_neg_elbo", "train -ELBO"), ("test_neg_elbo", "test -ELBO"))
+
+
+def save_curves(
+    history: list[dict],
+    path: Path,
+    title: str,
+    series: tuple[tuple[str, str], ...] = ELBO_CURVES,
+    unit: str = "nats per image",
+) -> None:
+    """Train and test -ELBO (or the history's ``series``, key and label) per epoch, and against cumulative
+    training wall-clock seconds."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
     seconds = np.cumsum([h["epoch_seconds"] for h in history])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, xs, label in ((left, epochs, "epoch"), (right, seconds, "training wall-clock seconds")):
-        ax.plot(xs, [h["train_neg_elbo"] for h in history], "o-", label="train -ELBO")
-        ax.plot(xs, [h["test_neg_elbo"] for h in history], "s-", label="test -ELBO")
+        for (key, name), marker in zip(series, ("o-", "s-", "^-"), strict=False):
+            ax.plot(xs, [h.get(key) for h in history], marker, label=name)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator
 
     left.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at epoch 1.5
-    left.set_ylabel("nats per image")
+    left.set_ylabel(unit)
     left.legend()
     fig.suptitle(title)
+    _save(fig, path)
+
+
+def save_code_usage(counts: np.ndarray, path: Path, title: str) -> None:
+    """A VQ model's codebook use: the share of the test set's code positions each code took, most used first,
+    with the perplexity and the codes never chosen in the title (a collapsed codebook is one tall bar)."""
+    plt = pyplot()
+    counts = np.asarray(counts, np.float64)
+    share = np.sort(counts / counts.sum())[::-1]
+    p = share[share > 0]
+    perplexity = float(np.exp(-np.sum(p * np.log(p))))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(np.arange(len(share)), share, width=1.0, color="tab:blue")
+    ax.axhline(1 / len(share), color="k", ls="--", lw=1, label=f"uniform use (1/{len(share)})")
+    ax.set_xlabel("code, by rank of use")
+    ax.set_ylabel("share of test-set code positions")
+    ax.legend(loc="upper right")
+    unused = int(np.sum(counts == 0))
+    ax.set_title(f"{title}\n(perplexity {perplexity:.1f} of {len(share)}; {unused} codes never used)")
     _save(fig, path)

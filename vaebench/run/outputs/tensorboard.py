@@ -35,7 +35,7 @@ import numpy as np
 from vaebench.errors import VaebenchError
 from vaebench.model.batches import to_float
 from vaebench.plugin.contract import Model
-from vaebench.run.evaluation import GRID_SIZE, grid_points
+from vaebench.run.evaluation import GRID_SIZE, grid_points, reconstruct
 from vaebench.run.outputs.plots import tile
 from vaebench.seeding import rng
 
@@ -95,6 +95,9 @@ class RunLog:
             "test/recon": "test_recon",
             "test/kl": "test_kl",
             "train/neg_elbo": "train_neg_elbo",
+            "train/objective": "train_objective",  # what a step minimised, when it is not the -ELBO
+            "test/objective": "test_objective",
+            "test/vq": "test_vq",  # a VQ model's codebook and commitment terms
             "train/images_per_second": "train_images_per_second",
             "train/lr": "lr",  # Adam's rate in the epoch (--lr-schedule)
         }
@@ -115,17 +118,19 @@ class RunLog:
         self.writer.add_scalar(tag, evaluation["test_nll"], step)
 
     def pictures(self, model: Model, test_images: np.ndarray, latent_dim: int, seed: int, step: int) -> None:
-        """The grid (or prior samples), decoded prior samples and reconstructions, as grey images."""
+        """The grid (or prior samples), decoded prior samples and reconstructions, as grey images; a VQ model,
+        which has no prior to sample, its reconstructions alone."""
         if not self.writer:
+            return
+        originals = to_float(test_images[:16])
+        pairs = np.concatenate([originals, np.clip(reconstruct(model, originals), 0, 1)])  # originals above
+        self.writer.add_image("reconstructions", tile(pairs, 2, 16), step, dataformats="HW")
+        if model.spec.quantizer is not None:
             return
         grid = model.decode(grid_points(latent_dim, seed))
         self.writer.add_image("grid", tile(grid, GRID_SIZE, GRID_SIZE), step, dataformats="HW")
         prior = rng(seed, "samples").standard_normal((100, latent_dim), dtype=np.float32)
         self.writer.add_image("samples", tile(model.decode(prior), 10, 10), step, dataformats="HW")
-        originals = to_float(test_images[:16])
-        recon = model.decode(model.encode(originals)[0])
-        pairs = np.concatenate([originals, recon])  # originals on the top row, reconstructions below
-        self.writer.add_image("reconstructions", tile(pairs, 2, 16), step, dataformats="HW")
 
     def close(self) -> None:
         if self.writer:
