@@ -232,8 +232,9 @@ def parity(**kw: Any) -> None:
 
     Same weights, batches and noise in every backend: a matrix of differences; exit 1 past tolerance.
     """
-    from vaebench.measure.parity import run_parity
+    from vaebench.measure.parity import parity_kind, run_parity
     from vaebench.measure.paritycheck import table, tolerances
+    from vaebench.model.catalogue import get_model
 
     model, steps, batch_size, profile, device = (kw[k] for k in ("model", "steps", "batch_size", "profile", "device"))
     if steps < 1 or batch_size < 1:
@@ -248,7 +249,7 @@ def parity(**kw: Any) -> None:
     trains = "" if objective.name == "vae" else f", objective {objective.describe()}"
     click.echo(
         f"model {model}{trains}, {steps} Adam steps, batch {batch_size}, device {device}, profile {profile}, "
-        f"options {settings}; tolerances: {tolerances(steps, objective=objective.name)}"
+        f"options {settings}; tolerances: {tolerances(steps, objective=parity_kind(get_model(model).spec, objective))}"
     )
     click.echo("\n".join(table(rows)))
     if not all(r["ok"] for r in rows):

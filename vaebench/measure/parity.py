@@ -192,11 +192,17 @@ def run_parity(
         registry.load(missing[0])  # raises the "not installed ... install with" error
     if len(backends) < 2:
         raise BackendError(f"parity needs two backends or more; installed: {', '.join(sorted(registry.installed()))}")
-    results = {}
-    for entry, name, variant in plan(backends, profile, options, get_model(model_name).spec):
+    results, spec = {}, get_model(model_name).spec
+    for entry, name, variant in plan(backends, profile, options, spec):
         log(f"running {entry} ...")
         results[entry] = _in_subprocess(name, model_name, steps, batch_size, variant, device, objective)
-    return compare(results, steps, objective=objective.name)
+    return compare(results, steps, objective=parity_kind(spec, objective))
+
+
+def parity_kind(spec: ModelSpec, objective: Objective) -> str:
+    """What parity's tolerances are chosen by (:func:`~vaebench.measure.paritycheck.param_outliers`): the objective's
+    name, or ``vq`` for a model with a vector-quantised bottleneck, whose codes flip at near-ties."""
+    return "vq" if spec.quantizer is not None else objective.name
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ GRID_ATOL = 1e-4  # decoded grid pixel probabilities: absolute
 PARAM_ATOL = 1e-4  # parameters after the steps: absolute ...
 PARAM_OUTLIERS = 1e-2  # ... for all but this fraction of entries (every entry within steps * lr)
 PARAM_OUTLIERS_IWAE = 3e-2  # ... the fraction under the IWAE bound, whose float32 gradient is ~20x less exact
+PARAM_OUTLIERS_VQ = 8e-2  # ... the fraction for a VQ model, whose nearest codes flip at near-ties (param_outliers)
 
 
 def param_outliers(objective: str = "vae") -> float:
@@ -35,10 +36,23 @@ def param_outliers(objective: str = "vae") -> float:
     of ``conv``'s entries, pair by pair, against 0.27% under the -ELBO; ``mlp``,
     ``blog`` and ``iwae-mlp`` stay under 0.25%. Every other tolerance stays as
     strict: the step losses still agree to 1e-4 relative (measured: at most
-    2.3e-7 on ``conv``, 5.4e-6 on ``mlp``). An
-    objective this does not know is a ``KeyError``, never a silent default.
+    2.3e-7 on ``conv``, 5.4e-6 on ``mlp``).
+
+    ``vq`` (a model with a vector-quantised bottleneck, whatever its objective)
+    is looser again, for a discontinuity: ``argmin`` picks the nearest code, so
+    weights a few float32 roundings apart choose another code for a vector
+    whose two nearest codes are that close. Measured on ``vqvae`` at batch 32:
+    after one step every backend's weights are within 1e-5 of the reference;
+    after the second, jax's (and Keras' on every engine) are up to 7e-4 off on
+    ``decoder/1/kernel`` (Adam's whole steps on near-zero gradients again) while
+    torch's stay within 1e-6, and from the third step 2, then 6, then 7 of
+    1,568 vectors choose another code, each with its two nearest codes within
+    4e-5 to 5e-3 of each other (the median gap is 0.12). After 5 steps 5.35% of
+    entries are past 1e-4 for those pairs, every entry within ``steps * lr``,
+    the losses within 2.3e-5. An objective this does not know is a
+    ``KeyError``, never a silent default.
     """
-    return {"vae": PARAM_OUTLIERS, "beta-vae": PARAM_OUTLIERS, "iwae": PARAM_OUTLIERS_IWAE}[objective]
+    return {"vae": PARAM_OUTLIERS, "beta-vae": PARAM_OUTLIERS, "iwae": PARAM_OUTLIERS_IWAE, "vq": PARAM_OUTLIERS_VQ}[objective]
 
 
 def compare(

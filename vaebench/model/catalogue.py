@@ -106,9 +106,7 @@ def _vqvae() -> ModelDefaults:
     return ModelDefaults(spec, batch_size=128, epochs=30)
 
 
-MODELS: dict[str, ModelDefaults] = {
-    m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp(), _vqvae())
-}
+MODELS: dict[str, ModelDefaults] = {m.spec.name: m for m in (_blog(), _conv(), _conv_sym(), _mlp(), _iwae_mlp(), _vqvae())}
 #: a model computed exactly as its source wrote it -> its twin with the padding torch's and lax's convolutions take
 #: as arguments (the same layers, FLOPs and parameter shapes, pixels shifted): ``vaebench exactness`` times the
 #: pair. Keras has only 'valid' and 'same', so there the twin is the emulated one (padding and cropping layers)

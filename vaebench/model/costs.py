@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vaebench.model.layers import Conv2D, Dense, LayerInfo, ModelSpec
+from vaebench.model.layers import Conv2D, Dense, LayerInfo, ModelSpec, Quantizer
 
 BYTES_PER_FLOAT = 4
 #: the products of a layer with weights (:class:`LayerCost`: forward_flops, grad_input_flops, grad_weight_flops)
@@ -66,6 +66,11 @@ LOSS_FLOPS = {
     "kl_per_latent": 10,
     "iwae_log_w_per_latent": 10,
     "iwae_per_sample": 12,
+    # a VQ model: per pixel the centring 1, error 1, square 1, mean 1 forward and 3 backward (9 with the 2 / variance);
+    # per latent entry the straight-through add and subtract 2, the two terms' subtract, square, mean 6, beta 1,
+    # backward 6, and the distances' codebook norm and scale per code entry 3
+    "mse_per_pixel": 9,
+    "vq_per_latent": 15,
 }
 
 CONVENTION = (
@@ -74,7 +79,8 @@ CONVENTION = (
     "(in_h*in_w*k*k*c_in*c_out); step = forward + gradient to input (none for the first layer reading the image) + "
     "gradient to weights, each 2*macs; elementwise FLOPs (bias, ReLU, tanh, loss, reparam, Adam "
     f"{ADAM_FLOPS_PER_PARAM}/parameter/step) counted apart, 1 per operation per element; under the IWAE bound the "
-    "decoder, the Bernoulli term and the reparameterisation count K times per image (passes); bytes float32"
+    "decoder, the Bernoulli term and the reparameterisation count K times per image (passes); a VQ bottleneck costs "
+    "its distances and its lookup, N*K*D MACs each, and the lookup's gradient to the codebook; bytes float32"
 )
 
 
@@ -129,6 +135,8 @@ def layer_cost(info: LayerInfo, needs_input_grad: bool = True) -> LayerCost | No
         macs = taps[0][0] * taps[1][0] * c_in * c_out
         valid = taps[0][1] * taps[1][1] * c_in * c_out
         kind = "conv_transpose" if layer.transpose else "conv"
+    elif isinstance(layer, Quantizer):
+        return _quantizer_cost(info)
     else:
         return None
     out = _prod(info.out_shape)
@@ -146,6 +154,29 @@ def layer_cost(info: LayerInfo, needs_input_grad: bool = True) -> LayerCost | No
         grad_weight_flops=2 * macs,
         elementwise_flops=2 * out + activation,
         activation_elements=out,
+    )
+
+
+def _quantizer_cost(info: LayerInfo) -> LayerCost:
+    """A VQ bottleneck's two products per image (:func:`vaebench.model.loss.vq_terms`), ``N`` positions, ``K`` codes of
+    ``D``: the distances ``v @ E^T`` and the lookup ``one_hot @ E``, ``N K D`` MACs each. Backward, only the lookup's
+    gradient to the codebook is a product (``one_hot^T @ dE``): the distances feed an ``argmin``, which has no
+    gradient, and the straight-through estimator hands the encoder the decoder's gradient as it is."""
+    n, d = _prod(info.in_shape[:-1]), info.in_shape[-1]
+    lookup = n * info.layer.codes * d  # type: ignore[union-attr]
+    return LayerCost(
+        name=info.name,
+        kind="quantizer",
+        in_shape=tuple(info.in_shape),
+        out_shape=tuple(info.out_shape),
+        params=sum(_prod(p) for p in info.param_shapes.values()),
+        macs=2 * lookup,
+        valid_macs=2 * lookup,
+        forward_flops=4 * lookup,
+        grad_input_flops=0,
+        grad_weight_flops=2 * lookup,
+        elementwise_flops=0,
+        activation_elements=n * d,
     )
 
 
@@ -182,7 +213,10 @@ def model_costs(spec: ModelSpec, batch_size: int) -> dict[str, Any]:
     pixels = _prod(tuple(spec.input_shape))
     params = spec.num_params()
     per_latent = LOSS_FLOPS["reparam_per_latent"] * k
-    if spec.objective.name == "iwae":
+    if spec.quantizer is not None:
+        entries = _prod(spec.latent_shape)
+        loss = LOSS_FLOPS["mse_per_pixel"] * pixels + LOSS_FLOPS["vq_per_latent"] * entries
+    elif spec.objective.name == "iwae":
         per_latent += LOSS_FLOPS["iwae_log_w_per_latent"] * k
         loss = LOSS_FLOPS["bce_per_pixel"] * pixels * k + per_latent * spec.latent_dim + LOSS_FLOPS["iwae_per_sample"] * k
     else:

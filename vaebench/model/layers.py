@@ -257,7 +257,7 @@ class ModelSpec:
             if activation is not None and activation not in ACTIVATIONS:
                 raise ConfigError(f"unknown activation {activation!r}; a spec may use {', '.join(ACTIVATIONS)}")
         if self.quantizer is not None and self.objective != PLAIN:
-            raise ConfigError(f"model {self.name!r} has a vector-quantised bottleneck: it trains on its own loss, not --objective")
+            raise ConfigError(f"model {self.name!r} has a vector-quantised bottleneck: it trains on its own loss, no --objective")
 
     @property
     def bottleneck(self) -> Literal["gaussian", "vq"]:

@@ -139,12 +139,9 @@ def nearest_codes(ops: Ops, vectors: Any, codebook: Any) -> Any:
 
     ``argmin_k |v - e_k|^2 = argmin_k (|e_k|^2 - 2 v.e_k)``: one matmul instead
     of an ``(N, K, D)`` difference, and without the ``|v|^2`` every code
-    shares. Adding it (keras.io's form) changes no index in exact arithmetic but
-    rounds the distances in float32 to ``|v|^2``'s scale, far above the gaps
-    between the small codes of a fresh codebook: measured on ``vqvae``, jax
-    then chose another code than the float64 reference for 2 of 1,568 vectors
-    by the third step of ``vaebench parity``, torch for none. A tie goes to the
-    lower index (every framework's ``argmin``).
+    shares (keras.io adds it; it changes no index in exact arithmetic, only
+    adds float32 rounding at ``|v|^2``'s scale). A tie goes to the lower index
+    (every framework's ``argmin``).
     """
     return ops.argmin(ops.sum_per_example(codebook * codebook) - 2.0 * ops.matmul(vectors, ops.transpose(codebook)))
 

@@ -189,5 +189,6 @@ def network(spec: ModelSpec, layers: Layers) -> Network:
     to_flat = layers.flatten(LayerInfo(f"{QUANTIZER}/flatten", Flatten(), shape, flat))
     to_map = layers.reshape(LayerInfo(f"{QUANTIZER}/reshape", Reshape(shape), flat, shape))
     decoder = tuple(layer(layers, i, built) for i in spec.decoder_layers())
-    return Network((*trunk, to_flat), None, None, (to_map, *decoder), built, spec.objective, codebook, spec.quantizer,
-                   spec.latent_dim)
+    return Network(
+        (*trunk, to_flat), None, None, (to_map, *decoder), built, spec.objective, codebook, spec.quantizer, spec.latent_dim
+    )

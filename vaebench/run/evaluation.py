@@ -74,13 +74,18 @@ def code_statistics(model: Model, images: np.ndarray, batch_size: int = 1000) ->
     counts = np.zeros(spec.quantizer.codes, np.int64)  # type: ignore[union-attr]
     for start in range(0, len(images), batch_size):
         counts += np.bincount(model.codes(to_float(images[start : start + batch_size])).ravel(), minlength=len(counts))
-    p = counts / counts.sum()
-    entropy = -float(np.sum(p[p > 0] * np.log(p[p > 0])))
+    return {**code_usage(counts), "bits_per_image": spec.codes_per_image * spec.quantizer.bits}  # type: ignore[union-attr]
+
+
+def code_usage(counts: np.ndarray) -> dict[str, Any]:
+    """How a codebook was used, from how often each code was chosen: the counts, the perplexity ``exp(H(p))`` of
+    their distribution ``p`` (natural log; codes never chosen add nothing) and the fraction of codes chosen."""
+    counts = np.asarray(counts, np.int64)
+    p = counts[counts > 0] / counts.sum()
     return {
         "code_counts": counts.tolist(),
-        "perplexity": math.exp(entropy),
+        "perplexity": math.exp(-float(np.sum(p * np.log(p)))),
         "codes_used": float(np.mean(counts > 0)),
-        "bits_per_image": spec.codes_per_image * spec.quantizer.bits,  # type: ignore[union-attr]
     }
 
 

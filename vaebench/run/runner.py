@@ -313,8 +313,10 @@ def _train(session: Session, start: Position, progress: bool, log: Callable[[str
                 ml.epoch(entry, epoch)
                 tb.pictures(model, session.test_images, cfg.latent_dim, cfg.seed, epoch * steps)
                 ips = entry["train_images_per_second"]
-                log(f"epoch {epoch}/{cfg.epochs}  {_epoch_line(cfg, entry)}  "
-                    f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}")
+                log(
+                    f"epoch {epoch}/{cfg.epochs}  {_epoch_line(cfg, entry)}  "
+                    f"{entry['epoch_seconds']:.1f}s  {f'{ips:.0f} img/s' if ips else ''}"
+                )
                 if stop.signum is not None:  # arrived during the epoch's last step or its evaluation
                     raise RunInterruptedError(stop.signum, run_dir, epoch + 1, 0)
             finish(session, progress, log, stop, tb)

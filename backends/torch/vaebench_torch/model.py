@@ -101,7 +101,7 @@ class _Codebook(nn.Module):
         self.weight = nn.Parameter(torch.empty(*info.param_shapes[f"{info.name}/codebook"]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.weight
+        return self.weight.view_as(self.weight)  # a view, not the leaf: module hooks (FlopCounterMode) need a grad_fn
 
 
 class _Padded(nn.Module):

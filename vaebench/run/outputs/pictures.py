@@ -13,10 +13,10 @@ from vaebench.model.config import TrainConfig
 from vaebench.plugin.contract import Model
 from vaebench.run.evaluation import code_statistics, grid_points, reconstruct
 from vaebench.run.outputs.plots import save_code_usage, save_curves, save_grid, save_latent, save_reconstructions
+from vaebench.seeding import rng
 
 #: a VQ model's curves: the loss it trains on, and its test loss and reconstruction term
 VQ_CURVES = (("train_objective", "train loss"), ("test_loss", "test loss"), ("test_recon", "test reconstruction"))
-from vaebench.seeding import rng
 
 
 def write_pictures(

@@ -1,0 +1,133 @@
+"""The VQ-VAE (#28): the spec says it has a codebook, the hand-written gradient is the straight-through one, the
+recipe's constant is MNIST's, its codebook figures are right, and a run scores and draws it without a posterior."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vaebench.errors import ConfigError
+from vaebench.measure.paritycheck import param_outliers
+from vaebench.model import reference
+from vaebench.model.catalogue import MNIST_TRAIN_VARIANCE, get_model
+from vaebench.model.layers import Conv2D, ModelSpec, Quantizer
+from vaebench.model.loss import Objective
+from vaebench.model.weights import init_params
+from vaebench.run.evaluation import code_usage
+
+SPEC = get_model("vqvae").spec
+
+
+def _params(seed: int = 0) -> dict[str, np.ndarray]:
+    gen = np.random.default_rng(seed)
+    return {k: v.astype(np.float64) + 0.05 * gen.standard_normal(v.shape) for k, v in init_params(SPEC, seed).items()}
+
+
+def test_the_spec_says_it_has_a_codebook_and_what_it_costs():
+    assert (SPEC.bottleneck, SPEC.latent_shape, SPEC.noise_shape, SPEC.noise_dim) == ("vq", (7, 7, 16), (0,), 0)
+    assert SPEC.codes_per_image == 49 and SPEC.quantizer.bits == 7 and SPEC.param_shapes()["quantizer/codebook"] == (128, 16)
+    assert get_model("conv").spec.bottleneck == "gaussian" and get_model("conv").spec.codes_per_image == 0
+    codebook = init_params(SPEC, 0)["quantizer/codebook"]
+    assert codebook.dtype == np.float32 and 0.04 < np.abs(codebook).max() <= 0.05  # keras.io's U(-0.05, 0.05)
+    with pytest.raises(ConfigError, match="vector-quantised bottleneck"):
+        SPEC.with_objective(Objective("iwae", samples=3))
+    bad = ModelSpec("bad", (Conv2D(8, stride=2),), SPEC.decoder, latent_dim=16, quantizer=Quantizer(4))
+    with pytest.raises(ConfigError, match="feature map of latent_dim = 16 channels"):
+        bad.param_shapes()
+
+
+def test_the_recipes_variance_is_mnists_training_set_at_unit_scale():
+    folder = os.environ.get("VAEBENCH_DATA_DIR")
+    if not folder or not os.path.isdir(folder):
+        pytest.skip("the real MNIST files are not here (VAEBENCH_DATA_DIR)")
+    from vaebench.io.datasets import load_dataset
+
+    images = load_dataset("mnist", folder).train_images
+    assert len(images) == 60_000 and np.var(images / 255.0) == pytest.approx(MNIST_TRAIN_VARIANCE, rel=1e-12)
+
+
+def test_the_hand_gradient_is_torchs_autograd_of_the_same_loss_in_float64():
+    """The reference's hand-written straight-through gradient (encoder: the decoder's input gradient unchanged plus
+    the commitment term; codebook: the codebook term through the rows chosen) against autograd of the one loss
+    (:func:`~vaebench.model.loss.vq_terms` on torch, in float64), every parameter to 1e-12 of its largest entry."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("vaebench_torch")
+    import torch.nn.functional as F
+
+    from vaebench.model.config import AdamConfig
+    from vaebench.model.layouts import convert
+    from vaebench.model.ops import ArrayOps
+    from vaebench.plugin import registry
+    from vaebench_torch.model import OPS
+
+    ops = ArrayOps(torch, torch.relu, **{k: getattr(OPS, k) for k in ("flatten", "stop_gradient", "sigmoid")})
+    ops.one_hot = lambda index, n: F.one_hot(index, n).double()
+    p = {k: v.astype(np.float32) for k, v in _params().items()}
+    x = np.random.default_rng(1).random((3, 28, 28, 1)).astype(np.float32)
+    model = registry.load("torch")[0](device="cpu").build(SPEC, AdamConfig())
+    model.load_weights(p)
+    for _, param in model.params:
+        param.data = param.data.double()
+    model.net.loss(ops, model._images(x).double(), torch.zeros(3, 0, dtype=torch.float64)).backward()
+    autograd = convert(model._perms, {k: t.grad.numpy() for k, t in model.params}, to_canonical=True)
+    _, grads = reference.loss_and_grads(SPEC, p, x, np.zeros((3, 0)))
+    assert set(grads) == set(autograd)
+    for key, want in grads.items():
+        assert np.abs(autograd[key] - want).max() <= 1e-12 * np.abs(want).max(), key
+    assert np.abs(grads["quantizer/codebook"]).sum(axis=1).astype(bool).sum() < 128  # rows no vector chose: no gradient
+
+
+def test_code_usage_is_the_perplexity_of_the_codes_distribution():
+    assert code_usage(np.array([5, 5, 0, 0])) == {
+        "code_counts": [5, 5, 0, 0],
+        "perplexity": pytest.approx(2.0),
+        "codes_used": 0.5,
+    }
+    skewed = code_usage(np.array([3, 1]))
+    assert skewed["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert code_usage(np.array([0, 7, 0]))["perplexity"] == pytest.approx(1.0)
+
+
+def test_parity_allows_a_vq_model_its_measured_code_flips_and_nothing_else():
+    from vaebench.measure.parity import parity_kind
+
+    assert parity_kind(SPEC, Objective()) == "vq" and parity_kind(get_model("conv").spec, Objective()) == "vae"
+    assert param_outliers("vq") == 0.08 and param_outliers("vae") == 0.01
+
+
+def test_a_run_scores_and_draws_a_vq_model_without_a_posterior(tmp_path):
+    from vaebench.testing import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data", n_train=64, n_test=32)
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = tmp_path / "run"
+    args = ["run", "-b", "numpy", "-m", "vqvae", "--epochs", "1", "--batch-size", "32", "--data-dir", str(data), "-q"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vaebench.cli", *args, "--out", str(out)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test reconstruction loss" in proc.stdout and "codebook perplexity" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    final = metrics["final"]
+    assert set(final) == {"test_loss", "test_recon", "test_vq", "perplexity", "codes_used", "bits_per_image"}
+    assert final["bits_per_image"] == 343 and 1 <= final["perplexity"] <= 128
+    assert final["test_loss"] == pytest.approx(final["test_recon"] + final["test_vq"])
+    assert metrics["history"][0]["train_neg_elbo"] is None and metrics["history"][0]["train_objective"] > 0
+    assert sum(metrics["evaluations"]["numpy"]["code_counts"]) == 32 * 49
+    assert {"reconstructions.png", "codes.png", "curves.png"} <= {p.name for p in out.iterdir()}
+    assert not (out / "grid.png").exists()
+    refused = subprocess.run(
+        [sys.executable, "-m", "vaebench.cli", *args, "--objective", "iwae", "--iw-samples", "3", "--out", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert refused.returncode == 2 and "vector-quantised bottleneck" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "no").exists()
