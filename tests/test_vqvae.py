@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -42,13 +43,10 @@ def test_the_spec_says_it_has_a_codebook_and_what_it_costs():
         bad.param_shapes()
 
 
-def test_the_recipes_variance_is_mnists_training_set_at_unit_scale():
-    folder = os.environ.get("VAEBENCH_DATA_DIR")
-    if not folder or not os.path.isdir(folder):
-        pytest.skip("the real MNIST files are not here (VAEBENCH_DATA_DIR)")
+def test_the_recipes_variance_is_mnists_training_set_at_unit_scale(mnist_dir):
     from vaebench.io.datasets import load_dataset
 
-    images = load_dataset("mnist", folder).train_images
+    images = load_dataset("mnist", mnist_dir).train_images
     assert len(images) == 60_000 and np.var(images / 255.0) == pytest.approx(MNIST_TRAIN_VARIANCE, rel=1e-12)
 
 
@@ -131,3 +129,91 @@ def test_a_run_scores_and_draws_a_vq_model_without_a_posterior(tmp_path):
     )
     assert refused.returncode == 2 and "vector-quantised bottleneck" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "no").exists()
+
+
+def _numpy_model(seed: int = 0):
+    from vaebench.model.config import AdamConfig
+    from vaebench.plugin.numpy_backend import NumpyBackend
+
+    model = NumpyBackend().build(SPEC, AdamConfig())
+    model.load_weights({k: v.astype(np.float32) for k, v in _params(seed).items()})
+    return model
+
+
+def test_the_evaluation_of_a_vq_model_is_its_terms_codes_and_training_loss():
+    from vaebench.run.evaluation import TERMS, code_statistics, evaluate_split, full_evaluation
+
+    model = _numpy_model()
+    gen = np.random.default_rng(3)
+    test, train = (gen.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (12, 9))
+    split = evaluate_split(model, test, 5, 0)
+    assert TERMS["vq"] == ("loss", "recon", "vq") and list(split) == list(TERMS["vq"])
+    x = test.astype(np.float32)[..., None] / 255
+    terms, codes = reference.vq_evaluate(SPEC, model.params, x)
+    for name, want in zip(TERMS["vq"], terms, strict=True):
+        assert split[name] == pytest.approx(float(np.mean(want)), rel=1e-6), name
+    stats = code_statistics(model, test, batch_size=5)
+    assert stats == {**code_usage(np.bincount(codes.ravel(), minlength=128)), "bits_per_image": 343.0}
+    result = full_evaluation(model, test, 0, 0, batch_size=5, train_images=train)
+    assert result["train_recon"] == pytest.approx(evaluate_split(model, train, 4, 0)["recon"], rel=1e-9)
+    assert result["test_loss"] == pytest.approx(split["loss"]) and result["perplexity"] == stats["perplexity"]
+    assert "active_units" not in result and "test_neg_elbo" not in result
+    assert "train_recon" not in full_evaluation(model, test, 0, 0, batch_size=5)
+    with pytest.raises(ConfigError, match="no likelihood"):
+        full_evaluation(model, test, 5, 0)
+
+
+def test_reconstructions_and_the_decoded_points_are_the_codes_and_the_codebooks_scale():
+    from vaebench.run.evaluation import GRID_SIZE, decode_points, grid_points, reconstruct
+
+    model = _numpy_model()
+    x = np.random.default_rng(4).random((4, 28, 28, 1), dtype=np.float32)
+    codes = reference.vq_evaluate(SPEC, model.params, x)[1]
+    want = reference.decode_pixels(SPEC, model.params, model.params["quantizer/codebook"][codes])
+    np.testing.assert_allclose(reconstruct(model, x), want, rtol=1e-6, atol=1e-7)
+    points = decode_points(SPEC, 0)
+    assert points.shape == (GRID_SIZE * GRID_SIZE, 7, 7, 16) and points.dtype == np.float32
+    assert 0.04 < points.std() < 0.06 and not np.array_equal(points, decode_points(SPEC, 1))
+    np.testing.assert_array_equal(decode_points(get_model("conv").spec, 0), grid_points(2, 0))
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_an_interrupted_vq_run_resumes_to_the_uninterrupted_history(name, tiny_dir, tmp_path, monkeypatch):
+    """The codebook and its Adam moments travel in the checkpoint like every parameter: a run cut in its second
+    epoch and resumed ends where the whole run ends (the float64 reference bit for bit)."""
+    from click.testing import CliRunner
+
+    from vaebench.cli import cli
+    from vaebench.model.weights import load_params
+    from vaebench.plugin.contract import Model
+
+    if name == "torch":
+        pytest.importorskip("vaebench_torch")
+    base = ["run", "-b", name, "-m", "vqvae", "--epochs", "2", "--batch-size", "64", "-q", "--data-dir", str(tiny_dir)]
+    assert CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "whole")], catch_exceptions=False).exit_code == 0
+    original, steps = Model.train_staged, {"n": 0}
+
+    def interrupt(self, staged):
+        steps["n"] += 1
+        if steps["n"] == 6:  # epoch 2, step 2 of 4
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, staged)
+
+    monkeypatch.setattr(Model, "train_staged", interrupt)
+    CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path / "cut"), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "cut"))
+    assert b["status"] == "completed" and b["resumed"] == [{"epoch": 1, "step": 2}]
+    exact = name == "numpy"
+    for x, y in zip(a["history"], b["history"], strict=True):
+        for key in ("train_objective", "test_loss", "test_recon", "test_vq"):
+            assert y[key] == (x[key] if exact else pytest.approx(x[key], rel=1e-5)), (x["epoch"], key)
+    wa, wb = load_params(tmp_path / "whole" / "weights.npz"), load_params(tmp_path / "cut" / "weights.npz")
+    for key in wa:
+        if exact:
+            np.testing.assert_array_equal(wb[key], wa[key], err_msg=key)
+        else:
+            np.testing.assert_allclose(wb[key], wa[key], rtol=1e-4, atol=1e-6, err_msg=key)

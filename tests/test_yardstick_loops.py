@@ -23,6 +23,9 @@ from vaebench.plugin import registry
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 
 RTOL, ATOL = 1e-4, 1e-5
+#: the models the yardsticks write out: the Gaussian ones. No hand-written loop computes the VQ-VAE yet, so
+#: harness_ratio.py has no yardstick to hold a plugin's vqvae step to (the closing note of #28 says so)
+YARDSTICK_MODELS = sorted(name for name, m in MODELS.items() if m.spec.bottleneck == "gaussian")
 
 
 def _inputs(spec, batch=3):
@@ -54,7 +57,7 @@ def _assert_same(plugin, yardstick):
         np.testing.assert_allclose(yardstick[4][k], g, rtol=RTOL, atol=1e-4 * scale, err_msg=f"gradient {k}")
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_torch_yardstick_computes_the_plugins_function(model_name):
     torch = pytest.importorskip("torch")
     pytest.importorskip("vaebench_torch")
@@ -95,7 +98,7 @@ def _jax_against_plugin(model_name, transpose="lax"):
     return variables, params, ys
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_jax_yardstick_computes_the_plugins_function(model_name):
     _jax_against_plugin(model_name)
 
@@ -142,7 +145,7 @@ def _keras_on_tensorflow():
     return keras_yardstick
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_keras_yardstick_computes_the_plugins_function(model_name):
     ys = _keras_on_tensorflow()
     import tensorflow as tf
@@ -217,7 +220,7 @@ def _trains(ys, model_name, **kwargs):
     assert np.all(np.isfinite(losses)) and losses[0] > 0
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_torch_yardstick_trains(model_name):
     pytest.importorskip("torch")
     import torch_yardstick as ys
@@ -225,7 +228,7 @@ def test_torch_yardstick_trains(model_name):
     _trains(ys, model_name)
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_jax_yardstick_trains(model_name):
     pytest.importorskip("jax")
     import jax_yardstick as ys
@@ -233,6 +236,6 @@ def test_jax_yardstick_trains(model_name):
     _trains(ys, model_name)
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", YARDSTICK_MODELS)
 def test_keras_yardstick_trains(model_name):
     _trains(_keras_on_tensorflow(), model_name, xla=False)

@@ -113,8 +113,7 @@ def run(**kw: Any) -> None:
     """
     from vaebench.measure.options import own_options
     from vaebench.measure.tune import tuner
-    from vaebench.run.evaluation import final_figure
-    from vaebench.run.results import default_run_dir, written_outputs
+    from vaebench.run.results import default_run_dir, final_figure, written_outputs
     from vaebench.run.runner import resume_run, train_and_evaluate
 
     if "," in kw["backend"] or kw["backend"] == "all":
@@ -201,6 +200,7 @@ def eval_(run_dir: str, k: int, quiet: bool, **kw: Any) -> None:
     The test files are read from where the run recorded them unless --data-dir says otherwise.
     """
     from vaebench.run.rescore import evaluate_run
+    from vaebench.run.results import final_figure
 
     if k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
@@ -208,6 +208,12 @@ def eval_(run_dir: str, k: int, quiet: bool, **kw: Any) -> None:
     result = evaluate_run(
         Path(run_dir), kw["backend"], k, *where, progress=not quiet, log=_log(quiet), accept_data_change=kw["accept_data_change"]
     )
+    if "perplexity" in result:  # a VQ model: no ELBO, no likelihood, no latent units
+        click.echo(
+            f"{final_figure(result)}; training-set reconstruction loss {result['train_recon']:.4f}; "
+            f"added to {run_dir}/metrics.json"
+        )
+        return
     line = f"test -ELBO {result['test_neg_elbo']:.2f} nats (recon {result['test_recon']:.2f} + KL {result['test_kl']:.2f})"
     if "test_nll" in result:
         line += f"; test NLL {result['test_nll']:.2f} ± {result['test_nll_sem']:.2f} nats (IWAE, k={k})"

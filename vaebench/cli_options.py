@@ -114,7 +114,24 @@ class ModelName(click.ParamType):
         return model_name(str(value), param)
 
 
-MODELS_CSV = csv(convert=model_name)  # --models and --ttq-models: comma-separated, each checked as --model is
+MODELS_CSV = csv(convert=model_name)  # --models: comma-separated, each checked as --model is
+
+
+def ttq_model_name(value: str, param: click.Parameter | None) -> str:
+    """A model with a time-to-quality target (:data:`~vaebench.measure.ttq.TTQ_TARGETS`): a -ELBO to reach."""
+    from vaebench.measure.ttq import TTQ_TARGETS
+
+    name = model_name(value, param)
+    if name not in TTQ_TARGETS:
+        raise click.BadParameter(
+            f"model {name!r} has no time-to-quality target (a test -ELBO to reach); models with one: "
+            f"{', '.join(sorted(TTQ_TARGETS))}",
+            param=param,
+        )
+    return name
+
+
+TTQ_MODELS_CSV = csv(convert=ttq_model_name)  # --ttq-models: the same, each with a target
 
 
 def objective_of(flags: Mapping[str, Any]) -> Objective:
@@ -309,7 +326,7 @@ def schedule_options() -> Decorator:
 def ttq_options() -> Decorator:
     """``bench``'s time to quality: ``--ttq-models``, ``--ttq-seeds``, ``--ttq-variants-from`` and the ``--data-dir``."""
     return stack(
-        click.option("--ttq-models", callback=MODELS_CSV, help="Also time to quality on real data for these models (MNIST)."),
+        click.option("--ttq-models", callback=TTQ_MODELS_CSV, help="Also time to quality on real data for these models (MNIST)."),
         click.option(
             "--ttq-seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True, help="Seeds for --ttq-models."
         ),

@@ -208,8 +208,8 @@ def measure_backend(model: Model, request: ExplainRequest, clock: Clock = time.p
     costs = {c.name: c for c in layer_costs(spec)}
     layers = []
     for info in spec.layers():
-        if info.name not in costs:
-            continue  # flatten and reshape: no work
+        if info.name not in costs or costs[info.name].kind == "quantizer":
+            continue  # flatten and reshape: no work; a VQ quantizer is no layer a plugin runs alone: in the remainder
         cost, rows = costs[info.name], batch * passes(spec, info.name)  # the IWAE step decodes batch * K latents
         x = gen.random((rows, *info.in_shape), dtype=np.float32)
         g = gen.standard_normal((rows, *info.out_shape), dtype=np.float32)

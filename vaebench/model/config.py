@@ -159,6 +159,8 @@ class TrainConfig:
         cfg.training_objective  # noqa: B018 -- checks --objective, --beta and --iw-samples
         _check_model_memory(cfg)
         check_iwae_k(cfg.eval_k, cfg.latent_dim)
+        if cfg.eval_k and cfg.spec.quantizer is not None:
+            raise ConfigError(f"--eval-k {cfg.eval_k}: model {cfg.model!r} has a vector-quantised bottleneck and no likelihood")
         return cfg
 
     @property

@@ -41,6 +41,7 @@ from vaebench.report.tables import (
     seed_rows,
     ttq_rows,
     tuning_rows,
+    vq_rows,
 )
 from vaebench.run.outputs.plots import pyplot
 
@@ -151,7 +152,7 @@ def _curves_figure(runs: list[tuple[Path, dict]]) -> bytes:
     for (path, m), (dash, marker) in zip(runs, styles, strict=False):  # styles cycle forever
         hist = m["history"]
         label = f"{m['config']['backend']} · {m['config']['model']} · {path.name}"
-        elbo = [np.nan if h["test_neg_elbo"] is None else h["test_neg_elbo"] for h in hist]
+        elbo = [np.nan if h.get("test_neg_elbo") is None else h["test_neg_elbo"] for h in hist]  # a VQ run has none
         kw = {"linestyle": dash, "marker": marker, "alpha": 0.8, "markerfacecolor": "none", "label": label}
         left.plot([h["epoch"] for h in hist], elbo, **kw)
         right.plot(np.cumsum([h["epoch_seconds"] for h in hist]), elbo, **kw)
@@ -395,6 +396,14 @@ def write_report(
             "`different` when the interval excludes zero without equivalence, `inconclusive` otherwise.",
         ]
         sections.append(("Same quality?", prose, "equivalence", equivalence_rows(runs, margin), []))
+    if any(m.get("status") == "completed" and (m.get("final") or {}).get("test_loss") is not None for _, m in runs):
+        prose = [
+            "Models with a vector-quantised bottleneck have no ELBO: each backend's test and training-set",
+            "reconstruction loss (MSE over the recipe's pixel variance, lower is better) as mean ± std over seeds, the",
+            "codebook's perplexity (exp of the entropy of the test set's codes; the codebook's size if all are used",
+            "alike) and the fraction of codes used, the bits an image's code map costs, and the median images/s.",
+        ]
+        sections.append(("Vector-quantised models", prose, "vq", vq_rows(runs), []))
     if runs:
         prose = ["Runs whose status is not `completed` are listed and left out of the curves and grids.", *notes]
         names = [n for n in ("curves.png", "grids.png") if n in figures]

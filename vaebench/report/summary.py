@@ -24,6 +24,7 @@ from vaebench.report.tables import (
     runs_table,
     seed_rows,
     ttq_table,
+    vq_rows,
 )
 
 
@@ -38,6 +39,9 @@ def summary(bench_results: list[dict], runs: list[tuple[Path, dict]], margin: fl
             yield "\n".join(table(rows)), False
     for note in comparability_notes(runs):  # runs that look alike but must not be paired: said, not hidden
         yield f"note: {plain(note)}", True
+    if any(m.get("status") == "completed" and (m.get("final") or {}).get("test_loss") is not None for _, m in runs):
+        yield "\nVector-quantised models (reconstruction loss = MSE / the recipe's variance; no ELBO):", False
+        yield "\n".join(vq_rows(runs).lines()), False
     if has_seeds(runs):
         yield "\nOver seeds:", False
         yield "\n".join(seed_rows(runs).lines()), False

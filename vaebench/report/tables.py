@@ -379,11 +379,15 @@ def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
         ["run", "backend", "model", "epochs", "test -ELBO", "NLL (IWAE k)", "AU", "s/epoch", "img/s", "status"],
         right=set(range(3, 9)),
     )
+    vq = any(_is_vq(m) for _, m in runs)  # a VQ model's figures in columns of their own, only where one ran
+    if vq:
+        t = Table([*t.header[:7], "VQ recon", "perplexity", *t.header[7:]], right=set(range(3, 11)))
     for path, m in runs:
         cfg, hist, final = m["config"], m.get("history", []), m.get("final") or {}
         epoch_s = float(np.median([h["epoch_seconds"] for h in hist])) if hist else None
         au = final.get("active_units")
         nll, nll_k = run_nll(m)
+        own = [_n(final.get("test_recon"), ".4f"), _n(final.get("perplexity"), ".1f")] if _is_vq(m) else [("", math.nan)] * 2
         t.add(
             path.name[:40],
             cfg["backend"],
@@ -392,9 +396,45 @@ def runs_rows(runs: list[tuple[Path, dict]]) -> Table:
             _n(final.get("test_neg_elbo"), ".2f"),
             nll_cell(nll, nll_k),
             ("" if au is None else str(au), -1 if au is None else au),
+            *(own if vq else []),
             _n(epoch_s, ".1f"),
             _n(_throughput(m), ".0f"),
             m["status"],
+        )
+    return t
+
+
+def _is_vq(m: dict) -> bool:
+    """Whether a run's model has a vector-quantised bottleneck: its final figures are the VQ ones (no -ELBO)."""
+    return (m.get("final") or {}).get("test_loss") is not None
+
+
+def vq_rows(runs: list[tuple[Path, dict]]) -> Table:
+    """Completed runs of VQ models by model, setting and backend, over seeds: the test and training-set
+    reconstruction loss (MSE over the recipe's variance; keras.io reports the training set's), the codebook's
+    perplexity and the fraction of codes used, the bits an image's code map costs, the median images/s."""
+    t = Table(
+        ["model", "setting", "backend", "seeds", "test recon", "train recon", "perplexity", "codes used", "bits", "img/s"],
+        right=set(range(3, 10)),
+    )
+    cells: dict[tuple[str, str, str], list[dict]] = {}
+    for _path, m in runs:
+        if m.get("status") == "completed" and _is_vq(m):
+            cfg = m["config"]
+            cells.setdefault((cfg["model"], _setting_of(cfg), cfg["backend"]), []).append(m)
+    for (model, setting, backend), ms in sorted(cells.items()):
+        ips = [v for v in map(_throughput, ms) if v is not None]
+        t.add(
+            model,
+            setting,
+            backend,
+            (str(len(ms)), len(ms)),
+            _spread(_finals(ms, "test_recon"), ".4f"),
+            _spread(_finals(ms, "train_recon"), ".4f"),
+            _spread(_finals(ms, "perplexity"), ".1f"),
+            _spread(_finals(ms, "codes_used"), ".2f"),
+            _n(ms[0]["final"].get("bits_per_image"), ".0f"),
+            _n(float(np.median(ips)) if ips else None, ".0f"),
         )
     return t
 

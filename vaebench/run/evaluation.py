@@ -30,6 +30,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+from vaebench.errors import ConfigError
 from vaebench.model.batches import eval_batches, to_float
 from vaebench.model.layers import ModelSpec
 from vaebench.plugin.contract import Model
@@ -57,13 +58,6 @@ def evaluate_split(model: Model, images: np.ndarray, batch_size: int, seed: int)
         totals += [np.sum(t, dtype=np.float64) for t in terms]
     mean = totals / len(images)
     return {name: float(value) for name, value in zip(TERMS[model.spec.bottleneck], mean, strict=True)}
-
-
-def final_figure(final: dict[str, Any]) -> str:
-    """A finished run's headline as one phrase: ``test -ELBO 140.12 nats``, or a VQ model's reconstruction loss."""
-    if "test_neg_elbo" in final:
-        return f"test -ELBO {final['test_neg_elbo']:.2f} nats"
-    return f"test reconstruction loss {final['test_recon']:.4f} (MSE / variance), codebook perplexity {final['perplexity']:.1f}"
 
 
 def code_statistics(model: Model, images: np.ndarray, batch_size: int = 1000) -> dict[str, Any]:
@@ -203,15 +197,25 @@ def full_evaluation(
     progress: bool = False,
     log: Any = None,
     tick: Callable[[], None] | None = None,
+    train_images: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test -ELBO (with its split), IWAE NLL at ``k``, active units and KL per dimension.
 
     ``test_images`` are uint8, already binarised (:func:`vaebench.model.batches.binarize_fixed`) for a binarised run.
+    A VQ model has no posterior and no likelihood (``k`` must be 0): its loss terms, its codebook's use
+    (:func:`code_statistics`) and, given ``train_images``, its reconstruction loss on them, ``train_recon``: the
+    figure keras.io's VQ-VAE reports (its last epoch's, on the training set).
     """
     t0 = time.perf_counter()
     result: dict[str, Any] = {f"test_{k}": v for k, v in evaluate_split(model, test_images, batch_size, seed).items()}
     if model.spec.quantizer is not None:  # no posterior, no likelihood: the codebook's use instead
+        if k > 0:
+            raise ConfigError(f"model {model.spec.name!r} has a vector-quantised bottleneck and no likelihood: use --eval-k 0")
         result.update(code_statistics(model, test_images, batch_size))
+        if train_images is not None and len(train_images):
+            if log:
+                log(f"reconstruction loss on the {len(train_images)} training images")
+            result["train_recon"] = evaluate_split(model, train_images, batch_size, seed)["recon"]
         result["seconds"] = time.perf_counter() - t0
         return result
     result.update(latent_statistics(model, test_images, batch_size))

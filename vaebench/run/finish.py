@@ -32,7 +32,10 @@ def finish(session: Session, progress: bool, log: Callable[[str], None], stop: S
 
     save_params(model.export_weights(), run_dir / "weights.npz")
     tick()
-    evaluation = full_evaluation(model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log, tick=tick)
+    train = session.train_images if cfg.spec.quantizer is not None else None  # a VQ model's train_recon
+    evaluation = full_evaluation(
+        model, session.test_images, cfg.eval_k, cfg.seed, cfg.eval_batch_size, progress, log, tick=tick, train_images=train
+    )
     tick()
     headline = HEADLINE[cfg.spec.bottleneck]
     if not np.isfinite(evaluation[headline]):
@@ -40,7 +43,7 @@ def finish(session: Session, progress: bool, log: Callable[[str], None], stop: S
     metrics["evaluations"][cfg.backend] = evaluation
     final = {f"test_{key}": evaluation[f"test_{key}"] for key in TERMS[cfg.spec.bottleneck]}
     if cfg.spec.quantizer is not None:
-        final.update({key: evaluation[key] for key in ("perplexity", "codes_used", "bits_per_image")})
+        final.update({key: evaluation[key] for key in ("train_recon", "perplexity", "codes_used", "bits_per_image")})
         title = f"{cfg.backend} · {cfg.spec.name} · epoch {cfg.epochs} · test reconstruction loss {final['test_recon']:.4f}"
         log(
             f"test loss {final['test_loss']:.4f} (reconstruction {final['test_recon']:.4f}), codebook perplexity "

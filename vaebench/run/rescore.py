@@ -58,12 +58,15 @@ def evaluate_run(
         raise ConfigError(f"{run_dir} is not a completed run (status {metrics['status']!r}); nothing to evaluate")
     cfg = config_of(metrics, run_dir / "metrics.json")
     check_iwae_k(k, cfg.latent_dim, "--k")  # before any framework loads or any image is read
+    if k and cfg.spec.quantizer is not None:
+        raise ConfigError(f"--k {k}: model {cfg.model!r} has a vector-quantised bottleneck and no likelihood; use --k 0")
     identity = run_identity(run_dir, metrics)
     name = backend_name or cfg.backend
     backend_cls, plugin = registry.load(name)
     params = load_params(run_dir / "weights.npz")
     check_params(cfg.spec, params, run_dir / "weights.npz", "they are not this run's weights; train the run again")
-    dataset = load_dataset(cfg.dataset, recorded_data_dir(metrics, data_dir), train=False)
+    vq = cfg.spec.quantizer is not None  # its reconstruction loss on the training set too: the recipe's figure
+    dataset = load_dataset(cfg.dataset, recorded_data_dir(metrics, data_dir), train=vq)
     changed = check_same_data(metrics.get("data") or {}, dataset, "evaluate", accept_data_change)
     test_images = binarize_fixed(dataset.test_images, cfg.seed) if cfg.binarize else dataset.test_images
     backend = backend_cls(device=device, options=cfg.options if name == cfg.backend else None)
@@ -72,7 +75,8 @@ def evaluate_run(
         model.load_weights(params)
     except ShapeError as exc:
         raise ShapeError(f"{run_dir / 'weights.npz'}: {exc}") from None
-    evaluation = full_evaluation(model, test_images, k, cfg.seed, cfg.eval_batch_size, progress, log)
+    train = dataset.train_images[: cfg.limit_train] if vq else None
+    evaluation = full_evaluation(model, test_images, k, cfg.seed, cfg.eval_batch_size, progress, log, train_images=train)
     evaluation.update(environment=backend.environment(), plugin=plugin.describe())
     if changed:
         evaluation["data"] = dataset.describe()

@@ -359,3 +359,20 @@ def comparable(metrics: dict[str, Any]) -> dict[str, str]:
         if cfg.get(key, default) not in (default, None):
             recipe += f" {key}={cfg[key]}"
     return {"data": digest, "model": f"{cfg.get('model')} z{cfg.get('latent_dim')}", "objective": objective, "recipe": recipe}
+
+
+def headline(final: dict[str, Any]) -> tuple[str, str] | None:
+    """``(key, label)`` of the figure a finished run is judged by, lower better: the test -ELBO in nats, or a VQ
+    model's test reconstruction loss (MSE over the recipe's variance), which has no ELBO; ``None`` for neither."""
+    if final.get("test_neg_elbo") is not None:
+        return "test_neg_elbo", "test -ELBO"
+    if final.get("test_loss") is not None and final.get("test_recon") is not None:
+        return "test_recon", "test reconstruction loss"
+    return None
+
+
+def final_figure(final: dict[str, Any]) -> str:
+    """A finished run's headline as one phrase: ``test -ELBO 140.12 nats``, or a VQ model's reconstruction loss."""
+    if final.get("test_neg_elbo") is not None:
+        return f"test -ELBO {final['test_neg_elbo']:.2f} nats"
+    return f"test reconstruction loss {final['test_recon']:.4f} (MSE / variance), codebook perplexity {final['perplexity']:.1f}"

@@ -38,7 +38,7 @@ from typing import Any
 
 from vaebench.errors import ConfigError, DivergedError, InUseError, RunInterruptedError, Terminated, VaebenchError
 from vaebench.run.progress import progress as progress_bar
-from vaebench.run.results import LOCK, METRICS, RUN_OUTPUTS, RunLock, read_metrics
+from vaebench.run.results import LOCK, METRICS, RUN_OUTPUTS, RunLock, headline, read_metrics
 from vaebench.run.signals import StopFlag
 from vaebench.sweep.plan import COMPLETED, INTERRUPTED, LOST, PENDING, RUNNING, RUNS, SWEEP_FILE, counts, write_record
 
@@ -321,7 +321,9 @@ def execute_run(spec: dict[str, Any], board: Any) -> dict[str, Any]:
     try:
         _train_here(spec, run_dir, placement)
         record["status"] = COMPLETED
-        record["test_neg_elbo"] = read_metrics(run_dir)["final"]["test_neg_elbo"]
+        final = read_metrics(run_dir)["final"]
+        key, label = headline(final) or ("test_neg_elbo", "test -ELBO")
+        record.update({"test_neg_elbo": final.get("test_neg_elbo"), "headline": [label, final.get(key)]})
         if not shared:
             record["files"] = _collect(run_dir)
     except RunInterruptedError as exc:
@@ -447,7 +449,8 @@ def outcome_line(name: str, result: dict[str, Any]) -> str:
     """A finished run, in one line: its -ELBO and time, or its whole error (the error ends with the fix)."""
     line = f"{result['status']:11s} {name}"
     if result["status"] == COMPLETED:
-        return line + f"  test -ELBO {result['test_neg_elbo']:.2f}  {result['seconds']:.0f}s on {result['node']['host']}"
+        label, value = result.get("headline") or ("test -ELBO", result["test_neg_elbo"])
+        return line + f"  {label} {value:.4g}  {result['seconds']:.0f}s on {result['node']['host']}"
     return line + (f"  {' '.join(str(result['error']).split())}" if result["error"] else "")
 
 

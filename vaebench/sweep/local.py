@@ -36,7 +36,7 @@ from vaebench.model.batches import steps_per_epoch
 from vaebench.model.config import TrainConfig
 from vaebench.plugin import registry
 from vaebench.plugin.host import default_threads, load_snapshot
-from vaebench.run.results import METRICS
+from vaebench.run.results import METRICS, final_figure
 
 TRAIN_IMAGES = 60_000  # MNIST and Fashion-MNIST: 60,000 training and 10,000 test images
 TEST_IMAGES = 10_000
@@ -263,7 +263,7 @@ def main() -> None:
     except (KeyboardInterrupt, Terminated) as exc:
         print("interrupted; no file was left half-written", file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
-    print(f"test -ELBO {metrics['final']['test_neg_elbo']:.2f} nats; wrote {spec['run_dir']}/")
+    print(f"{final_figure(metrics['final'])}; wrote {spec['run_dir']}/")
 
 
 if __name__ == "__main__":

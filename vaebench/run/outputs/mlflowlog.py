@@ -25,7 +25,18 @@ from vaebench.errors import ConfigError
 from vaebench.run.results import RUN_OUTPUTS
 
 EXPERIMENT = "vaebench"
-EPOCH_METRICS = ("train_neg_elbo", "test_neg_elbo", "test_recon", "test_kl", "train_images_per_second", "epoch_seconds", "lr")
+EPOCH_METRICS = (
+    "train_neg_elbo",
+    "test_neg_elbo",
+    "test_recon",
+    "test_kl",
+    "train_objective",  # what a step minimised where it is not the -ELBO (beta-VAE, IWAE, a VQ model's loss)
+    "test_objective",
+    "test_vq",  # a VQ model's codebook and commitment terms
+    "train_images_per_second",
+    "epoch_seconds",
+    "lr",
+)
 STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
 CONNECT_SECONDS = 5.0  # how long a tracking server gets to answer before the run is refused
 # MLflow's own defaults retry an unreachable server for minutes (7 retries, backoff 2, 120 s timeouts)
