@@ -217,3 +217,29 @@ def test_an_interrupted_vq_run_resumes_to_the_uninterrupted_history(name, tiny_d
             np.testing.assert_array_equal(wb[key], wa[key], err_msg=key)
         else:
             np.testing.assert_allclose(wb[key], wa[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_vq_terms_against_a_brute_force_formula():
+    """The one VQ loss on hand-made numbers: every vector's nearest code found by trying each (a tie to the lower
+    index), the decoder reading the codes, the reconstruction's MSE over the variance, and (1 + beta) times the
+    mean squared distance to the codes as the VQ term's value."""
+    from vaebench.model.loss import nearest_codes, numpy_ops, vq_terms
+
+    book = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 2.0]])
+    x = np.array([[0.5, 0.5, 1.4, 0.6, 0.5, 2.2], [0.5, 1.5, 0.2, 0.5, 1.0, 0.5]])  # centred: (0,0)(.9,.1)(0,1.7)...
+    quantizer = Quantizer(codes=4, beta=0.25, variance=0.5)
+    terms, codes = vq_terms(numpy_ops, lambda c: c, lambda _: book, lambda flat: 2.0 * flat, x, quantizer, 2)
+    vectors = (x - 0.5).reshape(-1, 2)
+    want = np.array([int(np.argmin([np.sum((v - e) ** 2) for e in book])) for v in vectors])
+    np.testing.assert_array_equal(codes, want)
+    assert list(want) == [0, 1, 3, 0, 0, 0]  # the last vector, (.5, 0), ties codes 0 and 1
+    q = book[want].reshape(2, 6)
+    recon = np.mean((2.0 * q - (x - 0.5)) ** 2, axis=1) / 0.5
+    vq = 1.25 * np.mean((q - (x - 0.5)) ** 2, axis=1)
+    np.testing.assert_allclose(terms.recon, recon, rtol=1e-12)
+    np.testing.assert_allclose(terms.vq, vq, rtol=1e-12)
+    np.testing.assert_allclose(terms.loss, recon + vq, rtol=1e-12)
+    tie = nearest_codes(numpy_ops, np.array([[0.0, 0.5], [0.5, 0.0], [-0.5, 0.0]]), book)
+    assert list(tie) == [0, 0, 0]  # (0, .5): codes 0 at .25 and 3 at 2.25; (.5, 0) ties 0 and 1, (-.5, 0) 0 and 2
+    far = nearest_codes(numpy_ops, np.array([[0.0, 1.1], [-0.6, 0.0], [3.0, 3.0]]), book)
+    assert list(far) == [3, 2, 3]

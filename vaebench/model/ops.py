@@ -112,8 +112,9 @@ class ArrayOps:
     ``log``, ``reshape``, ``expand_dims`` or torch's ``unsqueeze``).
 
     ``relu`` is the framework's own (a fused kernel, the gradient it defines at 0);
-    ``overrides`` replace any other primitive, e.g. torch's ``flatten`` view or a
-    fused ``bce_with_logits``.
+    ``sigmoid``, ``one_hot`` and ``stop_gradient`` are the module's where it has
+    them; ``overrides`` give the others and replace any primitive, e.g. torch's
+    ``flatten`` view or a fused ``bce_with_logits``.
     """
 
     def __init__(self, xp: Any, relu: Callable[[Any], Any], **overrides: Callable[..., Any]) -> None:
@@ -121,6 +122,10 @@ class ArrayOps:
         self._sum, self._amax, self._log, self.reshape = xp.sum, xp.amax, xp.log, xp.reshape
         self.expand_dims = getattr(xp, "expand_dims", None) or xp.unsqueeze  # torch's name for it
         self.matmul, self._argmin = xp.matmul, xp.argmin
+        # where the module has them (keras.ops has all three, torch a sigmoid); a plugin names the rest
+        for name in ("sigmoid", "one_hot", "stop_gradient"):
+            if hasattr(xp, name):
+                setattr(self, name, getattr(xp, name))
         vars(self).update(overrides)
 
     def argmin(self, x: Any) -> Any:
@@ -130,6 +135,10 @@ class ArrayOps:
     def transpose(self, x: Any) -> Any:
         """``x.T`` (a 2-D array)."""
         return x.T
+
+    def sigmoid(self, x: Any) -> Any:
+        """``1 / (1 + exp(-x))``, where the module has no ``sigmoid`` of its own and the plugin gives none."""
+        return 1 / (1 + self.exp(-x))
 
     def logsumexp(self, x: Any) -> Any:
         """``max + log(sum(exp(x - max)))`` over the last axis; summing the kept size-1 axis drops it.

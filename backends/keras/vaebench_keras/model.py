@@ -50,10 +50,7 @@ OPS = ArrayOps(
     keras.ops,
     keras.ops.relu,
     flatten=lambda x: keras.ops.reshape(x, (-1, math.prod(x.shape[1:]))),
-    transpose=keras.ops.transpose,
-    one_hot=keras.ops.one_hot,
-    stop_gradient=keras.ops.stop_gradient,
-    sigmoid=keras.ops.sigmoid,
+    transpose=keras.ops.transpose,  # a TensorFlow tensor has no .T
     **({"bce_with_logits": _fused_bce} if ENGINE == "torch" else {}),
 )
 

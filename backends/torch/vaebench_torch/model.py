@@ -34,7 +34,6 @@ OPS = ArrayOps(
     bce_with_logits=lambda logits, targets: F.binary_cross_entropy_with_logits(logits, targets, reduction="none"),
     one_hot=lambda index, n: F.one_hot(index, n).to(torch.float32),
     stop_gradient=torch.Tensor.detach,
-    sigmoid=torch.sigmoid,
 )
 
 
