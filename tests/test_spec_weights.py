@@ -42,6 +42,7 @@ def test_defaults_of_each_source():
         "conv-sym": (2, 128, 30),
         "mlp": (20, 128, 10),
         "iwae-mlp": (50, 20, 10),
+        "vqvae": (16, 128, 30),  # keras.io's VQ-VAE: 16-dimensional codes, batch 128, 30 epochs
     }
 
 

@@ -113,7 +113,7 @@ def test_a_run_scores_and_draws_a_vq_model_without_a_posterior(tmp_path):
     assert "test reconstruction loss" in proc.stdout and "codebook perplexity" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     final = metrics["final"]
-    assert set(final) == {"test_loss", "test_recon", "test_vq", "perplexity", "codes_used", "bits_per_image"}
+    assert set(final) == {"test_loss", "test_recon", "test_vq", "train_recon", "perplexity", "codes_used", "bits_per_image"}
     assert final["bits_per_image"] == 343 and 1 <= final["perplexity"] <= 128
     assert final["test_loss"] == pytest.approx(final["test_recon"] + final["test_vq"])
     assert metrics["history"][0]["train_neg_elbo"] is None and metrics["history"][0]["train_objective"] > 0
