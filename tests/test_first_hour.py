@@ -117,6 +117,8 @@ def test_a_failed_runs_line_keeps_its_whole_error_with_the_fix_at_the_end():
     assert line.endswith("pass --data-dir or set VAEBENCH_DATA_DIR") and "\n" not in line
     done = {"status": "completed", "test_neg_elbo": 101.234, "seconds": 12.4, "node": {"host": "h"}}
     assert cluster.outcome_line("r", done) == "completed   r  test -ELBO 101.23  12s on h"
+    vq = {**done, "test_neg_elbo": None, "headline": ["test reconstruction loss", 0.041234]}
+    assert cluster.outcome_line("r", vq) == "completed   r  test reconstruction loss 0.0412  12s on h"
 
 
 # -- a busy machine seen during the measurement, not at two instants ---------------------------------------------

@@ -129,6 +129,14 @@ def test_a_run_scores_and_draws_a_vq_model_without_a_posterior(tmp_path):
     )
     assert refused.returncode == 2 and "vector-quantised bottleneck" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "no").exists()
+    # eval's default takes no importance samples for a VQ model; an explicit --k is refused and changes nothing
+    before = (out / "metrics.json").read_bytes()
+    cli = [sys.executable, "-m", "vaebench.cli", "eval", str(out), "-q"]
+    asked = subprocess.run([*cli, "--k", "100"], capture_output=True, text=True, env=env, timeout=600)
+    assert asked.returncode == 2 and "use --k 0" in asked.stderr and "Traceback" not in asked.stderr
+    assert (out / "metrics.json").read_bytes() == before
+    plain = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)
+    assert plain.returncode == 0 and "training-set reconstruction loss" in plain.stdout, plain.stderr
 
 
 def _numpy_model(seed: int = 0):

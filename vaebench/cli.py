@@ -185,16 +185,16 @@ def _run_many(kw: dict[str, Any]) -> None:
     "--k",
     "k",
     type=int,
-    default=100,
-    show_default=True,
-    help="Importance samples per test image (0: skip IWAE). The default finishes in minutes on a CPU (its time grows "
-    "with k); --k 5000 is the published convention (hours on a CPU). Every NLL shown names its k.",
+    default=None,
+    help="Importance samples per test image (0: skip IWAE). Default 100 (0 for a VQ model, which has no likelihood): "
+    "minutes on a CPU (the time grows with k); --k 5000 is the published convention (hours on a CPU). "
+    "Every NLL shown names its k.",
 )
 @data_dir_option()
 @device_option()
 @click.option("--accept-data-change", is_flag=True, help="Evaluate on test files whose SHA-256 differs from the run's.")
 @quiet_option("No progress bar or log lines; only the result.")
-def eval_(run_dir: str, k: int, quiet: bool, **kw: Any) -> None:
+def eval_(run_dir: str, k: int | None, quiet: bool, **kw: Any) -> None:
     """Evaluate a finished run's weights (any backend): -ELBO, IWAE NLL, active units, KL per dimension.
 
     The test files are read from where the run recorded them unless --data-dir says otherwise.
@@ -202,7 +202,7 @@ def eval_(run_dir: str, k: int, quiet: bool, **kw: Any) -> None:
     from vaebench.run.rescore import evaluate_run
     from vaebench.run.results import final_figure
 
-    if k < 0:
+    if k is not None and k < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--k")
     where = (kw["data_dir"], kw["device"])
     result = evaluate_run(

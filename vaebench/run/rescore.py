@@ -20,11 +20,14 @@ from vaebench.run.evaluation import full_evaluation
 from vaebench.run.outputs.tensorboard import FOLDER, RunLog
 from vaebench.run.results import claim_run_dir, config_of, read_metrics, recorded_data_dir, run_identity, write_metrics
 
+DEFAULT_K = 100
+"""``vaebench eval``'s importance samples when none are asked for: minutes on a CPU (a VQ model takes none)."""
+
 
 def evaluate_run(
     run_dir: Path,
     backend_name: str | None = None,
-    k: int = 5000,
+    k: int | None = 5000,
     data_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -46,6 +49,8 @@ def evaluate_run(
     is taken before and compared under the lock, and a run replaced in between
     (``run --overwrite``) refuses the result with a line saying so.
 
+    ``k=None`` takes :data:`DEFAULT_K` for a Gaussian model and 0 for a VQ model, which has no likelihood.
+
     The NLL also goes to the run's TensorBoard files as ``test/nll_k<k>`` (another backend's as
     ``test/nll_k<k>/<backend>``), so the viewer a user watched the run in shows its score and the ``k`` behind
     it. ``tensorboard=None`` logs it when the run wrote TensorBoard files (its ``tb/`` folder exists). That is
@@ -57,6 +62,8 @@ def evaluate_run(
     if metrics["status"] != "completed":
         raise ConfigError(f"{run_dir} is not a completed run (status {metrics['status']!r}); nothing to evaluate")
     cfg = config_of(metrics, run_dir / "metrics.json")
+    if k is None:  # the command line's default, which must not refuse the model it is given
+        k = 0 if cfg.spec.quantizer is not None else DEFAULT_K
     check_iwae_k(k, cfg.latent_dim, "--k")  # before any framework loads or any image is read
     if k and cfg.spec.quantizer is not None:
         raise ConfigError(f"--k {k}: model {cfg.model!r} has a vector-quantised bottleneck and no likelihood; use --k 0")
