@@ -90,6 +90,9 @@ def test_code_usage_is_the_perplexity_of_the_codes_distribution():
     skewed = code_usage(np.array([3, 1]))
     assert skewed["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
     assert code_usage(np.array([0, 7, 0]))["perplexity"] == pytest.approx(1.0)
+    once = code_usage(np.array([1, 0, 3]))  # a code chosen once is used; the counts stay integers
+    assert once["codes_used"] == pytest.approx(2 / 3) and all(type(c) is int for c in once["code_counts"])
+    assert once["perplexity"] == pytest.approx(math.exp(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))))
 
 
 def test_parity_allows_a_vq_model_its_measured_code_flips_and_nothing_else():
@@ -166,6 +169,7 @@ def test_the_evaluation_of_a_vq_model_is_its_terms_codes_and_training_loss():
     assert result["train_recon"] == pytest.approx(evaluate_split(model, train, 4, 0)["recon"], rel=1e-9)
     assert result["test_loss"] == pytest.approx(split["loss"]) and result["perplexity"] == stats["perplexity"]
     assert "active_units" not in result and "test_neg_elbo" not in result
+    assert 0 <= result["seconds"] < 3600
     assert "train_recon" not in full_evaluation(model, test, 0, 0, batch_size=5)
     with pytest.raises(ConfigError, match="no likelihood"):
         full_evaluation(model, test, 5, 0)
@@ -183,6 +187,19 @@ def test_reconstructions_and_the_decoded_points_are_the_codes_and_the_codebooks_
     assert points.shape == (GRID_SIZE * GRID_SIZE, 7, 7, 16) and points.dtype == np.float32
     assert 0.04 < points.std() < 0.06 and not np.array_equal(points, decode_points(SPEC, 1))
     np.testing.assert_array_equal(decode_points(get_model("conv").spec, 0), grid_points(2, 0))
+    from vaebench.seeding import rng
+
+    want = 0.05 * rng(0, "grid").standard_normal((GRID_SIZE * GRID_SIZE, 7, 7, 16), dtype=np.float32)
+    np.testing.assert_array_equal(points, want)  # the grid's own stream and the run's seed, in every backend
+    # a Gaussian model's reconstruction is the decoded posterior mean
+    from vaebench.model.config import AdamConfig
+    from vaebench.plugin.numpy_backend import NumpyBackend
+
+    mlp = get_model("mlp").spec
+    gaussian = NumpyBackend().build(mlp, AdamConfig())
+    gaussian.load_weights(init_params(mlp, 0))
+    x = np.random.default_rng(5).random((3, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_array_equal(reconstruct(gaussian, x), gaussian.decode(gaussian.encode(x)[0]))
 
 
 @pytest.mark.parametrize("name", ["numpy", "torch"])
