@@ -63,3 +63,112 @@ def test_fixed_binarisation_is_binary_and_seeded():
     a, b = binarize_fixed(images, 3, chunk=7), binarize_fixed(images, 3)
     assert np.array_equal(a, b) and set(np.unique(a)) <= {0, 255}
     assert abs(a.mean() / 255 - images.mean() / 255) < 0.01
+
+
+# -- what the evaluation asks of the backend, and what it tells the user on the way --------------------------------
+class Recording:
+    """A model that passes every call to ``model`` and keeps how many rows each call had, by method."""
+
+    def __init__(self, model):
+        self.model, self.spec, self.rows = model, model.spec, {}
+
+    def _kept(self, name, n):
+        self.rows.setdefault(name, []).append(n)
+
+    def encode(self, x):
+        self._kept("encode", len(x))
+        return self.model.encode(x)
+
+    def recon_nll(self, x, z):
+        assert len(x) == len(z)
+        self._kept("recon_nll", len(z))
+        return self.model.recon_nll(x, z)
+
+    def evaluate(self, x, eps):
+        self._kept("evaluate", len(x))
+        return self.model.evaluate(x, eps)
+
+    def codes(self, x):
+        self._kept("codes", len(x))
+        return self.model.codes(x)
+
+
+def test_iwae_calls_the_backend_with_full_calls_of_one_shape_within_rows(model_and_images):
+    model, images = model_and_images
+    packed = Recording(model)
+    iwae_nll(packed, images[:5], 64, seed=0, rows=4096)  # 64 images' samples fit one call: 5 of them, padded
+    assert packed.rows["recon_nll"] == [4096] and packed.rows["encode"] == [5]
+    ticks = []
+    split = Recording(model)
+    got = iwae_nll(split, images[:2], 30, seed=0, rows=8, tick=lambda: ticks.append(1))  # 30 = 8 + 8 + 8 + 6
+    assert split.rows["recon_nll"] == [8] * 8 and split.rows["encode"] == [1, 1]  # an image at a time, wrapped
+    assert len(ticks) == 2  # once before each chunk of images
+    np.testing.assert_allclose(got, iwae_nll(model, images[:2], 30, seed=0, rows=4096), rtol=1e-6)
+
+
+def test_the_evaluation_chunks_every_backend_call_by_its_batch_size(model_and_images):
+    model, images = model_and_images
+    chunked = Recording(model)
+    full_evaluation(chunked, images[:5], k=0, seed=0, batch_size=2)
+    assert chunked.rows == {"evaluate": [2, 2, 1], "encode": [2, 2, 1]}
+
+
+def test_iwae_shows_its_progress_only_when_asked(model_and_images, monkeypatch, capsys):
+    model, images = model_and_images
+    monkeypatch.setenv("VAEBENCH_LOG_INTERVAL", "0")  # stderr is no terminal here: a line at every update
+    iwae_nll(model, images[:5], 8, seed=0)
+    full_evaluation(model, images[:5], k=8, seed=0, batch_size=8)
+    assert capsys.readouterr().err == ""
+    iwae_nll(model, images[:5], 8, seed=0, progress=True)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("IWAE k=8: 5/5 images, ")
+    full_evaluation(model, images[:3], k=4, seed=0, batch_size=8, progress=True)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("IWAE k=4: 3/3 images, ")
+
+
+def test_the_evaluation_says_what_it_does_and_stops_when_its_tick_raises(model_and_images):
+    model, images = model_and_images
+    said = []
+    full_evaluation(model, images[:5], k=8, seed=0, batch_size=8, log=said.append)
+    assert said == ["importance-weighted NLL with k=8 on 5 test images"]
+
+    class StopError(Exception):
+        pass
+
+    def tick():
+        raise StopError
+
+    with pytest.raises(StopError):
+        full_evaluation(model, images[:5], k=8, seed=0, batch_size=8, tick=tick)
+
+
+def test_one_sample_is_an_importance_weighted_estimate_and_two_images_have_a_spread(model_and_images):
+    model, images = model_and_images
+    one = full_evaluation(model, images[:2], k=1, seed=0, batch_size=8)
+    nll = iwae_nll(model, images[:2], 1, seed=0)
+    assert one["iwae_k"] == 1 and one["test_nll"] == pytest.approx(nll.mean(), rel=1e-12)
+    assert one["test_nll_sem"] == pytest.approx(abs(nll[0] - nll[1]) / 2, rel=1e-9)  # sd / sqrt 2 of two values
+    assert 0 <= one["seconds"] < 3600
+
+
+def test_a_unit_is_active_only_above_the_threshold():
+    """Burda et al.'s ``A_u > 0.01``, strictly: a unit whose posterior means vary by exactly 0.01 is not active."""
+    u = 0.1414213562373095  # [u, -u, 0, 0] has variance 0.01 exactly in float64
+
+    class Fixed:
+        def encode(self, x):
+            mean = np.zeros((len(x), 2))
+            mean[:, 0] = [u, -u, 0.0, 0.0]
+            mean[:, 1] = [u, -u, 0.0, 0.01]
+            return mean, np.zeros((len(x), 2))
+
+    stats = latent_statistics(Fixed(), np.zeros((4, 28, 28), np.uint8))
+    assert stats["au_variances"][0] == 0.01 and stats["au_variances"][1] > 0.01
+    assert stats["active_units"] == 1
+
+
+def test_a_larger_latents_decoded_points_are_the_runs_draws_from_the_prior():
+    from vaebench.run.evaluation import decode_points, grid_points
+
+    spec = get_model("mlp").spec.with_latent(5)
+    np.testing.assert_array_equal(decode_points(spec, 3), grid_points(5, 3))
+    assert not np.array_equal(decode_points(spec, 3), decode_points(spec, 4))

@@ -93,6 +93,8 @@ def test_code_usage_is_the_perplexity_of_the_codes_distribution():
     once = code_usage(np.array([1, 0, 3]))  # a code chosen once is used; the counts stay integers
     assert once["codes_used"] == pytest.approx(2 / 3) and all(type(c) is int for c in once["code_counts"])
     assert once["perplexity"] == pytest.approx(math.exp(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))))
+    summed = code_usage(np.array([1.0, 0.0, 3.0]))  # counts added up as floats are still counts: integers
+    assert summed["code_counts"] == [1, 0, 3] and all(type(c) is int for c in summed["code_counts"])
 
 
 def test_parity_allows_a_vq_model_its_measured_code_flips_and_nothing_else():
@@ -165,14 +167,21 @@ def test_the_evaluation_of_a_vq_model_is_its_terms_codes_and_training_loss():
         assert split[name] == pytest.approx(float(np.mean(want)), rel=1e-6), name
     stats = code_statistics(model, test, batch_size=5)
     assert stats == {**code_usage(np.bincount(codes.ravel(), minlength=128)), "bits_per_image": 343.0}
-    result = full_evaluation(model, test, 0, 0, batch_size=5, train_images=train)
+    said = []
+    result = full_evaluation(model, test, 0, 0, batch_size=5, train_images=train, log=said.append)
+    assert said == ["reconstruction loss on the 9 training images"]
     assert result["train_recon"] == pytest.approx(evaluate_split(model, train, 4, 0)["recon"], rel=1e-9)
     assert result["test_loss"] == pytest.approx(split["loss"]) and result["perplexity"] == stats["perplexity"]
     assert "active_units" not in result and "test_neg_elbo" not in result
     assert 0 <= result["seconds"] < 3600
+    sizes, codes_of = [], model.codes
+    model.codes = lambda x: (sizes.append(len(x)), codes_of(x))[1]
     assert "train_recon" not in full_evaluation(model, test, 0, 0, batch_size=5)
-    with pytest.raises(ConfigError, match="no likelihood"):
-        full_evaluation(model, test, 5, 0)
+    assert sizes == [5, 5, 2]  # the codes too are asked for a chunk of batch_size images at a time
+    del model.codes
+    for k in (1, 5):  # even one sample: there is no posterior to draw it from
+        with pytest.raises(ConfigError, match="no likelihood"):
+            full_evaluation(model, test, k, 0)
 
 
 def test_reconstructions_and_the_decoded_points_are_the_codes_and_the_codebooks_scale():
