@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -609,6 +610,29 @@ def _training_recon(m: dict[str, Any]) -> float | None:
     return float(own["train_recon"]) if own.get("train_recon") is not None else None
 
 
+def vq_seed_spread(scored: list[tuple[str, int, float]]) -> list[str]:
+    """The seed spread of the training-set loss: for each backend scored over two seeds or more, the range of its
+    ``(backend, seed, loss)`` runs, and whether each run of another backend lies inside that range."""
+    by_backend: dict[str, list[float]] = {}
+    for backend, _seed, value in scored:
+        by_backend.setdefault(backend, []).append(value)
+    lines = []
+    for backend, values in sorted(by_backend.items()):
+        if len(values) < 2:
+            continue
+        lo, hi = min(values), max(values)
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        others = ", ".join(
+            f"{b} seed {s} ({v:.4f}) {'inside' if lo <= v <= hi else 'outside'} it" for b, s, v in sorted(scored) if b != backend
+        )
+        lines.append(
+            f"{backend} over {len(values)} seeds: {lo:.4f} to {hi:.4f} (mean {mean:.4f}, sd {sd:.4f})"
+            + (f"; {others}" if others else "")
+        )
+    return lines
+
+
 def render_vqvae(inputs: dict[str, Any]) -> str:
     """The VQ-VAE against keras.io's: every committed completed run of ``results/validity/vqvae/``, its training-set
     reconstruction loss beside keras.io's 0.0444 with the 10% verdict, and its codebook's use."""
@@ -624,8 +648,9 @@ def render_vqvae(inputs: dict[str, Any]) -> str:
     if not runs:
         raise FiguresError(f"{folder} holds no completed vqvae run: run the commands the README's VQ-VAE paragraph names")
     lines = [
-        f"**VQ-VAE against keras.io's** (`results/validity/vqvae/`): `vaebench run --backend B --model vqvae --out "
-        f"results/validity/vqvae/B-seed0`, then `vaebench eval results/validity/vqvae/B-seed0` (the training-set loss). "
+        f"**VQ-VAE against keras.io's** (`results/validity/vqvae/`): `vaebench run --backend B --model vqvae --seed S "
+        f"--out results/validity/vqvae/B-seedS` (a run of older code needs `vaebench eval` after it for the training-set "
+        f"loss). "
         f"keras.io's VQ-VAE (the same network, 128 codes, beta 0.25, Adam, batch 128, 30 epochs) reports a final training "
         f"reconstruction loss of {KERAS_IO_VQ_RECON} (MSE over the training set's variance, the last epoch's running "
         f"mean); ours is scored after the last epoch over all 60,000 training images, and the issue asks for within "
@@ -635,17 +660,26 @@ def render_vqvae(inputs: dict[str, Any]) -> str:
         "| perplexity (of 128) | codes used | bits per image |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
+    scored = []
     for _path, m in sorted(runs, key=lambda r: (r[1]["config"]["backend"], r[1]["config"]["seed"])):
         cfg, final, train = m["config"], m["final"], _training_recon(m)
         if train is None:
             verdict, shown = "not scored (run `vaebench eval`)", ""
         else:
+            scored.append((cfg["backend"], cfg["seed"], train))
             off = train / KERAS_IO_VQ_RECON - 1
             verdict, shown = f"{off:+.1%}, {'within' if abs(off) <= VQ_TOLERANCE else 'outside'} 10%", f"{train:.4f}"
         lines.append(
             f"| {cfg['backend']} | {cfg['seed']} | {cfg['epochs']} | {shown} | {verdict} | {final['test_recon']:.4f} "
             f"| {final['perplexity']:.1f} | {final['codes_used']:.0%} | {final['bits_per_image']:.0f} |"
         )
+    spread = vq_seed_spread(scored)
+    lines += [
+        "",
+        "The seed spread of the training-set loss: " + "; ".join(spread) + "."
+        if spread
+        else "No backend has been trained over two seeds: the seed spread is not measured.",
+    ]
     return "\n".join(lines) + "\n"
 
 

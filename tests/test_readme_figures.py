@@ -44,3 +44,23 @@ def test_a_missing_input_is_one_line_exit_2_and_the_readme_is_untouched(tmp_path
     readme.write_text(before.replace("<!-- figures:results -->", "<!-- removed -->", 1))
     proc = _script("--check", "--readme", readme)  # a block deleted (and a figure typed instead) is refused too
     assert proc.returncode == 2 and "results" in proc.stderr, proc.stderr
+
+
+def test_the_vq_seed_spread_is_each_multi_seed_backends_range_and_says_where_the_others_lie():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_figures", SCRIPT)
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    assert figures.vq_seed_spread([("keras", 0, 0.0383), ("torch", 0, 0.0408)]) == []  # one seed each: no spread
+    got = figures.vq_seed_spread(
+        [("keras", 0, 0.04), ("keras", 1, 0.05), ("keras", 2, 0.03), ("torch", 0, 0.0408), ("jax", 0, 0.0299)]
+    )
+    # mean 0.04, sd 0.01 (n - 1); torch's 0.0408 is inside [0.03, 0.05], jax's 0.0299 below it
+    assert got == [
+        "keras over 3 seeds: 0.0300 to 0.0500 (mean 0.0400, sd 0.0100); jax seed 0 (0.0299) outside it, "
+        "torch seed 0 (0.0408) inside it"
+    ]
+    two = figures.vq_seed_spread([("a", 0, 0.04), ("a", 1, 0.05), ("b", 0, 0.05), ("b", 1, 0.06)])
+    assert two[0].endswith("b seed 0 (0.0500) inside it, b seed 1 (0.0600) outside it")  # the range's end is inside
+    assert two[1].startswith("b over 2 seeds: 0.0500 to 0.0600") and "a seed 0 (0.0400) outside it" in two[1]
