@@ -67,15 +67,25 @@ def tuning_record(fixed: CellRequest, tuned: dict[str, Any] | None) -> dict[str,
 
 
 def tuning_line(backend: str, execution: dict[str, Any]) -> str:
-    """One line: the variant chosen and its images/s against the default variant's, with the interval."""
+    """One line: the variant chosen and its images/s against the default variant's, with the interval; or, when
+    :func:`~vaebench.plugin.profiles.choose` kept the default, the fastest other variant and why it was not taken."""
     tuning = execution["tuning"]
     if tuning.get("nothing_to_tune"):
         return f"profile best: {backend} has nothing to tune; training its default ({tuning['chosen']})"
     chosen = next(c for c in tuning["candidates"] if c["label"] == tuning["chosen"])
     n = len(tuning["candidates"])
+    if tuning["chosen"] != tuning["default"]:
+        return (
+            f"profile best: {backend} trains with {tuning['chosen']}: {chosen['median']:.0f} img/s, "
+            f"{chosen['vs_default']['text']}x the default ({tuning['default']}); the fastest of {n} variants "
+            "whose interval lies above 1x"
+        )
+    others = [c for c in tuning["candidates"] if c["label"] != tuning["default"]]
+    fastest = max(others, key=lambda c: c["vs_default"]["value"]) if others else None
+    beside = f" (the fastest other: {fastest['label']} at {fastest['vs_default']['text']}x)" if fastest else ""
     return (
-        f"profile best: {backend} trains with {tuning['chosen']}: {chosen['median']:.0f} img/s, "
-        f"{chosen['vs_default']['text']}x the default ({tuning['default']}); fastest of {n} variants"
+        f"profile best: {backend} trains with its default ({tuning['default']}): {chosen['median']:.0f} img/s; "
+        f"none of the other {n - 1} variants is faster with its whole interval above 1x{beside}"
     )
 
 
