@@ -161,14 +161,17 @@ def test_a_unit_is_active_only_above_the_threshold():
             mean[:, 1] = [u, -u, 0.0, 0.01]
             return mean, np.zeros((len(x), 2))
 
-    stats = latent_statistics(Fixed(), np.zeros((4, 28, 28), np.uint8))
+    stats = latent_statistics(Fixed(), np.zeros((4, 28, 28), np.uint8), 4)
     assert stats["au_variances"][0] == 0.01 and stats["au_variances"][1] > 0.01
     assert stats["active_units"] == 1
 
 
 def test_a_larger_latents_decoded_points_are_the_runs_draws_from_the_prior():
-    from vaebench.run.evaluation import decode_points, grid_points
+    from vaebench.run.evaluation import decode_points
+    from vaebench.seeding import rng
 
     spec = get_model("mlp").spec.with_latent(5)
-    np.testing.assert_array_equal(decode_points(spec, 3), grid_points(5, 3))
+    points = decode_points(spec, 3)
+    assert points.dtype == np.float32 and points.shape == (400, 5)
+    np.testing.assert_array_equal(points, rng(3, "grid").standard_normal((400, 5), dtype=np.float32))  # the prior
     assert not np.array_equal(decode_points(spec, 3), decode_points(spec, 4))

@@ -103,7 +103,7 @@ def test_full_evaluation_reports_the_mean_nll_with_its_standard_error(numpy_mode
     assert got["iwae_k"] == 8 and got["seconds"] >= 0
     elbo = evaluate_split(numpy_model, images, 2, 2)
     assert (got["test_neg_elbo"], got["test_recon"], got["test_kl"]) == (elbo["neg_elbo"], elbo["recon"], elbo["kl"])
-    assert got["active_units"] == latent_statistics(numpy_model, images)["active_units"]
+    assert got["active_units"] == latent_statistics(numpy_model, images, 2)["active_units"]
     one = full_evaluation(numpy_model, images[:1], k=8, seed=2, batch_size=2)
     assert one["test_nll_sem"] == 0.0  # one image: no spread to report
 

@@ -14,6 +14,7 @@ import pytest
 
 from vaebench.model.config import TrainConfig
 from vaebench.plugin import registry
+from vaebench.plugin.profiles import choose
 from vaebench.sweep import local
 
 NUMPY = ["run", "--backend", "numpy", "--model", "mlp", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
@@ -57,9 +58,7 @@ def test_best_tunes_the_free_setting_and_trains_with_the_winner(keras_best):
         assert c["vs_default"]["low"] <= c["vs_default"]["value"] <= c["vs_default"]["high"] and c["vs_default"]["text"]
     # the rule of profiles.choose: the fastest whose whole interval lies above 1x, else the default (which of the
     # two happens is the machine's to say; the run must follow the rule either way)
-    better = [c for c in tuning["candidates"] if c["vs_default"]["low"] > 1]
-    winner = max(better, key=lambda c: c["vs_default"]["value"]) if better else None
-    winner = winner or next(c for c in tuning["candidates"] if c["label"] == tuning["default"])
+    winner = choose(tuning["candidates"], tuning["default"])
     assert tuning["chosen"] == winner["label"]
     assert tuning["default"] == "transpose=keras, xla=0"  # Keras' xla=auto on a CPU
     default = next(c for c in tuning["candidates"] if c["label"] == tuning["default"])
@@ -75,7 +74,7 @@ def test_best_tunes_the_free_setting_and_trains_with_the_winner(keras_best):
         assert f"the fastest other: {other['label']} at {other['vs_default']['text']}x" in line
     else:
         assert f"keras trains with {winner['label']}" in line and winner["vs_default"]["text"] in line
-        assert "the default (transpose=keras, xla=0)" in line and "of 2 variants whose interval lies above 1x" in line
+        assert "the default (transpose=keras, xla=0)" in line and "the 1 of 1 other variants whose interval" in line
 
 
 def test_resume_of_a_best_run_keeps_the_choice_and_never_retunes(keras_best, tmp_path):
@@ -153,15 +152,16 @@ def test_the_tuning_line_says_a_kept_default_was_kept_and_names_what_it_beat():
             "vs_default": {"value": value, "low": low, "high": high, "text": f"{value:.1f} ({low:.1f}-{high:.1f})"},
         }
 
-    default, xla = cand("xla=0", 1000, 1.0, 1.0, 1.0), cand("xla=1", 1100, 1.1, 0.9, 1.3)
-    kept = {"tuning": {"chosen": "xla=0", "default": "xla=0", "candidates": [default, xla]}}
+    default, slow = cand("a", 1000, 1.0, 1.0, 1.0), cand("b", 900, 0.9, 0.8, 1.0)
+    near = cand("c", 1100, 1.1, 0.9, 1.3)
+    kept = {"tuning": {"chosen": "a", "default": "a", "candidates": [slow, default, near]}}
     assert tuning_line("keras", kept) == (
-        "profile best: keras trains with its default (xla=0): 1000 img/s; none of the other 1 variants is faster "
-        "with its whole interval above 1x (the fastest other: xla=1 at 1.1 (0.9-1.3)x)"
+        "profile best: keras trains with its default (a): 1000 img/s; none of the other 2 variants is faster "
+        "with its whole interval above 1x (the fastest other: c at 1.1 (0.9-1.3)x)"
     )
-    xla = cand("xla=1", 1300, 1.3, 1.1, 1.5)
-    taken = {"tuning": {"chosen": "xla=1", "default": "xla=0", "candidates": [default, xla]}}
+    fast, faster = cand("c", 1200, 1.2, 1.05, 1.3), cand("d", 1300, 1.3, 1.1, 1.5)
+    taken = {"tuning": {"chosen": "d", "default": "a", "candidates": [default, fast, slow, faster]}}
     assert tuning_line("keras", taken) == (
-        "profile best: keras trains with xla=1: 1300 img/s, 1.3 (1.1-1.5)x the default (xla=0); the fastest of 2 "
-        "variants whose interval lies above 1x"
+        "profile best: keras trains with d: 1300 img/s, 1.3 (1.1-1.5)x the default (a); the fastest of the 2 of 3 "
+        "other variants whose interval lies above 1x"
     )

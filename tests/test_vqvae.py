@@ -181,7 +181,7 @@ def test_the_evaluation_of_a_vq_model_is_its_terms_codes_and_training_loss():
     del model.codes
     for k in (1, 5):  # even one sample: there is no posterior to draw it from
         with pytest.raises(ConfigError, match="no likelihood"):
-            full_evaluation(model, test, k, 0)
+            full_evaluation(model, test, k, 0, 5)
 
 
 def test_reconstructions_and_the_decoded_points_are_the_codes_and_the_codebooks_scale():

@@ -74,13 +74,14 @@ def tuning_line(backend: str, execution: dict[str, Any]) -> str:
         return f"profile best: {backend} has nothing to tune; training its default ({tuning['chosen']})"
     chosen = next(c for c in tuning["candidates"] if c["label"] == tuning["chosen"])
     n = len(tuning["candidates"])
+    others = [c for c in tuning["candidates"] if c["label"] != tuning["default"]]
     if tuning["chosen"] != tuning["default"]:
+        above = sum(c["vs_default"]["low"] > 1 for c in others)
         return (
             f"profile best: {backend} trains with {tuning['chosen']}: {chosen['median']:.0f} img/s, "
-            f"{chosen['vs_default']['text']}x the default ({tuning['default']}); the fastest of {n} variants "
-            "whose interval lies above 1x"
+            f"{chosen['vs_default']['text']}x the default ({tuning['default']}); the fastest of the {above} of "
+            f"{n - 1} other variants whose interval lies above 1x"
         )
-    others = [c for c in tuning["candidates"] if c["label"] != tuning["default"]]
     fastest = max(others, key=lambda c: c["vs_default"]["value"]) if others else None
     beside = f" (the fastest other: {fastest['label']} at {fastest['vs_default']['text']}x)" if fastest else ""
     return (

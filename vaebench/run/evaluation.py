@@ -60,10 +60,11 @@ def evaluate_split(model: Model, images: np.ndarray, batch_size: int, seed: int)
     return {name: float(value) for name, value in zip(TERMS[model.spec.bottleneck], mean, strict=True)}
 
 
-def code_statistics(model: Model, images: np.ndarray, batch_size: int = 1000) -> dict[str, Any]:
+def code_statistics(model: Model, images: np.ndarray, batch_size: int) -> dict[str, Any]:
     """A VQ model's use of its codebook over ``images`` (uint8): how often each code is chosen, the perplexity
     ``exp(H)`` of that distribution (``K`` when every code is used equally, 1 when one code is), the fraction of
-    codes chosen at least once, and ``bits_per_image = codes per image * log2 K`` (what a code map costs to send)."""
+    codes chosen at least once, and ``bits_per_image = codes per image * log2 K`` (what a code map costs to send).
+    ``batch_size`` images go to the backend at a time (the run's ``eval_batch_size``: what bounds memory)."""
     spec = model.spec
     counts = np.zeros(spec.quantizer.codes, np.int64)  # type: ignore[union-attr]
     for start in range(0, len(images), batch_size):
@@ -170,8 +171,9 @@ def iwae_nll(
     return out
 
 
-def latent_statistics(model: Model, images: np.ndarray, batch_size: int = 1000) -> dict[str, Any]:
-    """Active units and KL per dimension over ``images`` (uint8), from the posterior means and variances."""
+def latent_statistics(model: Model, images: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """Active units and KL per dimension over ``images`` (uint8), from the posterior means and variances, encoded
+    ``batch_size`` images at a time."""
     means, logvars = [], []
     for start in range(0, len(images), batch_size):
         mean, logvar = model.encode(to_float(images[start : start + batch_size]))
@@ -193,7 +195,7 @@ def full_evaluation(
     test_images: np.ndarray,
     k: int,
     seed: int,
-    batch_size: int = 1000,
+    batch_size: int,
     progress: bool = False,
     log: Any = None,
     tick: Callable[[], None] | None = None,

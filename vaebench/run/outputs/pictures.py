@@ -42,7 +42,7 @@ def write_pictures(
         originals = to_float(test_images[:32])
         save_reconstructions(originals, np.clip(reconstruct(model, originals), 0, 1), run_dir / "reconstructions.png", title)
         tick()
-        save_code_usage(code_statistics(model, test_images)["code_counts"], run_dir / "codes.png", title)
+        save_code_usage(code_statistics(model, test_images, cfg.eval_batch_size)["code_counts"], run_dir / "codes.png", title)
         tick()
         if history:
             save_curves(history, run_dir / "curves.png", title, VQ_CURVES, "loss (MSE / variance + VQ terms)")
