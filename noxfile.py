@@ -282,14 +282,14 @@ EQUIVALENT: dict[str, str] = {
     "vaebench.run.evaluation.x_evaluate_split__mutmut_28": "zip strict=None: TERMS has three names for the three totals",
     "vaebench.run.evaluation.x_evaluate_split__mutmut_31": "zip without strict: TERMS has three names for the three totals",
     "vaebench.run.evaluation.x_evaluate_split__mutmut_32": "zip strict=False: TERMS has three names for the three totals",
-    "vaebench.run.evaluation.x_code_statistics__mutmut_5": "float counts: code_usage casts them to int64",
-    "vaebench.run.evaluation.x_code_statistics__mutmut_7": "float counts: code_usage casts them to int64",
-    "vaebench.run.evaluation.x_latent_statistics__mutmut_15": "astype(None) is astype(float64) in NumPy",
-    "vaebench.run.evaluation.x_latent_statistics__mutmut_17": "astype(None) is astype(float64) in NumPy",
+    "vaebench.run.evaluation.x_code_statistics__mutmut_4": "float counts: code_usage casts them to int64",
+    "vaebench.run.evaluation.x_code_statistics__mutmut_6": "float counts: code_usage casts them to int64",
+    "vaebench.run.evaluation.x_latent_statistics__mutmut_14": "astype(None) is astype(float64) in NumPy",
+    "vaebench.run.evaluation.x_latent_statistics__mutmut_16": "astype(None) is astype(float64) in NumPy",
     "vaebench.run.evaluation.x_iwae_nll__mutmut_23": "k < rows for k <= rows: at k == rows both forms call with k rows",
     "vaebench.run.evaluation.x_iwae_nll__mutmut_54": "astype(None) is astype(float64) in NumPy",
     "vaebench.run.evaluation.x_iwae_nll__mutmut_99": "reshape(-2, d): NumPy infers any negative size",
-    "vaebench.run.evaluation.x_full_evaluation__mutmut_33": "evaluate_split's seed only draws noise, and a VQ model "
+    "vaebench.run.evaluation.x_full_evaluation__mutmut_32": "evaluate_split's seed only draws noise, and a VQ model "
     "draws none (noise_dim 0)",
     "vaebench.model.loss.x_iwae_bound__mutmut_41": "logits.shape[+1]: flattened logits are (B * K, pixels), [1] is [-1]",
     "vaebench.model.loss.xǁNumpyOpsǁflatten__mutmut_7": "reshape(n, -2): NumPy infers any negative size; NumpyOps holds "
